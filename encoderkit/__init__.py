@@ -1,0 +1,17 @@
+"""encoderkit: one RoBERTa/BERT checkpoint, every runtime, the same answers.
+
+``import encoderkit`` imports neither TensorFlow, JAX nor ONNX Runtime; backends load lazily.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def load(model, backend=None, **options):
+    """Load a model on a backend; see ``encoderkit.runtimes.load``."""
+    from .runtimes import load as _load
+
+    return _load(model, backend, **options)
+
+
+__all__ = ["__version__", "load"]

@@ -1,0 +1,49 @@
+"""Length-bucketed, token-budget batching shared by every backend."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+
+def plan_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Group indices into batches whose padded size (count x longest) stays within ``max_tokens``.
+
+    Texts are sorted by length (longest first, so the first batch shows the peak memory), each
+    batch padded only to its own longest member. A single text longer than the budget still gets a
+    batch of its own. Callers restore input order from the returned indices.
+
+    Raises:
+        InputError: ``max_tokens`` is not positive.
+    """
+    if max_tokens < 1:
+        raise InputError(f"max_tokens must be positive, got {max_tokens}")
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in order:
+        longest_if_added = max(longest, lengths[i])
+        if current and longest_if_added * (len(current) + 1) > max_tokens:
+            batches.append(current)
+            current, longest_if_added = [], lengths[i]
+        current.append(i)
+        longest = longest_if_added
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, length: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token id lists to ``length`` (default: the longest); returns int64 ids and mask."""
+    longest = max(len(s) for s in seqs)
+    length = longest if length is None else max(length, longest)
+    ids = np.full((len(seqs), length), pad_id, dtype=np.int64)
+    mask = np.zeros((len(seqs), length), dtype=np.int64)
+    for row, s in enumerate(seqs):
+        ids[row, : len(s)] = s
+        mask[row, : len(s)] = 1
+    return ids, mask

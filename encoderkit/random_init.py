@@ -1,0 +1,81 @@
+"""`encoderkit init-random`: deterministic random checkpoints with real tokenizers.
+
+No hub is reachable where tests run, so tests, the demo and the benchmarks build their models
+here. Biases and LayerNorm parameters are random too (not HF's zeros/ones init): a converter that
+drops or misplaces any tensor then changes the outputs, and parity tests see it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoint import expected_shapes, hf_config
+from .errors import UnknownNameError
+from .io import atomic_dir, write_manifest
+from .spec import ModelSpec
+from .tokenization import build_bert_tokenizer, build_roberta_tokenizer, tokenizer_config
+
+# size -> (hidden, layers, heads, intermediate, vocab (roberta, bert), max tokens)
+SIZES = {
+    "tiny": (32, 2, 4, 64, (1000, 1000), 128),
+    "small": (128, 4, 4, 512, (5000, 5000), 256),
+    "base": (768, 12, 12, 3072, (50265, 30522), 512),
+    "large": (1024, 24, 16, 4096, (50265, 30522), 512),  # roberta-large exactly
+}
+
+
+def random_spec(size: str, arch: str = "roberta") -> ModelSpec:
+    """The ModelSpec of a random checkpoint of ``size`` (tiny/small/base/large)."""
+    if size not in SIZES:
+        raise UnknownNameError(f"unknown size {size!r}; choose one of: {', '.join(SIZES)}")
+    if arch not in ("roberta", "bert"):
+        raise UnknownNameError(f"unknown arch {arch!r}; choose one of: roberta, bert")
+    hidden, layers, heads, inter, vocab, max_tokens = SIZES[size]
+    roberta = arch == "roberta"
+    v = vocab[0] if roberta else vocab[1]
+    return ModelSpec(
+        arch=arch, vocab_size=v, hidden_size=hidden, num_layers=layers, num_heads=heads,
+        intermediate_size=inter, max_position_embeddings=max_tokens + (2 if roberta else 0),
+        type_vocab_size=1 if roberta else 2, layer_norm_eps=1e-5 if roberta else 1e-12,
+        hidden_act="gelu", pad_token_id=1 if roberta else 0, position_offset=2 if roberta else 0,
+        has_mlm_head=True, mask_token="<mask>" if roberta else "[MASK]",
+        mask_token_id=v - 1 if roberta else 4, cls_token_id=0 if roberta else 2,
+        sep_token_id=2 if roberta else 3)
+
+
+def random_state(spec: ModelSpec, seed: int) -> dict[str, np.ndarray]:
+    """Random float32 weights: N(0, 0.02) matrices and biases, LayerNorm scales 1 + N(0, 0.02)."""
+    rng = np.random.default_rng(seed)
+    state = {}
+    for name, shape in expected_shapes(spec).items():
+        x = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
+        if "LayerNorm.weight" in name or "layer_norm.weight" in name:
+            x += np.float32(1.0)
+        state[name] = x
+    return state
+
+
+def init_random(out: Path, size: str = "tiny", *, seed: int = 0, arch: str = "roberta",
+                force: bool = False) -> ModelSpec:
+    """Write a random checkpoint (config, safetensors, tokenizer, manifest) to ``out`` atomically.
+
+    Raises:
+        UnknownNameError: unknown size or arch.
+        InputError: ``out`` exists and ``force`` is False.
+    """
+    from .converters.safetensors import write_safetensors
+
+    spec = random_spec(size, arch)
+    build = build_roberta_tokenizer if arch == "roberta" else build_bert_tokenizer
+    tok_json = build(spec.vocab_size, seed, spec.max_tokens_per_text)
+    tok_config, special = tokenizer_config(arch, spec.max_tokens_per_text)
+    with atomic_dir(Path(out), force=force) as tmp:
+        (tmp / "config.json").write_text(json.dumps(hf_config(spec), indent=2) + "\n")
+        (tmp / "tokenizer.json").write_text(json.dumps(tok_json, ensure_ascii=False) + "\n")
+        (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
+        (tmp / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+        write_safetensors(random_state(spec, seed), spec, tmp)
+        write_manifest(tmp, {"kind": "checkpoint", "random": True, "size": size, "arch": arch, "seed": seed})
+    return spec

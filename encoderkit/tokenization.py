@@ -1,0 +1,228 @@
+"""Tokenization once, above every backend: the `tokenizers` library on tokenizer.json.
+
+Also builds the tokenizers of random checkpoints (`init-random`): a RoBERTa byte-level BPE or a
+BERT WordPiece whose vocabulary has exactly the model's size, so every id decodes to a token.
+"""
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from .errors import CheckpointError, InputError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.json", "merges.txt", "vocab.txt")
+
+
+class TextTokenizer:
+    """A thin, policy-enforcing wrapper over ``tokenizers.Tokenizer``.
+
+    Args:
+        tokenizer: the fast tokenizer (its own truncation/padding settings are cleared).
+        max_length: longest encoded sequence, special tokens included.
+        mask_token: the mask token's text, e.g. ``<mask>`` or ``[MASK]``.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int, mask_token: str):
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        self._tok = tokenizer
+        self._trunc = Tokenizer.from_str(tokenizer.to_str())
+        self._trunc.enable_truncation(max_length)
+        self.max_length = max_length
+        self.mask_token = mask_token
+        mask_id = tokenizer.token_to_id(mask_token)
+        if mask_id is None:
+            raise CheckpointError(f"tokenizer has no mask token {mask_token!r}")
+        self.mask_token_id = mask_id
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, texts: Sequence[object], *, truncate: bool = False) -> list[list[int]]:
+        """Encode texts with special tokens, enforcing the input policy.
+
+        Raises:
+            TypeError: an element is not a str (names its index).
+            InputError: an empty text, or a text longer than the model and ``truncate`` is False.
+        """
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings, not a single str")
+        texts = list(texts)
+        if not texts:
+            raise InputError("no texts given")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+            if not t.strip():
+                raise InputError(f"texts[{i}] is empty")
+        ids = [e.ids for e in self._tok.encode_batch(texts)]
+        too_long = [i for i, x in enumerate(ids) if len(x) > self.max_length]
+        if too_long and not truncate:
+            i = too_long[0]
+            raise InputError(
+                f"texts[{i}] has {len(ids[i])} tokens, more than the model's {self.max_length}; "
+                "shorten it or pass truncate=True (--truncate)")
+        for i in too_long:
+            ids[i] = self._trunc.encode(texts[i]).ids
+        return ids
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        return self._tok.decode(list(map(int, ids)), skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tok.token_to_id(token)
+
+    def encode_plain(self, text: str) -> list[int]:
+        """Encode without special tokens (used for fill-mask targets)."""
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    @property
+    def special_ids(self) -> set[int]:
+        return {self._tok.token_to_id(t.content) for t in self._tok.get_added_tokens_decoder().values()
+                if t.special}
+
+
+def load_tokenizer(directory: Path) -> Tokenizer:
+    """Load ``tokenizer.json``; fall back to transformers' converter for vocab/merges-only dirs.
+
+    Raises:
+        CheckpointError: no usable tokenizer files.
+    """
+    path = Path(directory) / "tokenizer.json"
+    if path.is_file():
+        try:
+            return Tokenizer.from_file(str(path))
+        except Exception as e:  # tokenizers raises plain Exception on bad JSON
+            raise CheckpointError(f"{path}: not a valid tokenizer.json ({e})") from None
+    if any((Path(directory) / f).is_file() for f in ("vocab.txt", "vocab.json")):
+        from transformers import AutoTokenizer  # converts slow vocab files to a fast tokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(str(directory), use_fast=True).backend_tokenizer
+        except Exception as e:
+            raise CheckpointError(f"{directory}: cannot build a tokenizer from its vocab files ({e})") from None
+    raise CheckpointError(f"{directory}: no tokenizer.json (or vocab.txt/vocab.json); "
+                          "copy the model's tokenizer files into the checkpoint directory")
+
+
+# --------------------------------------------------------------------------- random tokenizers
+
+_CORPUS = Path(__file__).with_name("corpus.txt")
+
+
+def _corpus_lines() -> list[str]:
+    return [ln for ln in _CORPUS.read_text().splitlines() if ln.strip()]
+
+
+def _pad_vocab(vocab: dict[str, int], size: int, rng: random.Random, make) -> list[tuple[str, str]]:
+    """Grow ``vocab`` to exactly ``size`` entries with ``make(rng, tokens) -> (piece, parts)``."""
+    tokens = list(vocab)
+    extra = []
+    while len(vocab) < size:
+        piece, parts = make(rng, tokens)
+        if piece in vocab:
+            continue
+        vocab[piece] = len(vocab)
+        tokens.append(piece)
+        extra.append(parts)
+    return extra
+
+
+def build_roberta_tokenizer(vocab_size: int, seed: int, max_length: int) -> dict[str, Any]:
+    """A byte-level BPE like roberta's, trained on the embedded corpus, padded to ``vocab_size``.
+
+    Ids: <s>=0 <pad>=1 </s>=2 <unk>=3 ... <mask>=vocab_size-1 (as in roberta-large).
+    Returns the tokenizer.json content as a dict.
+    """
+    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(_corpus_lines(), trainer)
+    model = json.loads(tok.to_str())["model"]
+    vocab = dict(sorted(model["vocab"].items(), key=lambda kv: kv[1]))
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    rng = random.Random(seed)
+
+    short = [t for t in list(vocab)[4:] if len(t) <= 2]
+
+    def make(rng, tokens):  # a merge of an existing token and a short one, at most 8 characters
+        a, b = rng.choice(tokens[4:]), rng.choice(short)
+        if len(a) + len(b) > 8:
+            return a, None  # already in the vocabulary: rejected, drawn again
+        return a + b, (a, b)
+
+    merges += _pad_vocab(vocab, vocab_size - 1, rng, make)
+    vocab["<mask>"] = vocab_size - 1
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True,
+                                                      add_prefix_space=False)
+    from tokenizers import AddedToken
+
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials]
+                           + [AddedToken("<mask>", lstrip=True, special=True, normalized=False)])
+    return json.loads(tok.to_str())
+
+
+def build_bert_tokenizer(vocab_size: int, seed: int, max_length: int) -> dict[str, Any]:
+    """An uncased WordPiece like BERT's, trained on the embedded corpus, padded to ``vocab_size``.
+
+    Ids: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4.
+    """
+    from tokenizers import AddedToken, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    tok.train_from_iterator(_corpus_lines(), trainer)
+    vocab = dict(sorted(json.loads(tok.to_str())["model"]["vocab"].items(), key=lambda kv: kv[1]))
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+
+    def make(rng, tokens):
+        piece = "".join(rng.choice(letters) for _ in range(rng.randint(2, 6)))
+        return ("##" + piece if rng.random() < 0.5 else piece), None
+
+    _pad_vocab(vocab, vocab_size, rng, make)
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok.add_special_tokens([AddedToken(t, special=True) for t in specials])
+    return json.loads(tok.to_str())
+
+
+def tokenizer_config(arch: str, max_length: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """tokenizer_config.json and special_tokens_map.json for a random checkpoint."""
+    if arch == "roberta":
+        special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+                   "pad_token": "<pad>", "cls_token": "<s>",
+                   "mask_token": {"content": "<mask>", "lstrip": True, "rstrip": False,
+                                  "normalized": False, "single_word": False}}
+        cls_name = "RobertaTokenizer"
+    else:
+        special = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+                   "mask_token": "[MASK]"}
+        cls_name = "BertTokenizer"
+    config = {"tokenizer_class": cls_name, "model_max_length": max_length,
+              "clean_up_tokenization_spaces": False, **special}
+    if arch == "bert":
+        config["do_lower_case"] = True
+    return config, special

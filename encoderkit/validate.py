@@ -1,0 +1,158 @@
+"""Post-export validation against the torch reference, and the conversion report.
+
+fp32 exports must match torch within an absolute tolerance on hidden states and mask logits, on
+probe inputs that include padding and a sequence at the model's maximum length. Quantized exports
+(int8, fp16) are judged by accuracy against fp32: fill-mask top-1 agreement, top-5 overlap and the
+cosine similarity of mean-pooled embeddings, each with a configurable threshold.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .batching import pad_batch
+from .errors import ParityError
+from .runtimes import backend_class
+from .runtimes.base import Runtime, pool
+from .tokenization import _corpus_lines
+
+# backend -> max |difference| allowed on hidden states and mask logits (fp32 exports).
+FP32_ATOL = {"torch": 1e-5, "onnx": 1e-4, "tf": 1e-4, "flax": 1e-4}
+# quantized backends -> minimum accuracy against fp32 (overridable per convert call).
+QUANT_THRESHOLDS = {
+    "onnx-int8": {"top1": 0.75, "top5": 0.6, "cosine": 0.98},
+    "onnx-fp16": {"top1": 0.9, "top5": 0.8, "cosine": 0.999},
+}
+
+
+def probe_batches(runtime: Runtime, n: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Two padded batches: short masked sentences of mixed lengths, and one at maximum length."""
+    tok, mask = runtime.tokenizer, runtime.tokenizer.mask_token
+    lines = _corpus_lines()[:n]
+    short = []
+    for j, line in enumerate(lines):  # one mask mid-sentence; every third sentence gets two
+        words = line.split()
+        words[len(words) // 2] = mask
+        if j % 3 == 0:
+            words[1] = mask
+        short.append(" ".join(words))
+    long_text = f"{mask} " + " ".join(_corpus_lines())
+    while len(tok.encode([long_text])[0]) <= tok.max_length:
+        long_text += " " + long_text
+    ids_short = tok.encode(short)
+    (ids_long,) = tok.encode([long_text], truncate=True)
+    assert len(ids_long) == tok.max_length
+    pad = runtime.spec.pad_token_id
+    return [pad_batch(ids_short, pad), pad_batch([ids_long, ids_short[0]], pad)]
+
+
+def _fp32_parity(cand: Runtime, ref: Runtime, atol: float) -> dict[str, Any]:
+    worst = {"hidden": (0.0, None), "logits": (0.0, None)}
+    for b, (ids, mask) in enumerate(probe_batches(ref)):
+        h_ref = ref.forward(ids, mask).last_hidden_state
+        h = cand.forward(ids, mask).last_hidden_state
+        d = np.abs(h - h_ref) * mask[:, :, None]
+        idx = np.unravel_index(np.argmax(d), d.shape)
+        if d[idx] >= worst["hidden"][0]:
+            worst["hidden"] = (float(d[idx]), f"probe batch {b}, row {idx[0]}, position {idx[1]}")
+        if ref.spec.has_mlm_head:
+            rows = np.argwhere(ids == ref.spec.mask_token_id)
+            d = np.abs(cand.mask_logits(ids, mask, rows) - ref.mask_logits(ids, mask, rows))
+            idx = np.unravel_index(np.argmax(d), d.shape)
+            if d[idx] >= worst["logits"][0]:
+                worst["logits"] = (float(d[idx]), f"probe batch {b}, mask {tuple(rows[idx[0]])}, token {idx[1]}")
+    result = {"kind": "fp32", "atol": atol, "max_abs_diff_hidden": worst["hidden"][0],
+              "max_abs_diff_logits": worst["logits"][0] if ref.spec.has_mlm_head else None}
+    for what, (diff, where) in worst.items():
+        if diff > atol:
+            raise ParityError(f"{cand.name} export disagrees with torch: max |diff| of {what} "
+                              f"{diff:.3g} > {atol:g} at {where}")
+    return result
+
+
+def quant_accuracy(cand: Runtime, ref: Runtime) -> dict[str, float]:
+    """Top-1 agreement, top-5 overlap of mask predictions and mean-pooled cosine vs ``ref``."""
+    top1, top5, cos = [], [], []
+    for ids, mask in probe_batches(ref):
+        if ref.spec.has_mlm_head:
+            rows = np.argwhere(ids == ref.spec.mask_token_id)
+            lr, lc = ref.mask_logits(ids, mask, rows), cand.mask_logits(ids, mask, rows)
+            for a, b in zip(lr, lc):
+                ta, tb = np.argsort(-a)[:5], np.argsort(-b)[:5]
+                top1.append(float(ta[0] == tb[0]))
+                top5.append(len(set(ta) & set(tb)) / 5)
+        er = pool(ref.forward(ids, mask).last_hidden_state, mask, "mean")
+        ec = pool(cand.forward(ids, mask).last_hidden_state, mask, "mean")
+        cos += list(np.sum(er * ec, 1) / (np.linalg.norm(er, axis=1) * np.linalg.norm(ec, axis=1)))
+    out = {"cosine": float(np.min(cos)), "cosine_mean": float(np.mean(cos))}
+    if top1:
+        out |= {"top1": float(np.mean(top1)), "top5": float(np.mean(top5))}
+    return out
+
+
+def validate_export(directory: Path, backend: str, reference: Runtime, **options: Any) -> dict[str, Any]:
+    """Load ``directory`` on ``backend`` and compare it with ``reference``.
+
+    Raises:
+        ParityError: with the max difference (fp32) or the accuracy figures (quantized).
+    """
+    cand = backend_class(backend).load(directory)
+    if backend in QUANT_THRESHOLDS:
+        thresholds = QUANT_THRESHOLDS[backend] | (options.get("thresholds") or {})
+        acc = quant_accuracy(cand, reference)
+        failed = [f"{k} {acc[k]:.3f} < {v}" for k, v in thresholds.items() if k in acc and acc[k] < v]
+        if failed:
+            raise ParityError(f"{backend} export is below its accuracy thresholds: {'; '.join(failed)} "
+                              "(change them with --min-top1/--min-top5/--min-cosine)")
+        return {"kind": "quantized", "thresholds": thresholds, **acc}
+    return _fp32_parity(cand, reference, FP32_ATOL[backend])
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def render_report(report: dict[str, Any], root: Path) -> str:
+    """report.md: sizes, export facts (e.g. fused operators), parity, time and peak memory."""
+    spec = report["spec"]
+    lines = [f"# encoderkit conversion report", "",
+             f"Source: `{report['model']}` — {spec['arch']}, {spec['num_layers']} layers, "
+             f"hidden {spec['hidden_size']}, {spec['num_heads']} heads, vocab {spec['vocab_size']}, "
+             f"MLM head: {'yes' if spec['has_mlm_head'] else 'no'}", ""]
+    for fmt, entry in report["formats"].items():
+        lines += [f"## {fmt}", "", f"- size on disk: {_size(root / fmt) / 1e6:.1f} MB",
+                  f"- time: {entry['seconds']:.1f} s (export {entry['export_seconds']:.1f} s)",
+                  f"- peak RSS of the converting process so far: {entry['peak_rss_mb']:.0f} MB"]
+        for key, value in entry["export"].items():
+            if key == "files":
+                continue
+            lines.append(f"- {key.replace('_', ' ')}: {_fmt(value)}")
+        if entry["parity"]:
+            lines += ["", "| backend | check | result | bound |", "|---|---|---|---|"]
+            for backend, res in entry["parity"].items():
+                if res["kind"] == "fp32":
+                    lines.append(f"| {backend} | max abs diff, hidden states | {res['max_abs_diff_hidden']:.2e} "
+                                 f"| {res['atol']:g} |")
+                    if res["max_abs_diff_logits"] is not None:
+                        lines.append(f"| {backend} | max abs diff, mask logits | "
+                                     f"{res['max_abs_diff_logits']:.2e} | {res['atol']:g} |")
+                else:
+                    for k in ("top1", "top5", "cosine"):
+                        if k in res:
+                            name = {"top1": "fill-mask top-1 agreement", "top5": "fill-mask top-5 overlap",
+                                    "cosine": "min cosine, mean-pooled"}[k]
+                            lines.append(f"| {backend} | {name} | {res[k]:.4f} | ≥ {res['thresholds'][k]} |")
+        lines.append("")
+    lines.append("Probe inputs: 8 masked sentences of mixed length (padded together) and one sequence "
+                 "at the model's maximum length.")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)

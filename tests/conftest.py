@@ -1,0 +1,32 @@
+"""Shared fixtures: random checkpoints built once per test worker (seconds, no network)."""
+from __future__ import annotations
+
+import pytest
+
+from encoderkit.random_init import init_random
+
+
+def _ckpt(tmp_path_factory, name, size, arch="roberta", seed=0):
+    out = tmp_path_factory.mktemp("ckpt") / name
+    init_random(out, size, seed=seed, arch=arch)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(tmp_path_factory):
+    return _ckpt(tmp_path_factory, "tiny-roberta", "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    return _ckpt(tmp_path_factory, "tiny-bert", "tiny", arch="bert")
+
+
+@pytest.fixture(scope="session")
+def small_roberta(tmp_path_factory):
+    return _ckpt(tmp_path_factory, "small-roberta", "small", seed=1)
+
+
+@pytest.fixture(scope="session")
+def small_bert(tmp_path_factory):
+    return _ckpt(tmp_path_factory, "small-bert", "small", arch="bert", seed=1)

@@ -1,0 +1,131 @@
+"""The torch backend against transformers itself: the fill-mask pipeline and RobertaModel."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import encoderkit
+from encoderkit.errors import InputError
+
+TEXTS_ONE = ["The capital of France is <mask>.", "She opened the <mask> and looked outside at the rain."]
+TEXT_TWO = "The <mask> flows through the valley and into the <mask>."
+
+
+@pytest.fixture(scope="module")
+def rt(tiny_roberta):
+    return encoderkit.load(tiny_roberta)
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_roberta):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer, pipeline
+
+    return pipeline("fill-mask", model=AutoModelForMaskedLM.from_pretrained(tiny_roberta),
+                    tokenizer=AutoTokenizer.from_pretrained(tiny_roberta))
+
+
+def _same(ours, theirs, atol=1e-5):
+    assert [p["token"] for p in ours] == [p["token"] for p in theirs]
+    for a, b in zip(ours, theirs):
+        assert abs(a["score"] - b["score"]) <= atol, (a, b)
+        assert a["token_str"] == b["token_str"] and a["sequence"] == b["sequence"], (a, b)
+
+
+def test_fill_mask_matches_pipeline_one_mask(rt, pipe):
+    ours = rt.fill_mask(TEXTS_ONE, top_k=7)
+    for text, got in zip(TEXTS_ONE, ours):
+        assert len(got) == 1
+        _same(got[0], pipe(text, top_k=7))
+
+
+def test_fill_mask_matches_pipeline_two_masks(rt, pipe):
+    (got,) = rt.fill_mask([TEXT_TWO], top_k=4)
+    theirs = pipe(TEXT_TWO, top_k=4)
+    assert len(got) == len(theirs) == 2
+    for a, b in zip(got, theirs):
+        _same(a, b)
+    assert "<mask>" in got[0][0]["sequence"]  # the other mask stays, as in the pipeline
+
+
+def test_fill_mask_targets_match_pipeline_without_renormalising(rt, pipe, recwarn):
+    targets = [" many", "ree", " the"]
+    (got,) = rt.fill_mask([TEXTS_ONE[0]], targets=targets)
+    theirs = pipe(TEXTS_ONE[0], targets=targets)
+    _same(got[0], theirs)
+    assert sum(p["score"] for p in got[0]) < 0.5  # scores are probabilities over the whole vocab
+
+
+def test_lm_head_runs_at_mask_positions_only(rt):
+    seen = []
+    hook = rt.head.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
+    try:
+        rt.fill_mask([TEXT_TWO, TEXTS_ONE[1]])
+    finally:
+        hook.remove()
+    assert seen == [(3, rt.spec.hidden_size)]  # 3 masks in one batch, not batch x seq rows
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
+@pytest.mark.parametrize("layer", [0, 1, -1])
+def test_embed_equals_pooling_of_roberta_model(tiny_roberta, rt, pooling, layer):
+    from transformers import AutoModel, AutoTokenizer
+
+    texts = ["A short one.", "A considerably longer sentence, so that the first one is padded in the batch."]
+    tok = AutoTokenizer.from_pretrained(tiny_roberta)
+    model = AutoModel.from_pretrained(tiny_roberta).eval()
+    enc = tok(texts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        hs = model(**enc, output_hidden_states=True).hidden_states[layer].numpy()
+    m = enc["attention_mask"].numpy()[:, :, None].astype(bool)
+    want = {"mean": (hs * m).sum(1) / m.sum(1), "cls": hs[:, 0],
+            "max": np.where(m, hs, -np.inf).max(1)}[pooling]
+    got = rt.embed(texts, pooling=pooling, layer=layer)
+    assert got.dtype == np.float32 and got.shape == (2, rt.spec.hidden_size)
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
+
+
+def test_batched_equals_unbatched_and_order_is_restored(tiny_roberta):
+    rng = np.random.default_rng(0)
+    words = "the river flows through a quiet valley under grey clouds".split()
+    texts = [" ".join(rng.choice(words, size=int(n))) + " <mask>." for n in rng.integers(1, 40, size=17)]
+    big = encoderkit.load(tiny_roberta, max_tokens=200)
+    one = encoderkit.load(tiny_roberta, max_tokens=1)  # every text alone
+    np.testing.assert_allclose(big.embed(texts), np.concatenate([one.embed([t]) for t in texts]), atol=1e-5)
+    batched = big.fill_mask(texts, top_k=3)
+    for t, res in zip(texts, batched):
+        (alone,) = one.fill_mask([t], top_k=3)
+        assert [p["token"] for p in res[0]] == [p["token"] for p in alone[0]]
+        assert res[0][0]["sequence"].startswith(t.split(" <mask>")[0])  # input order restored
+
+
+@pytest.mark.parametrize("call,err,match", [
+    (lambda rt: rt.fill_mask(["no mask here"]), InputError, r"texts\[0\]: the mask token <mask> is missing"),
+    (lambda rt: rt.fill_mask(["ok <mask>", ""]), InputError, r"texts\[1\] is empty"),
+    (lambda rt: rt.embed(["fine", 3]), TypeError, r"texts\[1\] is int"),
+    (lambda rt: rt.embed("a single string"), TypeError, "list of strings"),
+    (lambda rt: rt.embed(["word " * 200]), InputError, r"more than the model's 128; .*truncate"),
+    (lambda rt: rt.embed(["x"], pooling="sum"), InputError, "pooling must be one of"),
+    (lambda rt: rt.embed(["x"], layer=3), InputError, r"layer must be in 0\.\.2"),
+    (lambda rt: rt.fill_mask(["a <mask>"], top_k=0), InputError, "top_k"),
+    (lambda rt: rt.fill_mask(["<mask> " + "word " * 200], truncate=False), InputError, "truncate"),
+    (lambda rt: rt.fill_mask(["word " * 200 + "<mask>"], truncate=True), InputError, "truncated away"),
+])
+def test_bad_input_is_a_typed_error(rt, call, err, match):
+    with pytest.raises(err, match=match):
+        call(rt)
+
+
+def test_truncate_opt_in(rt):
+    long = "<mask> " + "word " * 300
+    (res,) = rt.fill_mask([long], truncate=True)
+    assert len(res) == 1
+    e = rt.embed(["word " * 300], truncate=True)
+    assert e.shape == (1, rt.spec.hidden_size) and np.isfinite(e).all()
+
+
+def test_attentions_shape_and_rows_sum_to_one(rt):
+    a = rt.attentions("The quick brown fox.")
+    n = len(rt.tokenizer.encode(["The quick brown fox."])[0])
+    assert a.shape == (rt.spec.num_layers, rt.spec.num_heads, n, n)
+    np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-5)
