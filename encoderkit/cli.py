@@ -157,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("--to", required=True, help="comma list of safetensors,onnx,tf,flax or 'all'")
     s.add_argument("--out", required=True)
-    s.add_argument("--quantize", choices=["int8", "fp16"], default=None, help="also write a quantized ONNX model")
+    s.add_argument("--quantize", default=None, metavar="int8|fp16|int8,fp16",
+                   help="also write quantized ONNX encoders")
     s.add_argument("--no-fuse", action="store_true", help="keep the ONNX graph unfused")
     s.add_argument("--min-top1", type=float, default=None)
     s.add_argument("--min-top5", type=float, default=None)

@@ -39,7 +39,7 @@ def probe_batches(runtime: Runtime, n: int = 8) -> list[tuple[np.ndarray, np.nda
             words[1] = mask
         short.append(" ".join(words))
     long_text = f"{mask} " + " ".join(_corpus_lines())
-    while len(tok.encode([long_text])[0]) <= tok.max_length:
+    while len(tok.encode_plain(long_text)) < tok.max_length:
         long_text += " " + long_text
     ids_short = tok.encode(short)
     (ids_long,) = tok.encode([long_text], truncate=True)

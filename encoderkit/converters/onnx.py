@@ -1,0 +1,184 @@
+"""ONNX: dynamo export, attention fusion for ONNX Runtime, int8/fp16 variants.
+
+Files written to ``onnx/``:
+
+- ``encoder.onnx``   input_ids, attention_mask -> last_hidden_state. Fused by
+  ``onnxscript.rewriter.ort_fusions.optimize_for_ort`` (Attention, SkipLayerNormalization,
+  BiasGelu); ``onnxruntime.transformers``' optimizer finds no attention in a dynamo graph.
+- ``head.onnx``      hidden [m, hidden] -> logits [m, vocab]: the MLM head, run only on the hidden
+  states at mask positions (gathered by the runtime), so no other position is projected onto the
+  vocabulary.
+- ``analysis.onnx``  input_ids, attention_mask -> every hidden state and every attention
+  probability (unfused: fused attention does not expose its probabilities). Used by
+  ``embed(layer=k)`` for inner layers and by ``attentions()``.
+- ``encoder.int8.onnx`` / ``encoder.fp16.onnx`` with ``--quantize``.
+
+Weights go to external data (``*.onnx.data``, same directory) above EXTERNAL_DATA_BYTES.
+"""
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..checkpoint import Checkpoint, copy_model_files
+from ..errors import InputError
+from .base import Converter, register
+
+OPSET = 18
+EXTERNAL_DATA_BYTES = 1 << 30  # above this, weights go to a side file (protobuf caps at 2 GB)
+INFO_FILE = "onnx_info.json"
+FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "BiasGelu", "FastGelu",
+             "EmbedLayerNormalization", "LayerNormalization")
+
+
+class _Encoder(torch.nn.Module):
+    def __init__(self, encoder: torch.nn.Module, analysis: bool):
+        super().__init__()
+        self.encoder, self.analysis = encoder, analysis
+
+    def forward(self, input_ids, attention_mask):
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                           token_type_ids=torch.zeros_like(input_ids),
+                           output_hidden_states=self.analysis, output_attentions=self.analysis)
+        if self.analysis:
+            return (*out.hidden_states, *out.attentions)
+        return out.last_hidden_state
+
+
+def _export(module: torch.nn.Module, args: tuple, names: list[str], dynamic: dict, outputs: list[str]):
+    """torch.onnx.export with the dynamo exporter; returns the onnx_ir model."""
+    with torch.inference_mode(False), torch.no_grad():
+        program = torch.onnx.export(module.eval(), args, dynamo=True, opset_version=OPSET,
+                                    input_names=names, output_names=outputs, dynamic_shapes=dynamic,
+                                    verbose=False)
+    return program.model
+
+
+def _save(model, path: Path, *, external: bool | None = None) -> None:
+    import onnx_ir as ir
+
+    size = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
+    if external is None:
+        external = size > EXTERNAL_DATA_BYTES
+    if external:
+        ir.save(model, path, external_data=path.name + ".data")
+    else:
+        ir.save(model, path)
+
+
+def op_counts(path: Path) -> dict[str, int]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return dict(collections.Counter(n.op_type for n in model.graph.node))
+
+
+@register
+class OnnxConverter(Converter):
+    name = "onnx"
+    backends = ("onnx",)
+
+    def quantize(self) -> list[str]:
+        q = self.options.get("quantize") or []
+        names = [x.strip() for x in q.split(",") if x.strip()] if isinstance(q, str) else list(q)
+        for x in names:
+            if x not in ("int8", "fp16"):
+                raise InputError(f"--quantize takes int8, fp16 or int8,fp16; got {x!r}")
+        return names
+
+    def validated_backends(self) -> tuple[str, ...]:
+        return ("onnx", *(f"onnx-{q}" for q in self.quantize()))
+
+    def export(self, ckpt: Checkpoint, out: Path) -> dict[str, Any]:
+        from ..runtimes.torch import build_torch_model
+
+        quantize = self.quantize()
+        fuse = self.options.get("fuse", True)
+        external = self.options.get("external_data")  # None: by size; True/False: forced
+        spec = ckpt.spec
+        copy_model_files(ckpt.directory, out, spec)
+        model = build_torch_model(spec, ckpt.state)
+        encoder = getattr(model, spec.prefix) if spec.has_mlm_head else model
+        b, s = torch.export.Dim("batch"), torch.export.Dim("sequence", max=spec.max_tokens_per_text)
+        ids = torch.full((2, 8), 5, dtype=torch.long)
+        mask = torch.ones(2, 8, dtype=torch.long)
+        dyn = {"input_ids": {0: b, 1: s}, "attention_mask": {0: b, 1: s}}
+        info: dict[str, Any] = {"opset": OPSET, "fused": fuse, "files": {}}
+
+        encoder.set_attn_implementation("sdpa")
+        enc = _export(_Encoder(encoder, False), (ids, mask), ["input_ids", "attention_mask"], dyn,
+                      ["last_hidden_state"])
+        if fuse:
+            from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+            enc, _ = optimize_for_ort(enc)
+        _save(enc, out / "encoder.onnx", external=external)
+        del enc
+        counts = op_counts(out / "encoder.onnx")
+        info["fused_ops"] = {k: counts[k] for k in FUSED_OPS if counts.get(k)}
+        info["files"]["encoder"] = "encoder.onnx"
+
+        encoder.set_attn_implementation("eager")  # explicit softmax: probabilities as outputs
+        n = spec.num_layers
+        outputs = [f"hidden_state_{i}" for i in range(n + 1)] + [f"attention_{i}" for i in range(n)]
+        analysis = _export(_Encoder(encoder, True), (ids, mask), ["input_ids", "attention_mask"], dyn, outputs)
+        _save(analysis, out / "analysis.onnx", external=external)
+        del analysis
+        info["files"]["analysis"] = "analysis.onnx"
+        encoder.set_attn_implementation("sdpa")
+
+        if spec.has_mlm_head:
+            head = model.lm_head if spec.arch == "roberta" else model.cls
+            hidden = torch.zeros(3, spec.hidden_size)
+            head_model = _export(head, (hidden,), ["hidden"], ({0: torch.export.Dim("masks")},),
+                                 ["logits"])
+            _save(head_model, out / "head.onnx", external=external)
+            info["files"]["head"] = "head.onnx"
+        del model
+
+        if "int8" in quantize:
+            info["files"]["encoder_int8"] = quantize_int8(out / "encoder.onnx", out / "encoder.int8.onnx",
+                                                          per_channel=self.options.get("per_channel", True))
+        if "fp16" in quantize:
+            info["files"]["encoder_fp16"] = convert_fp16(out / "encoder.onnx", out / "encoder.fp16.onnx")
+        (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        report = {"opset": OPSET, "graphs": ", ".join(info["files"].values()),
+                  "fused operators (encoder.onnx)": info["fused_ops"] or "none (--no-fuse)"}
+        return report
+
+
+def quantize_int8(src: Path, dst: Path, *, per_channel: bool = True) -> str:
+    """ONNX Runtime dynamic int8 quantization of the encoder (weights int8, activations at run time).
+
+    The MLM head stays in fp32 (it runs at mask positions only, so it is cheap, and its vocabulary
+    projection is where int8 costs the most accuracy; see DESIGN.md).
+    """
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # "consider pre-processing"
+
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+                     op_types_to_quantize=["MatMul", "Attention"],
+                     extra_options={"MatMulConstBOnly": True})
+    return dst.name
+
+
+def convert_fp16(src: Path, dst: Path) -> str:
+    """fp16 weights and compute, fp32 inputs/outputs (for GPUs; still loads and runs on CPU)."""
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(onnx.load(str(src)))
+    model.convert_float_to_float16(keep_io_types=True, use_symbolic_shape_infer=False)
+    size = sum(t.ByteSize() for t in model.model.graph.initializer)
+    external = size > EXTERNAL_DATA_BYTES
+    onnx.save_model(model.model, str(dst), save_as_external_data=external,
+                    location=dst.name + ".data" if external else None)
+    return dst.name

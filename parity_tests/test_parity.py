@@ -1,0 +1,81 @@
+"""Every backend against the torch reference, on tiny and mid-size random RoBERTa and BERT models.
+
+Tolerances: helpers.TOLERANCE (fp32) and helpers.QUANTIZED (int8). Failures print the max
+difference and where it occurred.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import encoderkit
+
+from .conftest import installed_formats, reference
+from .helpers import QUANTIZED, TOLERANCE, assert_close, assert_same_predictions
+
+pytestmark = pytest.mark.xdist_group("parity")  # one worker converts each checkpoint once
+
+BACKENDS = [b for b in ("onnx", "tf", "flax") if b in installed_formats()]
+SENTENCES = [
+    "The capital of France is {m}.",
+    "She opened the {m}, looked outside, and decided to take an umbrella anyway.",
+    "Prices rose by 3.5% in 2024, according to the {m} statistics office.",
+    "{m} owners in München and Zürich serve crème brûlée with espresso!",
+    "The {m} flows through the valley and into the {m}.",
+    "Hi {m}",
+]
+
+
+def _texts(rt):
+    return [s.format(m=rt.tokenizer.mask_token) for s in SENTENCES]
+
+
+def _long_text(rt):
+    text = rt.tokenizer.mask_token + " " + " ".join(["the river flows into the sea"] * 200)
+    return text  # longer than every model: used with truncate=True -> exactly max length
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fill_mask_parity(converted, reference_cache, backend):
+    name, out = converted
+    ref, rt = reference(reference_cache, out), encoderkit.load(out, backend)
+    texts = _texts(ref) + [_long_text(ref)]
+    assert_same_predictions(rt.fill_mask(texts, top_k=10, truncate=True),
+                            ref.fill_mask(texts, top_k=10, truncate=True), TOLERANCE[backend],
+                            f"{name} {backend} fill-mask")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
+def test_embed_parity(converted, reference_cache, backend, pooling):
+    name, out = converted
+    ref, rt = reference(reference_cache, out), encoderkit.load(out, backend)
+    texts = [t.replace(ref.tokenizer.mask_token, "word") for t in _texts(ref)] + [_long_text(ref)]
+    n = ref.spec.num_layers
+    for layer in sorted({0, 1, n // 2, n, -1}):
+        assert_close(rt.embed(texts, pooling=pooling, layer=layer, truncate=True),
+                     ref.embed(texts, pooling=pooling, layer=layer, truncate=True),
+                     TOLERANCE[backend], f"{name} {backend} embed pooling={pooling} layer={layer}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_attentions_parity(converted, reference_cache, backend):
+    name, out = converted
+    ref, rt = reference(reference_cache, out), encoderkit.load(out, backend)
+    for text in ("A short sentence.", _texts(ref)[1]):
+        assert_close(rt.attentions(text), ref.attentions(text), TOLERANCE[backend],
+                     f"{name} {backend} attentions")
+
+
+@pytest.mark.parametrize("backend", [b for b in QUANTIZED if b.split("-")[0] in BACKENDS])
+def test_quantized_accuracy(converted, reference_cache, backend):
+    name, out = converted
+    ref, rt = reference(reference_cache, out), encoderkit.load(out, backend)
+    texts = _texts(ref)
+    got, want = rt.fill_mask(texts, top_k=1), ref.fill_mask(texts, top_k=1)
+    top1 = np.mean([g[0]["token"] == w[0]["token"] for gt, wt in zip(got, want) for g, w in zip(gt, wt)])
+    a, b = rt.embed(texts, normalize=True), ref.embed(texts, normalize=True)
+    cos = (a * b).sum(1)
+    limits = QUANTIZED[backend]
+    assert top1 >= limits["top1"], f"{name} {backend}: top-1 agreement {top1:.3f} < {limits['top1']}"
+    assert cos.min() >= limits["cosine"], f"{name} {backend}: min cosine {cos.min():.5f} < {limits['cosine']}"

@@ -1,0 +1,96 @@
+"""ONNX artifact checks: fusion counts, external data, corrupted and malicious files."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="the onnx extra is part of `make test`")
+
+import encoderkit  # noqa: E402
+from encoderkit.converters import convert  # noqa: E402
+from encoderkit.converters.onnx import op_counts  # noqa: E402
+from encoderkit.errors import ArtifactError, InputError, UnknownNameError  # noqa: E402
+from encoderkit.random_init import init_random  # noqa: E402
+
+pytestmark = pytest.mark.xdist_group("onnx")
+
+
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory):
+    root = tmp_path_factory.mktemp("onnx")
+    init_random(root / "ckpt", "small", seed=7)  # 4 layers
+    convert(root / "ckpt", ["onnx"], root / "out", external_data=True)
+    return root / "out"
+
+
+def test_fused_operator_counts(small_onnx):
+    counts = op_counts(small_onnx / "onnx" / "encoder.onnx")
+    assert counts.get("Attention", 0) + counts.get("MultiHeadAttention", 0) == 4  # == layers
+    assert counts.get("SkipLayerNormalization") == 2 * 4 + 1
+    assert counts.get("BiasGelu") == 4
+    assert "Softmax" not in counts  # no unfused attention left behind
+    assert "Attention 4" in (small_onnx / "report.md").read_text()
+
+
+def test_external_data_path_loads_and_matches(small_onnx):
+    files = sorted(p.name for p in (small_onnx / "onnx").iterdir())
+    assert "encoder.onnx.data" in files and "analysis.onnx.data" in files
+    rt, ref = encoderkit.load(small_onnx, "onnx"), encoderkit.load(small_onnx.parent / "ckpt")
+    texts = ["A first sentence here.", "And a second, somewhat longer one to pad against."]
+    assert np.abs(rt.embed(texts) - ref.embed(texts)).max() < 1e-4
+
+
+def _tampered(src, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(src, dst)
+    return dst / "onnx"
+
+
+def test_corrupted_onnx_is_a_typed_error(small_onnx, tmp_path):
+    d = _tampered(small_onnx, tmp_path)
+    (d / "encoder.onnx").write_bytes(b"\x08\x07garbage" * 100)
+    with pytest.raises(ArtifactError, match="sha256 differs"):
+        encoderkit.load(d.parent, "onnx")  # through the manifest
+    with pytest.raises(ArtifactError, match="encoder.onnx: not a valid ONNX model"):
+        encoderkit.runtimes.backend_class("onnx").load(d)  # the file itself
+
+
+def test_missing_external_data_is_a_typed_error(small_onnx, tmp_path):
+    d = _tampered(small_onnx, tmp_path)
+    (d / "encoder.onnx.data").unlink()
+    with pytest.raises(ArtifactError, match="external data file encoder.onnx.data .* is missing"):
+        encoderkit.runtimes.backend_class("onnx").load(d)
+
+
+@pytest.mark.parametrize("location", ["../outside.data", "/etc/passwd"])
+def test_external_data_outside_the_directory_is_refused(small_onnx, tmp_path, location):
+    import onnx
+
+    d = _tampered(small_onnx, tmp_path)
+    model = onnx.load(str(d / "encoder.onnx"), load_external_data=False)
+    tensor = next(t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL)
+    for entry in tensor.external_data:
+        if entry.key == "location":
+            entry.value = location
+    onnx.save(model, str(d / "encoder.onnx"))
+    (d.parent.parent / "outside.data").write_bytes(b"\0" * 16)
+    with pytest.raises(ArtifactError, match="outside the model directory"):
+        encoderkit.runtimes.backend_class("onnx").load(d)
+
+
+def test_convert_errors(tiny_roberta, tmp_path):
+    with pytest.raises(UnknownNameError, match="choose from: safetensors, onnx, tf, flax"):
+        convert(tiny_roberta, ["gguf"], tmp_path / "x")
+    with pytest.raises(InputError, match="int8, fp16"):
+        convert(tiny_roberta, ["onnx"], tmp_path / "y", quantize="int4")
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+def test_backend_needs_its_format(small_onnx):
+    with pytest.raises(ArtifactError, match="no 'onnx' export|has no encoder int8 model"):
+        encoderkit.load(small_onnx, "onnx-int8")
+    info = json.loads((small_onnx / "onnx" / "onnx_info.json").read_text())
+    assert "encoder_int8" not in info["files"]
