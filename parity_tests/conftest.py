@@ -13,7 +13,7 @@ from encoderkit.random_init import init_random
 CHECKPOINTS = {"tiny-roberta": ("tiny", "roberta", 0), "small-roberta": ("small", "roberta", 1),
                "tiny-bert": ("tiny", "bert", 2), "small-bert": ("small", "bert", 3)}
 FORMAT_NEEDS = {"onnx": "onnxruntime", "tf": "tensorflow", "flax": "flax"}
-IMPLEMENTED = ["onnx"]  # formats with a converter and runtime in this version
+IMPLEMENTED = ["onnx", "tf", "flax"]  # formats with a converter and runtime in this version
 
 
 def installed_formats() -> list[str]:

@@ -1,0 +1,1 @@
+"""Our own encoders for frameworks transformers 5 no longer covers (TensorFlow, Flax)."""

@@ -1,0 +1,208 @@
+"""RoBERTa/BERT encoder + MLM head in Flax linen.
+
+Linen is used (not nnx) because its module names *are* the parameter tree: naming submodules
+``roberta/encoder/layer/0/attention/self/query`` reproduces, by construction, the tree Hugging
+Face's Flax models saved in ``flax_model.msgpack``, so old JAX code can load our files.
+The math follows transformers' PyTorch modeling_roberta / modeling_bert (post-LayerNorm,
+exact erf GELU, additive attention mask of the dtype's minimum).
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ..spec import ModelSpec
+
+
+class SelfAttention(nn.Module):
+    spec: ModelSpec
+
+    @nn.compact
+    def __call__(self, x, bias):
+        s = self.spec
+        b, t, _ = x.shape
+        split = lambda y: y.reshape(b, t, s.num_heads, s.head_dim)  # noqa: E731
+        q = split(nn.Dense(s.hidden_size, name="query")(x))
+        k = split(nn.Dense(s.hidden_size, name="key")(x))
+        v = split(nn.Dense(s.hidden_size, name="value")(x))
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(jnp.float32(s.head_dim)) + bias
+        probs = jax.nn.softmax(scores, axis=-1)
+        return jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, t, s.hidden_size), probs
+
+
+class Attention(nn.Module):
+    spec: ModelSpec
+
+    def setup(self):
+        self.self = SelfAttention(self.spec)
+        self.output = DenseNorm(self.spec, self.spec.hidden_size)
+
+    def __call__(self, x, bias):
+        ctx, probs = self.self(x, bias)
+        return self.output(ctx, x), probs
+
+
+class DenseNorm(nn.Module):
+    """``dense`` then LayerNorm of (output + residual): BERT's *Output blocks."""
+
+    spec: ModelSpec
+    features: int
+
+    @nn.compact
+    def __call__(self, x, residual):
+        y = nn.Dense(self.features, name="dense")(x)
+        return nn.LayerNorm(epsilon=self.spec.layer_norm_eps, name="LayerNorm")(y + residual)
+
+
+class Intermediate(nn.Module):
+    spec: ModelSpec
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.gelu(nn.Dense(self.spec.intermediate_size, name="dense")(x), approximate=False)
+
+
+class Layer(nn.Module):
+    spec: ModelSpec
+
+    def setup(self):
+        self.attention = Attention(self.spec)
+        self.intermediate = Intermediate(self.spec)
+        self.output = DenseNorm(self.spec, self.spec.hidden_size)
+
+    def __call__(self, x, bias):
+        x, probs = self.attention(x, bias)
+        return self.output(self.intermediate(x), x), probs
+
+
+class LayerCollection(nn.Module):
+    spec: ModelSpec
+
+    def setup(self):
+        self.layers = [Layer(self.spec, name=str(i)) for i in range(self.spec.num_layers)]
+
+    def __call__(self, x, bias):
+        hidden, probs = [x], []
+        for layer in self.layers:
+            x, p = layer(x, bias)
+            hidden.append(x)
+            probs.append(p)
+        return hidden, probs
+
+
+class EncoderBody(nn.Module):
+    spec: ModelSpec
+
+    def setup(self):
+        self.layer = LayerCollection(self.spec)
+
+    def __call__(self, x, bias):
+        return self.layer(x, bias)
+
+
+class Embeddings(nn.Module):
+    spec: ModelSpec
+
+    @nn.compact
+    def __call__(self, input_ids, attention_mask):
+        s = self.spec
+        if s.arch == "roberta":  # positions count real tokens from pad_token_id + 1, pads sit at pad_token_id
+            real = (input_ids != s.pad_token_id).astype(jnp.int32)
+            positions = jnp.cumsum(real, axis=1) * real + s.pad_token_id
+        else:
+            positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+        x = (nn.Embed(s.vocab_size, s.hidden_size, name="word_embeddings")(input_ids)
+             + nn.Embed(s.max_position_embeddings, s.hidden_size, name="position_embeddings")(positions)
+             + nn.Embed(s.type_vocab_size, s.hidden_size, name="token_type_embeddings")(jnp.zeros_like(input_ids)))
+        return nn.LayerNorm(epsilon=s.layer_norm_eps, name="LayerNorm")(x)
+
+
+class Encoder(nn.Module):
+    """Embeddings + layers: returns (hidden states of every layer, attention probabilities)."""
+
+    spec: ModelSpec
+
+    def setup(self):
+        self.embeddings = Embeddings(self.spec)
+        self.encoder = EncoderBody(self.spec)
+
+    def __call__(self, input_ids, attention_mask):
+        bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
+        return self.encoder(self.embeddings(input_ids, attention_mask), bias)
+
+
+class MLMHead(nn.Module):
+    """dense -> gelu -> LayerNorm -> tied decoder (the word embeddings) + bias."""
+
+    spec: ModelSpec
+
+    @nn.compact
+    def __call__(self, h, word_embeddings):
+        s = self.spec
+        dense_name, norm_name = ("dense", "layer_norm") if s.arch == "roberta" else ("dense", "LayerNorm")
+        if s.arch == "roberta":
+            h = nn.Dense(s.hidden_size, name=dense_name)(h)
+            h = nn.LayerNorm(epsilon=s.layer_norm_eps, name=norm_name)(nn.gelu(h, approximate=False))
+        else:
+            h = Transform(s, name="transform")(h)
+        bias = self.param("bias", nn.initializers.zeros, (s.vocab_size,))
+        return h @ word_embeddings.T + bias
+
+
+class Transform(nn.Module):
+    spec: ModelSpec
+
+    @nn.compact
+    def __call__(self, h):
+        h = nn.gelu(nn.Dense(self.spec.hidden_size, name="dense")(h), approximate=False)
+        return nn.LayerNorm(epsilon=self.spec.layer_norm_eps, name="LayerNorm")(h)
+
+
+class BertPredictions(nn.Module):
+    spec: ModelSpec
+
+    def setup(self):
+        self.predictions = MLMHead(self.spec)
+
+    def __call__(self, h, word_embeddings):
+        return self.predictions(h, word_embeddings)
+
+
+class MaskedLM(nn.Module):
+    """The whole model; its parameter tree is HF's Flax *ForMaskedLM tree (or *Model without head).
+
+    ``encode`` runs the encoder; ``head`` projects hidden vectors [m, hidden] onto the vocabulary.
+    """
+
+    spec: ModelSpec
+
+    def setup(self):
+        s = self.spec
+        if s.has_mlm_head:
+            setattr(self, s.prefix, Encoder(s))
+            if s.arch == "roberta":
+                self.lm_head = MLMHead(s)
+            else:
+                self.cls = BertPredictions(s)
+        else:  # bare model: embeddings/encoder at the top of the tree
+            self.embeddings = Embeddings(s)
+            self.encoder = EncoderBody(s)
+
+    def encode(self, input_ids, attention_mask):
+        s = self.spec
+        if s.has_mlm_head:
+            return getattr(self, s.prefix)(input_ids, attention_mask)
+        bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
+        return self.encoder(self.embeddings(input_ids, attention_mask), bias)
+
+    def head(self, hidden):
+        s = self.spec
+        table = self.variables["params"][s.prefix]["embeddings"]["word_embeddings"]["embedding"]
+        return (self.lm_head if s.arch == "roberta" else self.cls)(hidden, table)
+
+    def __call__(self, input_ids, attention_mask):
+        hidden, _ = self.encode(input_ids, attention_mask)
+        if self.spec.has_mlm_head:
+            return self.head(hidden[-1][:, 0])
+        return hidden[-1]

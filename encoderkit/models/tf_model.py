@@ -1,0 +1,271 @@
+"""RoBERTa/BERT encoder + MLM head as a plain ``tf.Module`` (no Keras).
+
+The module hierarchy mirrors the parameter tree of the shared mapping table
+(``roberta/encoder/layer/0/attention/self/query/kernel``), so ``TFMaskedLM.tree()`` -- derived
+from the modules, not from the table -- is what the table must fill exactly. The math follows
+transformers' PyTorch modeling_roberta / modeling_bert (post-LayerNorm, exact erf GELU, additive
+attention mask of float32's minimum). Serving signatures are ``tf.function``s with fixed input
+signatures (dynamic batch and length), so nothing retraces per batch shape.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from ..spec import ModelSpec
+
+IDS = tf.TensorSpec([None, None], tf.int64)
+
+
+class Node(tf.Module):
+    """A tf.Module whose variables are addressed by slash paths built from attribute names."""
+
+    def tree(self, prefix: str = "") -> dict[str, tf.Variable]:
+        out: dict[str, tf.Variable] = {}
+        for name, value in vars(self).items():
+            if name.startswith("_"):
+                continue
+            if isinstance(value, tf.Variable):
+                out[prefix + name] = value
+            elif isinstance(value, Node):
+                out |= value.tree(f"{prefix}{name}/")
+            elif isinstance(value, Sequence) and value and isinstance(value[0], Node):
+                for i, child in enumerate(value):
+                    out |= child.tree(f"{prefix}{name}/{i}/")
+        return out
+
+
+def _var(shape, name):
+    return tf.Variable(tf.zeros(shape, tf.float32), name=name)
+
+
+class Dense(Node):
+    def __init__(self, n_in, n_out):
+        super().__init__()
+        self.kernel, self.bias = _var((n_in, n_out), "kernel"), _var((n_out,), "bias")
+
+    def __call__(self, x):
+        shape = tf.shape(x)
+        y = tf.matmul(tf.reshape(x, [-1, self.kernel.shape[0]]), self.kernel) + self.bias
+        return tf.reshape(y, tf.concat([shape[:-1], [self.kernel.shape[1]]], 0))
+
+
+class LayerNorm(Node):
+    def __init__(self, dim, eps):
+        super().__init__()
+        self.scale, self.bias, self._eps = _var((dim,), "scale"), _var((dim,), "bias"), eps
+
+    def __call__(self, x):
+        mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
+        return (x - mean) * tf.math.rsqrt(var + self._eps) * self.scale + self.bias
+
+
+class Embed(Node):
+    def __init__(self, rows, dim):
+        super().__init__()
+        self.embedding = _var((rows, dim), "embedding")
+
+    def __call__(self, ids):
+        return tf.gather(self.embedding, ids)
+
+
+class Embeddings(Node):
+    def __init__(self, s: ModelSpec):
+        super().__init__()
+        self._s = s
+        self.word_embeddings = Embed(s.vocab_size, s.hidden_size)
+        self.position_embeddings = Embed(s.max_position_embeddings, s.hidden_size)
+        self.token_type_embeddings = Embed(s.type_vocab_size, s.hidden_size)
+        self.LayerNorm = LayerNorm(s.hidden_size, s.layer_norm_eps)
+
+    def __call__(self, ids):
+        s = self._s
+        if s.arch == "roberta":  # positions count real tokens from pad_token_id + 1
+            real = tf.cast(tf.not_equal(ids, s.pad_token_id), tf.int64)
+            positions = tf.cumsum(real, axis=1) * real + s.pad_token_id
+        else:
+            positions = tf.broadcast_to(tf.range(tf.shape(ids, out_type=tf.int64)[1]), tf.shape(ids, out_type=tf.int64))
+        x = (self.word_embeddings(ids) + self.position_embeddings(positions)
+             + self.token_type_embeddings(tf.zeros_like(ids)))
+        return self.LayerNorm(x)
+
+
+class SelfAttention(Node):
+    def __init__(self, s: ModelSpec):
+        super().__init__()
+        self._s = s
+        self.query, self.key, self.value = (Dense(s.hidden_size, s.hidden_size) for _ in range(3))
+
+    def __call__(self, x, bias):
+        s = self._s
+        b, t = tf.shape(x)[0], tf.shape(x)[1]
+        split = lambda y: tf.transpose(tf.reshape(y, [b, t, s.num_heads, s.head_dim]), [0, 2, 1, 3])  # noqa: E731
+        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        scores = tf.matmul(q, k, transpose_b=True) / np.float32(np.sqrt(s.head_dim)) + bias
+        probs = tf.nn.softmax(scores, axis=-1)
+        ctx = tf.reshape(tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3]), [b, t, s.hidden_size])
+        return ctx, probs
+
+
+class DenseNorm(Node):
+    """dense, then LayerNorm of (output + residual)."""
+
+    def __init__(self, n_in, s: ModelSpec):
+        super().__init__()
+        self.dense = Dense(n_in, s.hidden_size)
+        self.LayerNorm = LayerNorm(s.hidden_size, s.layer_norm_eps)
+
+    def __call__(self, x, residual):
+        return self.LayerNorm(self.dense(x) + residual)
+
+
+class Attention(Node):
+    def __init__(self, s):
+        super().__init__()
+        self.self = SelfAttention(s)
+        self.output = DenseNorm(s.hidden_size, s)
+
+    def __call__(self, x, bias):
+        ctx, probs = self.self(x, bias)
+        return self.output(ctx, x), probs
+
+
+class Intermediate(Node):
+    def __init__(self, s):
+        super().__init__()
+        self.dense = Dense(s.hidden_size, s.intermediate_size)
+
+    def __call__(self, x):
+        return tf.nn.gelu(self.dense(x), approximate=False)
+
+
+class Layer(Node):
+    def __init__(self, s):
+        super().__init__()
+        self.attention, self.intermediate = Attention(s), Intermediate(s)
+        self.output = DenseNorm(s.intermediate_size, s)
+
+    def __call__(self, x, bias):
+        x, probs = self.attention(x, bias)
+        return self.output(self.intermediate(x), x), probs
+
+
+class EncoderBody(Node):
+    def __init__(self, s):
+        super().__init__()
+        self.layer = [Layer(s) for _ in range(s.num_layers)]
+
+    def __call__(self, x, bias):
+        hidden, probs = [x], []
+        for layer in self.layer:
+            x, p = layer(x, bias)
+            hidden.append(x)
+            probs.append(p)
+        return hidden, probs
+
+
+class Encoder(Node):
+    def __init__(self, s):
+        super().__init__()
+        self.embeddings, self.encoder = Embeddings(s), EncoderBody(s)
+
+    def __call__(self, ids, mask):
+        bias = tf.cast(1 - mask, tf.float32)[:, None, None, :] * tf.float32.min
+        return self.encoder(self.embeddings(ids), bias)
+
+
+class Transform(Node):
+    def __init__(self, s, norm_name):
+        super().__init__()
+        self.dense = Dense(s.hidden_size, s.hidden_size)
+        setattr(self, norm_name, LayerNorm(s.hidden_size, s.layer_norm_eps))
+        self._norm = getattr(self, norm_name)
+
+    def __call__(self, h):
+        return self._norm(tf.nn.gelu(self.dense(h), approximate=False))
+
+
+class RobertaHead(Transform):
+    def __init__(self, s):
+        super().__init__(s, "layer_norm")
+        self.bias = _var((s.vocab_size,), "bias")
+
+
+class BertPredictions(Node):
+    def __init__(self, s):
+        super().__init__()
+        self.transform = Transform(s, "LayerNorm")
+        self.bias = _var((s.vocab_size,), "bias")
+
+
+class BertCls(Node):
+    def __init__(self, s):
+        super().__init__()
+        self.predictions = BertPredictions(s)
+
+
+class TFMaskedLM(Node):
+    """The whole model and its serving signatures.
+
+    Signatures (all take int64 ``input_ids`` and ``attention_mask`` of shape [batch, length]):
+    ``serving_default`` -> last_hidden_state; ``fill_mask`` (+ ``mask_positions`` [m, 2] of
+    (row, position)) -> logits [m, vocab] at the masks only; ``hidden_states`` -> [layers + 1,
+    batch, length, hidden]; ``attentions`` -> [layers, batch, heads, length, length].
+    """
+
+    def __init__(self, s: ModelSpec):
+        super().__init__()
+        self._s = s
+        if s.has_mlm_head:
+            setattr(self, s.prefix, Encoder(s))
+            self._body = getattr(self, s.prefix)
+            if s.arch == "roberta":
+                self.lm_head = RobertaHead(s)
+            else:
+                self.cls = BertCls(s)
+        else:
+            self.embeddings, self.encoder = Embeddings(s), EncoderBody(s)
+            self._body = None
+
+    def _encode(self, ids, mask):
+        if self._body is not None:
+            return self._body(ids, mask)
+        bias = tf.cast(1 - mask, tf.float32)[:, None, None, :] * tf.float32.min
+        return self.encoder(self.embeddings(ids), bias)
+
+    def _head(self, h):
+        s = self._s
+        table = self.tree()[f"{s.prefix}/embeddings/word_embeddings/embedding"]
+        if s.arch == "roberta":
+            return tf.matmul(self.lm_head(h), table, transpose_b=True) + self.lm_head.bias
+        p = self.cls.predictions
+        return tf.matmul(p.transform(h), table, transpose_b=True) + p.bias
+
+    @tf.function(input_signature=[IDS, IDS])
+    def serving_default(self, input_ids, attention_mask):
+        hidden, _ = self._encode(input_ids, attention_mask)
+        return {"last_hidden_state": hidden[-1]}
+
+    @tf.function(input_signature=[IDS, IDS, tf.TensorSpec([None, 2], tf.int64)])
+    def fill_mask(self, input_ids, attention_mask, mask_positions):
+        hidden, _ = self._encode(input_ids, attention_mask)
+        return {"logits": self._head(tf.gather_nd(hidden[-1], mask_positions))}
+
+    @tf.function(input_signature=[IDS, IDS])
+    def hidden_states(self, input_ids, attention_mask):
+        hidden, _ = self._encode(input_ids, attention_mask)
+        return {"hidden_states": tf.stack(hidden)}
+
+    @tf.function(input_signature=[IDS, IDS])
+    def attentions(self, input_ids, attention_mask):
+        _, probs = self._encode(input_ids, attention_mask)
+        return {"attentions": tf.stack(probs)}
+
+    def signatures(self) -> dict:
+        sigs = {"serving_default": self.serving_default, "hidden_states": self.hidden_states,
+                "attentions": self.attentions}
+        if self._s.has_mlm_head:
+            sigs["fill_mask"] = self.fill_mask
+        return sigs

@@ -1,0 +1,69 @@
+"""TensorFlow backend: the SavedModel's own signatures (graph mode, no retracing per shape)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf  # noqa: E402
+
+from ..checkpoint import read_saved_spec  # noqa: E402
+from ..converters.tf import SAVED_MODEL_DIR  # noqa: E402
+from ..errors import ArtifactError  # noqa: E402
+from ..tokenization import TextTokenizer, load_tokenizer  # noqa: E402
+from .base import EncoderOutput, Runtime  # noqa: E402
+
+
+class TFRuntime(Runtime):
+    name = "tf"
+    fmt = "tf"
+
+    def __init__(self, directory: Path, *, max_tokens: int = 4096, threads: int | None = None):
+        spec = read_saved_spec(directory)
+        super().__init__(spec, TextTokenizer(load_tokenizer(directory), spec.max_tokens_per_text,
+                                             spec.mask_token), max_tokens=max_tokens)
+        if threads:
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads)
+            except RuntimeError:
+                pass  # already initialised in this process: keep its setting
+        path = directory / SAVED_MODEL_DIR
+        try:
+            self.model = tf.saved_model.load(str(path))
+        except Exception as e:  # TF raises OSError/NotFoundError/DecodeError on bad dirs
+            raise ArtifactError(f"{path}: not a loadable SavedModel ({type(e).__name__}); "
+                                "re-run `encoderkit convert --to tf`") from None
+        self.sig = self.model.signatures
+
+    @classmethod
+    def load(cls, directory: Path, **options: Any) -> TFRuntime:
+        return cls(Path(directory), **options)
+
+    @staticmethod
+    def _feeds(input_ids, attention_mask):
+        return {"input_ids": tf.constant(input_ids, tf.int64), "attention_mask": tf.constant(attention_mask, tf.int64)}
+
+    def forward(self, input_ids, attention_mask, *, output_hidden_states=False, output_attentions=False):
+        feeds = self._feeds(input_ids, attention_mask)
+        hidden = att = None
+        if output_hidden_states:
+            hidden = tuple(self.sig["hidden_states"](**feeds)["hidden_states"].numpy())
+            last = hidden[-1]
+        else:
+            last = self.sig["serving_default"](**feeds)["last_hidden_state"].numpy()
+        if output_attentions:
+            att = tuple(self.sig["attentions"](**feeds)["attentions"].numpy())
+        return EncoderOutput(last, hidden, att)
+
+    def hidden_layer(self, input_ids, attention_mask, layer):
+        if layer == self.spec.num_layers:
+            return self.forward(input_ids, attention_mask).last_hidden_state
+        return self.sig["hidden_states"](**self._feeds(input_ids, attention_mask))["hidden_states"][layer].numpy()
+
+    def mask_logits(self, input_ids, attention_mask, mask_index):
+        out = self.sig["fill_mask"](**self._feeds(input_ids, attention_mask),
+                                    mask_positions=tf.constant(np.asarray(mask_index), tf.int64))
+        return out["logits"].numpy()

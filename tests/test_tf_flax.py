@@ -1,0 +1,143 @@
+"""TF SavedModel and Flax artifacts: standalone loading, the mapping table's completeness checks,
+msgpack round trips, and the bounded number of jit compilations."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import encoderkit
+from encoderkit.checkpoint import load_checkpoint
+from encoderkit.converters import convert
+from encoderkit.errors import ArtifactError, MappingError
+from encoderkit.mapping import expected_tree, map_state
+
+pytestmark = pytest.mark.xdist_group("tfflax")
+
+
+@pytest.fixture(scope="module")
+def tiny_converted(tiny_roberta, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tfflax") / "out"
+    convert(tiny_roberta, ["tf", "flax"], out)
+    return out
+
+
+def test_mapping_rejects_missing_and_extra_tensors(tiny_roberta):
+    ck = load_checkpoint(tiny_roberta)
+    tree = expected_tree(ck.spec)
+    state = dict(ck.state)
+    state.pop("roberta.encoder.layer.0.attention.self.key.bias")
+    with pytest.raises(MappingError, match=r"roberta/encoder/layer/0/attention/self/key/bias is not filled"):
+        map_state(state, ck.spec, tree)
+    state = dict(ck.state) | {"roberta.encoder.layer.0.attention.self.extra.weight": np.zeros((32, 32), np.float32)}
+    with pytest.raises(MappingError, match=r"tensor roberta\.encoder\.layer\.0\.attention\.self\.extra\.weight"):
+        map_state(state, ck.spec, tree)
+    state = dict(ck.state)
+    state["lm_head.dense.weight"] = np.zeros((32, 16), np.float32)
+    with pytest.raises(MappingError, match=r"lm_head\.dense\.weight: shape \(16, 32\)"):
+        map_state(state, ck.spec, tree)
+
+
+def test_savedmodel_serves_with_tensorflow_alone(tiny_converted, tiny_roberta):
+    """A fresh interpreter that imports only tensorflow and numpy calls the fill_mask signature."""
+    ref = encoderkit.load(tiny_roberta)
+    ids, mask = (np.array(x) for x in ([[0, 50, 999, 60, 2, 1], [0, 70, 80, 999, 90, 2]],
+                                       [[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]]))
+    rows = np.argwhere(ids == 999)
+    want = ref.mask_logits(ids, mask, rows)
+    script = textwrap.dedent(f"""
+        import json, sys, numpy as np, tensorflow as tf
+        # (tensorflow's own import pulls keras internals; our model needs no Keras class)
+        assert not any(m.startswith(("encoderkit", "torch")) for m in sys.modules)
+        m = tf.saved_model.load({str(tiny_converted / "tf" / "saved_model" / "1")!r})
+        out = m.signatures["fill_mask"](input_ids=tf.constant({ids.tolist()}, tf.int64),
+                                        attention_mask=tf.constant({mask.tolist()}, tf.int64),
+                                        mask_positions=tf.constant({rows.tolist()}, tf.int64))
+        assert not any(m.startswith(("encoderkit", "torch")) for m in sys.modules)
+        assert "keras" not in type(m).__module__
+        print(json.dumps(out["logits"].numpy().tolist()))
+    """)
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       env={"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    got = np.array(json.loads(p.stdout.strip().splitlines()[-1]))
+    assert np.abs(got - want).max() < 1e-4
+
+
+def test_saved_model_cli_lists_signatures(tiny_converted):
+    import shutil
+
+    cli = shutil.which("saved_model_cli", path=str(__import__("pathlib").Path(sys.executable).parent))
+    if cli is None:
+        pytest.skip("saved_model_cli not on PATH of this environment")
+    p = subprocess.run([cli, "show", "--dir", str(tiny_converted / "tf" / "saved_model" / "1"), "--all"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-1000:]
+    for sig in ("serving_default", "fill_mask", "hidden_states", "attentions"):
+        assert f"signature_def['{sig}']" in p.stdout
+
+
+def test_flax_msgpack_roundtrip_is_bit_identical(tiny_converted, tiny_roberta):
+    from flax import serialization
+
+    from encoderkit.converters.flax import load_params, model_tree
+    from encoderkit.mapping import flatten
+
+    ck = load_checkpoint(tiny_roberta)
+    params = flatten(load_params(tiny_converted / "flax" / "flax_model.msgpack", ck.spec))
+    want = map_state(ck.state, ck.spec, model_tree(ck.spec))
+    assert set(params) == set(want)
+    assert "roberta/encoder/layer/0/attention/self/query/kernel" in params and "lm_head/bias" in params
+    for k in want:
+        assert params[k].dtype == np.float32 and np.array_equal(params[k], want[k]), k
+    raw = serialization.msgpack_restore((tiny_converted / "flax" / "flax_model.msgpack").read_bytes())
+    assert set(raw) == {"roberta", "lm_head"}  # Hugging Face's FlaxRobertaForMaskedLM top level
+
+
+def test_flax_wrong_tree_or_shape_is_typed_error(tiny_converted, tmp_path, tiny_roberta):
+    import shutil
+
+    from flax import serialization
+
+    from encoderkit.runtimes.flax import FlaxRuntime
+
+    d = tmp_path / "flax"
+    shutil.copytree(tiny_converted / "flax", d)
+    f = d / "flax_model.msgpack"
+    tree = serialization.msgpack_restore(f.read_bytes())
+    tree["lm_head"]["bias"] = np.zeros(7, np.float32)
+    f.write_bytes(serialization.msgpack_serialize(tree))
+    with pytest.raises(ArtifactError, match=r"lm_head/bias has shape \(7,\)"):
+        FlaxRuntime.load(d)
+    del tree["lm_head"]["bias"]
+    f.write_bytes(serialization.msgpack_serialize(tree))
+    with pytest.raises(ArtifactError, match="parameter lm_head/bias is missing"):
+        FlaxRuntime.load(d)
+    f.write_bytes(b"\xc1garbage")
+    with pytest.raises(ArtifactError, match="not a Flax msgpack file"):
+        FlaxRuntime.load(d)
+
+
+def test_flax_compilations_bounded_by_buckets(tiny_converted):
+    from encoderkit.runtimes.flax import FlaxRuntime
+
+    rt = FlaxRuntime.load(tiny_converted / "flax", max_tokens=512)
+    rng = np.random.default_rng(0)
+    words = "the river flows through a quiet valley under grey clouds near the old town".split()
+    texts = [" ".join(rng.choice(words, size=int(n))) + " <mask>." for n in rng.integers(1, 60, size=100)]
+    rt.fill_mask(texts)
+    rt.embed(texts)
+    batch_buckets = int(np.log2(512)) + 1  # batch sizes 1, 2, 4, ..., 512
+    head_buckets = int(np.log2(512)) + 1
+    bound = len(rt.buckets) * batch_buckets + head_buckets
+    assert 0 < rt.compilations <= bound
+    before = rt.compilations
+    rt.fill_mask(texts[::-1])  # same shapes again: nothing new to compile
+    rt.embed(texts[:50])
+    assert rt.compilations == before
+    # what actually compiled is one per distinct (batch bucket, length bucket) shape seen
+    assert rt.compilations <= 2 * len(rt.buckets) * batch_buckets
