@@ -51,3 +51,22 @@ class UnknownNameError(EncoderkitError, KeyError):
 
 class MissingDependencyError(EncoderkitError):
     """An optional framework needed for this backend/format is not installed."""
+
+
+# framework module -> the encoderkit extra that installs it
+EXTRAS = {"onnxruntime": "onnx", "onnx": "onnx", "onnxscript": "onnx", "onnx_ir": "onnx",
+          "tensorflow": "tf", "jax": "flax", "flax": "flax"}
+
+
+def import_optional(module: str, what: str):
+    """Import ``module``; a missing optional framework becomes a MissingDependencyError naming
+    the extra to install (``what`` says who needs it, e.g. "backend 'tf'")."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        root = (e.name or "").split(".")[0]
+        if root in EXTRAS:
+            raise MissingDependencyError(f"{what} needs {root}; pip install 'encoderkit[{EXTRAS[root]}]'") from None
+        raise

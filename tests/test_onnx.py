@@ -94,3 +94,20 @@ def test_backend_needs_its_format(small_onnx):
         encoderkit.load(small_onnx, "onnx-int8")
     info = json.loads((small_onnx / "onnx" / "onnx_info.json").read_text())
     assert "encoder_int8" not in info["files"]
+
+
+def test_fp16_loads_and_runs_on_cpu_with_fp32_io(tiny_roberta, tmp_path):
+    import onnx
+
+    convert(tiny_roberta, ["onnx"], tmp_path / "out", quantize="fp16")
+    model = onnx.load(str(tmp_path / "out" / "onnx" / "encoder.fp16.onnx"))
+    big = [t for t in model.graph.initializer if len(t.dims) == 2]
+    assert big and all(t.data_type == onnx.TensorProto.FLOAT16 for t in big)
+    assert model.graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    rt, ref = encoderkit.load(tmp_path / "out", "onnx-fp16"), encoderkit.load(tiny_roberta)
+    texts = ["The capital of France is <mask>.", "A longer sentence with a <mask> in the middle of it."]
+    a, b = rt.embed(texts, normalize=True), ref.embed(texts, normalize=True)
+    assert a.dtype == np.float32 and (a * b).sum(1).min() > 0.999
+    assert 0 < np.abs(a - b).max()  # really computed in fp16, not a copy of fp32
+    got, want = rt.fill_mask(texts, top_k=1), ref.fill_mask(texts, top_k=1)
+    assert [x[0][0]["token"] for x in got] == [x[0][0]["token"] for x in want]

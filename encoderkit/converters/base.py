@@ -5,13 +5,12 @@ model against the torch reference, the report and the manifest happen once, in `
 """
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..checkpoint import Checkpoint
-from ..errors import UnknownNameError
+from ..errors import UnknownNameError, import_optional
 
 # format name -> module that registers it (imported lazily: heavy frameworks stay unimported).
 FORMATS = {
@@ -59,17 +58,7 @@ def converter(name: str) -> type[Converter]:
     if name not in FORMATS:
         raise UnknownNameError(f"unknown format {name!r}; choose from: {', '.join(FORMATS)}, all")
     if name not in _REGISTRY:
-        from ..runtimes import EXTRAS
-        from ..errors import MissingDependencyError
-
-        try:
-            importlib.import_module(FORMATS[name])
-        except ModuleNotFoundError as e:
-            root = (e.name or "").split(".")[0]
-            if root in EXTRAS:
-                raise MissingDependencyError(f"format {name!r} needs {root}; "
-                                             f"pip install 'encoderkit[{EXTRAS[root]}]'") from None
-            raise
+        import_optional(FORMATS[name], f"format {name!r}")
     return _REGISTRY[name]
 
 

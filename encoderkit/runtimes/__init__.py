@@ -5,12 +5,11 @@ ONNX Runtime.
 """
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import resolve_model
-from ..errors import ArtifactError, MissingDependencyError, UnknownNameError
+from ..errors import ArtifactError, UnknownNameError, import_optional
 from ..io import read_manifest, verify_manifest
 from .base import EncoderOutput, Runtime
 
@@ -24,8 +23,6 @@ BACKENDS = {
     "tf": ("tf", "encoderkit.runtimes.tf:TFRuntime"),
     "flax": ("flax", "encoderkit.runtimes.flax:FlaxRuntime"),
 }
-EXTRAS = {"onnxruntime": "onnx", "onnx": "onnx", "onnxscript": "onnx", "tensorflow": "tf",
-          "jax": "flax", "flax": "flax"}
 
 
 def backend_class(name: str) -> type[Runtime]:
@@ -38,14 +35,7 @@ def backend_class(name: str) -> type[Runtime]:
     if name not in BACKENDS:
         raise UnknownNameError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
     module, cls = BACKENDS[name][1].split(":")
-    try:
-        return getattr(importlib.import_module(module), cls)
-    except ModuleNotFoundError as e:
-        root = (e.name or "").split(".")[0]
-        if root in EXTRAS:
-            raise MissingDependencyError(f"backend {name!r} needs {root}; "
-                                         f"pip install 'encoderkit[{EXTRAS[root]}]'") from None
-        raise
+    return getattr(import_optional(module, f"backend {name!r}"), cls)
 
 
 def load(model: str | Path, backend: str | None = None, **options: Any) -> Runtime:
