@@ -36,7 +36,7 @@ def perf_block(report: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--readme-only", action="store_true", help="only rewrite README from the last bench.json")
     a = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))

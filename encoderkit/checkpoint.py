@@ -71,7 +71,7 @@ IGNORED = [re.compile(x) for x in (r".*position_ids$", r"^(roberta|bert)\.pooler
                                     r"^cls\.seq_relationship\..*")]
 
 
-def _head_names(raw_keys, spec_arch: str) -> bool:
+def _has_head(raw_keys, spec_arch: str) -> bool:
     head = "lm_head." if spec_arch == "roberta" else "cls.predictions."
     return any(k.startswith(head) for k in raw_keys)
 
@@ -109,7 +109,7 @@ def canonicalize(raw: Mapping[str, np.ndarray], config: dict[str, Any], *, sourc
     for name in [n for n in state if any(p.match(n) for p in IGNORED)]:
         del state[name]
     state = {k: v.astype(np.float32, copy=False) for k, v in state.items()}
-    return state, _head_names(state, arch)
+    return state, _has_head(state, arch)
 
 
 def check_state(state: Mapping[str, np.ndarray], spec: ModelSpec, *, source: str) -> None:

@@ -117,7 +117,7 @@ def load_tokenizer(directory: Path) -> Tokenizer:
 _CORPUS = Path(__file__).with_name("corpus.txt")
 
 
-def _corpus_lines() -> list[str]:
+def corpus_lines() -> list[str]:
     return [ln for ln in _CORPUS.read_text().splitlines() if ln.strip()]
 
 
@@ -148,7 +148,7 @@ def build_roberta_tokenizer(vocab_size: int, seed: int, max_length: int) -> dict
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(_corpus_lines(), trainer)
+    tok.train_from_iterator(corpus_lines(), trainer)
     model = json.loads(tok.to_str())["model"]
     vocab = dict(sorted(model["vocab"].items(), key=lambda kv: kv[1]))
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
@@ -188,7 +188,7 @@ def build_bert_tokenizer(vocab_size: int, seed: int, max_length: int) -> dict[st
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
-    tok.train_from_iterator(_corpus_lines(), trainer)
+    tok.train_from_iterator(corpus_lines(), trainer)
     vocab = dict(sorted(json.loads(tok.to_str())["model"]["vocab"].items(), key=lambda kv: kv[1]))
     rng = random.Random(seed)
     letters = "abcdefghijklmnopqrstuvwxyz"

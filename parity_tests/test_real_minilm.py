@@ -83,6 +83,9 @@ def test_int8_accuracy_and_retrieval(minilm, st_embeddings):
     worst = int(np.argmin(cos))
     assert cos.min() >= 0.99, f"int8: cosine {cos.min():.4f} for {TEXTS[worst]!r}"
     assert _ranks(emb) == _ranks(st_embeddings)
+    report = (minilm / "report.md").read_text()  # real-weight int8 figures beside random-weight ones
+    assert "| onnx-int8 | min cosine, mean-pooled |" in report
+    assert "| onnx-int8 | same checks, random-weight roberta-large |" in report
 
 
 def test_fill_mask_without_head_is_a_clear_error(minilm):

@@ -42,7 +42,7 @@ class Runtime(ABC):
     name: ClassVar[str]
     fmt: ClassVar[str]  # the subdirectory of a `convert` output this backend loads
 
-    def __init__(self, spec: ModelSpec, tokenizer: TextTokenizer, *, max_tokens: int = 4096):
+    def __init__(self, spec: ModelSpec, tokenizer: TextTokenizer, *, max_tokens: int = 1024):
         self.spec = spec
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens

@@ -39,7 +39,7 @@ class FlaxRuntime(Runtime):
     name = "flax"
     fmt = "flax"
 
-    def __init__(self, directory: Path, *, max_tokens: int = 4096, threads: int | None = None):
+    def __init__(self, directory: Path, *, max_tokens: int = 1024, threads: int | None = None):
         spec = read_saved_spec(directory)
         super().__init__(spec, TextTokenizer(load_tokenizer(directory), spec.max_tokens_per_text,
                                              spec.mask_token), max_tokens=max_tokens)

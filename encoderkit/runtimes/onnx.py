@@ -61,7 +61,7 @@ class OnnxRuntime(Runtime):
     encoder_key = "encoder"
 
     def __init__(self, directory: Path, *, threads: int | None = None, providers: list[str] | None = None,
-                 max_tokens: int = 4096):
+                 max_tokens: int = 1024):
         spec = read_saved_spec(directory)
         super().__init__(spec, TextTokenizer(load_tokenizer(directory), spec.max_tokens_per_text,
                                              spec.mask_token), max_tokens=max_tokens)

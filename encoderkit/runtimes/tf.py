@@ -21,7 +21,7 @@ class TFRuntime(Runtime):
     name = "tf"
     fmt = "tf"
 
-    def __init__(self, directory: Path, *, max_tokens: int = 4096, threads: int | None = None):
+    def __init__(self, directory: Path, *, max_tokens: int = 1024, threads: int | None = None):
         spec = read_saved_spec(directory)
         super().__init__(spec, TextTokenizer(load_tokenizer(directory), spec.max_tokens_per_text,
                                              spec.mask_token), max_tokens=max_tokens)

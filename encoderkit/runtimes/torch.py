@@ -39,7 +39,7 @@ class TorchRuntime(Runtime):
     name = "torch"
     fmt = "safetensors"
 
-    def __init__(self, ckpt: Checkpoint, *, threads: int | None = None, max_tokens: int = 4096):
+    def __init__(self, ckpt: Checkpoint, *, threads: int | None = None, max_tokens: int = 1024):
         super().__init__(ckpt.spec, ckpt.tokenizer(), max_tokens=max_tokens)
         if threads:
             torch.set_num_threads(threads)
