@@ -271,8 +271,49 @@ def render_markdown(report: dict[str, Any]) -> str:
         for name, x in sorted(report["latency_bs1"].items(), key=lambda kv: kv[1]["p50_ms"]):
             lines.append(f"| {name} | {x['p50_ms']:.1f} | {x['p95_ms']:.1f} |")
         lines.append("")
+    targets = target_rows(report)
+    if targets:
+        lines += ["## Targets (ratios from this run)", "", "| target | measured | bound | met |", "|---|---|---|---|"]
+        lines += [f"| {name} | {value:.2f} | {op} {bound} | {'yes' if ok else f'no (by {miss:.0%})'} |"
+                  for name, value, op, bound, ok, miss in targets]
+        lines.append("")
     lines.append(f"Process peak RSS: {report['process_peak_rss_mb']:.0f} MB (all systems loaded in one process).")
     return "\n".join(lines) + "\n"
+
+
+FP32 = ("torch", "onnx", "tf", "flax")
+
+
+def target_rows(report: dict[str, Any]) -> list[tuple[str, float, str, float, bool, float]]:
+    """The issue's speed targets, evaluated on this run: (name, value, op, bound, met, miss)."""
+    res, lat, rows = report["results"], report["latency_bs1"], []
+
+    def add(name, value, op, bound):
+        ok = value >= bound if op == "≥" else value <= bound
+        miss = (bound - value) / bound if op == "≥" else (value - bound) / bound
+        rows.append((name, value, op, bound, ok, max(miss, 0.0)))
+
+    short = res.get("fill-mask/short", {})
+    if "pipeline-bs1" in short:
+        best = max((n for n in short if n in FP32), key=lambda n: short[n]["texts_per_s"], default=None)
+        if best:
+            add(f"fill-mask, best fp32 ({best}) / pipeline batch 1", short[best]["texts_per_s"] / short["pipeline-bs1"]["texts_per_s"], "≥", 3.5)
+            add(f"fill-mask, best fp32 ({best}) fraction of fp32 roofline", short[best]["roofline_fraction"], "≥", 0.75)
+        if "onnx-int8" in short:
+            add("fill-mask, int8 / pipeline batch 1", short["onnx-int8"]["texts_per_s"] / short["pipeline-bs1"]["texts_per_s"], "≥", 6)
+    emb = res.get("embed/corpus", {})
+    if "sentence-transformers" in emb:
+        best = max((n for n in emb if n in FP32), key=lambda n: emb[n]["texts_per_s"], default=None)
+        if best:
+            add(f"embed, best fp32 ({best}) / sentence-transformers", emb[best]["texts_per_s"] / emb["sentence-transformers"]["texts_per_s"], "≥", 1.5)
+        if "onnx-int8" in emb:
+            add("embed, int8 / sentence-transformers", emb["onnx-int8"]["texts_per_s"] / emb["sentence-transformers"]["texts_per_s"], "≥", 3)
+    if "onnx-int8" in lat and "pipeline-bs1" in lat:
+        add("latency p50, int8 / pipeline", lat["onnx-int8"]["p50_ms"] / lat["pipeline-bs1"]["p50_ms"], "≤", round(1 / 3, 3))
+    for b in ("tf", "flax"):
+        if b in short and "torch" in short:
+            add(f"fill-mask, {b} / torch eager", short[b]["texts_per_s"] / short["torch"]["texts_per_s"], "≥", 1.0)
+    return rows
 
 
 def plot(report: dict[str, Any], out: Path) -> None:
