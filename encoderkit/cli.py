@@ -93,7 +93,8 @@ def cmd_info(a: argparse.Namespace) -> None:
 def cmd_convert(a: argparse.Namespace) -> None:
     from .converters import convert, parse_formats
 
-    options: dict[str, Any] = {"fuse": not a.no_fuse, "quantize": a.quantize}
+    options: dict[str, Any] = {"fuse": not a.no_fuse, "quantize": a.quantize, "int8_source": a.int8_source,
+                               "int8_weights": a.int8_weights}
     thresholds = {k: v for k, v in (("top1", a.min_top1), ("top5", a.min_top5), ("cosine", a.min_cosine))
                   if v is not None}
     if thresholds:
@@ -160,6 +161,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quantize", default=None, metavar="int8|fp16|int8,fp16",
                    help="also write quantized ONNX encoders")
     s.add_argument("--no-fuse", action="store_true", help="keep the ONNX graph unfused")
+    s.add_argument("--int8-source", choices=["fused", "unfused"], default="fused",
+                   help="graph int8 quantizes: fused (default, keeps QKV fp32, more accurate) or unfused (faster)")
+    s.add_argument("--int8-weights", choices=["u8", "s8"], default="u8",
+                   help="int8 weight type: u8 (default, no AVX2 saturation) or s8 (faster without VNNI)")
     s.add_argument("--min-top1", type=float, default=None)
     s.add_argument("--min-top5", type=float, default=None)
     s.add_argument("--min-cosine", type=float, default=None)

@@ -111,3 +111,12 @@ def test_fp16_loads_and_runs_on_cpu_with_fp32_io(tiny_roberta, tmp_path):
     assert 0 < np.abs(a - b).max()  # really computed in fp16, not a copy of fp32
     got, want = rt.fill_mask(texts, top_k=1), ref.fill_mask(texts, top_k=1)
     assert [x[0][0]["token"] for x in got] == [x[0][0]["token"] for x in want]
+
+
+@pytest.mark.parametrize("source,per_layer", [("fused", 3), ("unfused", 6)])
+def test_int8_source_decides_which_projections_are_quantized(tiny_roberta, tmp_path, source, per_layer):
+    convert(tiny_roberta, ["onnx"], tmp_path / "out", quantize="int8", int8_source=source)
+    counts = op_counts(tmp_path / "out" / "onnx" / "encoder.int8.onnx")
+    # fused: QKV stay inside the fp32 Attention op; unfused: Q, K, V, O and both FFN matmuls
+    assert counts.get("MatMulInteger", 0) + counts.get("DynamicQuantizeMatMul", 0) == per_layer * 2
+    assert f"int8 quantized from: {source} graph" in (tmp_path / "out" / "report.md").read_text()

@@ -114,16 +114,21 @@ class OnnxConverter(Converter):
         encoder.set_attn_implementation("sdpa")
         enc = _export(_Encoder(encoder, False), (ids, mask), ["input_ids", "attention_mask"], dyn,
                       ["last_hidden_state"])
-        if "int8" in quantize:
-            # int8 starts from the UNFUSED graph: ORT's quantizer cannot quantize the fused
-            # Attention's QKV projection (its QAttention takes no attention_bias), so a fused
-            # source leaves a quarter of the matmul work in fp32. Measured on roberta-large here
-            # (benchmarks/onnx_ablation.py): 17.0 vs 14.7 sentences/s, top-1 0.84 vs 0.78.
+        if (self.options.get("int8_weights") or "u8") not in ("u8", "s8"):
+            raise InputError(f"--int8-weights takes u8 or s8, got {self.options.get('int8_weights')!r}")
+        int8_source = self.options.get("int8_source") or "fused"
+        if int8_source not in ("fused", "unfused"):
+            raise InputError(f"--int8-source takes fused or unfused, got {int8_source!r}")
+        if "int8" in quantize and (int8_source == "unfused" or not fuse):
+            # From the unfused graph every projection (QKV included) becomes MatMulInteger: on
+            # random roberta-large here 17.0 vs 14.7 sentences/s (benchmarks/onnx_ablation.py),
+            # but on the real MiniLM one sentence fell to cosine 0.985 (< 0.99), so it is opt-in.
             src = out / ".int8-source"
             src.mkdir()
             _save(enc, src / "encoder.onnx", external=external)
             info["files"]["encoder_int8"] = quantize_int8(src / "encoder.onnx", out / "encoder.int8.onnx",
-                                                          per_channel=self.options.get("per_channel", True))
+                                                          per_channel=self.options.get("per_channel", True),
+                                                          weights=self.options.get("int8_weights") or "u8")
             info["int8_source"] = "unfused graph"
             shutil.rmtree(src)
         if fuse:
@@ -132,6 +137,14 @@ class OnnxConverter(Converter):
             enc, _ = optimize_for_ort(enc)
         _save(enc, out / "encoder.onnx", external=external)
         del enc
+        if "int8" in quantize and "encoder_int8" not in info["files"]:
+            # Default: quantize the FUSED graph. ORT's quantizer cannot turn the fused Attention
+            # (which carries attention_bias) into QAttention, so QKV projections stay fp32; that
+            # keeps real-weight accuracy (MiniLM: every test sentence >= 0.99 cosine).
+            info["files"]["encoder_int8"] = quantize_int8(out / "encoder.onnx", out / "encoder.int8.onnx",
+                                                          per_channel=self.options.get("per_channel", True),
+                                                          weights=self.options.get("int8_weights") or "u8")
+            info["int8_source"] = "fused graph"
         counts = op_counts(out / "encoder.onnx")
         info["fused_ops"] = {k: counts[k] for k in FUSED_OPS if counts.get(k)}
         info["files"]["encoder"] = "encoder.onnx"
@@ -158,11 +171,12 @@ class OnnxConverter(Converter):
             info["files"]["encoder_fp16"] = convert_fp16(out / "encoder.onnx", out / "encoder.fp16.onnx")
         (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         report = {"opset": OPSET, "graphs": ", ".join(info["files"].values()),
+                  **({"int8 quantized from": info["int8_source"]} if "int8_source" in info else {}),
                   "fused operators (encoder.onnx)": info["fused_ops"] or "none (--no-fuse)"}
         return report
 
 
-def quantize_int8(src: Path, dst: Path, *, per_channel: bool = True) -> str:
+def quantize_int8(src: Path, dst: Path, *, per_channel: bool = True, weights: str = "u8") -> str:
     """ONNX Runtime dynamic int8 quantization of the encoder (weights int8, activations at run time).
 
     The MLM head stays in fp32 (it runs at mask positions only, so it is cheap, and its vocabulary
@@ -174,7 +188,11 @@ def quantize_int8(src: Path, dst: Path, *, per_channel: bool = True) -> str:
 
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # "consider pre-processing"
 
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+    # u8 weights (U8U8) by default: on AVX2 without VNNI, s8 weights (U8S8) go through VPMADDUBSW,
+    # which can saturate; on the real MiniLM s8 left one test sentence at cosine 0.989 and made
+    # results depend on the batch's activation range, u8 kept every sentence >= 0.992.
+    weight_type = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}[weights]
+    quantize_dynamic(str(src), str(dst), weight_type=weight_type, per_channel=per_channel,
                      op_types_to_quantize=["MatMul", "Attention"],
                      extra_options={"MatMulConstBOnly": True})
     return dst.name
