@@ -27,11 +27,12 @@ QUANT_THRESHOLDS = {
 }
 
 
-# int8 on RANDOM weights, for comparison in every report: roberta-large seed 0, these probes,
-# measured with `encoderkit convert demo-out/roberta-large-random --to all --quantize int8` here.
+# int8 on RANDOM weights, for comparison in every report: roberta-large seed 0, these probes, the
+# default int8 (u8 weights from the fused graph), measured here with quant_accuracy on
+# `encoderkit convert demo-out/roberta-large-random --to all --quantize int8`'s ONNX encoder.
 # Random weights give near-uniform vocabulary distributions: top-k agreement there is a noise
 # floor, so real-weight figures (e.g. all-MiniLM-L6-v2) are the ones that judge int8.
-RANDOM_WEIGHT_INT8 = {"top1": 1.0, "top5": 0.9571, "cosine": 0.9986}
+RANDOM_WEIGHT_INT8 = {"top1": 0.9286, "top5": 0.9143, "cosine": 0.9995}
 
 
 def probe_batches(runtime: Runtime, n: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
