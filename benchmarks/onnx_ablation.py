@@ -69,7 +69,7 @@ def main(argv=None) -> int:
                                                     for g, w in pairs]))
         rows[name]["cosine_min"] = float((rt.embed(emb_texts, normalize=True) * ref_emb).sum(1).min())
         rows[name]["encoder_mb"] = (rt.directory / rt.info["files"]["encoder_int8"]).stat().st_size / 1e6
-    print(f"| system | texts/s | × pipeline bs1 | top-1 | top-5 overlap | min cosine |\n|---|---|---|---|---|---|")
+    print("| system | texts/s | × pipeline bs1 | top-1 | top-5 overlap | min cosine |\n|---|---|---|---|---|---|")
     for k, v in rows.items():
         acc = (f"{v['top1']:.3f} | {v['top5_overlap']:.3f} | {v['cosine_min']:.4f}" if "top1" in v else " | | ")
         print(f"| {k} | {v['texts_per_s']:.2f} | {v['texts_per_s'] / base:.2f}× | {acc} |")

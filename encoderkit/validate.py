@@ -125,7 +125,7 @@ def _size(path: Path) -> int:
 def render_report(report: dict[str, Any], root: Path) -> str:
     """report.md: sizes, export facts (e.g. fused operators), parity, time and peak memory."""
     spec = report["spec"]
-    lines = [f"# encoderkit conversion report", "",
+    lines = ["# encoderkit conversion report", "",
              f"Source: `{report['model']}` — {spec['arch']}, {spec['num_layers']} layers, "
              f"hidden {spec['hidden_size']}, {spec['num_heads']} heads, vocab {spec['vocab_size']}, "
              f"MLM head: {'yes' if spec['has_mlm_head'] else 'no'}", ""]

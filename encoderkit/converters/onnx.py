@@ -23,7 +23,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..checkpoint import Checkpoint, copy_model_files

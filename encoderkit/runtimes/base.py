@@ -47,6 +47,15 @@ class Runtime(ABC):
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
 
+    @staticmethod
+    def saved_spec_and_tokenizer(directory: Path) -> tuple[ModelSpec, TextTokenizer]:
+        """The ModelSpec and tokenizer an exporter stored beside its artifact."""
+        from ..checkpoint import read_saved_spec
+        from ..tokenization import load_tokenizer
+
+        spec = read_saved_spec(directory)
+        return spec, TextTokenizer(load_tokenizer(directory), spec.max_tokens_per_text, spec.mask_token)
+
     # ------------------------------------------------------------------ what a backend provides
     @classmethod
     @abstractmethod

@@ -15,10 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..checkpoint import read_saved_spec
 from ..converters.flax import PARAMS_FILE, load_params
 from ..models.flax_model import MaskedLM
-from ..tokenization import TextTokenizer, load_tokenizer
 from .base import EncoderOutput, Runtime, gather_rows
 
 
@@ -40,9 +38,8 @@ class FlaxRuntime(Runtime):
     fmt = "flax"
 
     def __init__(self, directory: Path, *, max_tokens: int = 1024, threads: int | None = None):
-        spec = read_saved_spec(directory)
-        super().__init__(spec, TextTokenizer(load_tokenizer(directory), spec.max_tokens_per_text,
-                                             spec.mask_token), max_tokens=max_tokens)
+        super().__init__(*self.saved_spec_and_tokenizer(directory), max_tokens=max_tokens)
+        spec = self.spec
         self.params = jax.tree_util.tree_map(jnp.asarray, load_params(directory / PARAMS_FILE, spec))
         self.model = MaskedLM(spec)
         self.compilations = 0  # traces, i.e. XLA compilations: asserted bounded by the buckets

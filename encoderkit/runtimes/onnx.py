@@ -9,9 +9,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ..checkpoint import read_saved_spec
 from ..errors import ArtifactError
-from ..tokenization import TextTokenizer, load_tokenizer
 from .base import EncoderOutput, Runtime, gather_rows
 
 INFO_FILE = "onnx_info.json"
@@ -62,9 +60,8 @@ class OnnxRuntime(Runtime):
 
     def __init__(self, directory: Path, *, threads: int | None = None, providers: list[str] | None = None,
                  max_tokens: int = 1024):
-        spec = read_saved_spec(directory)
-        super().__init__(spec, TextTokenizer(load_tokenizer(directory), spec.max_tokens_per_text,
-                                             spec.mask_token), max_tokens=max_tokens)
+        super().__init__(*self.saved_spec_and_tokenizer(directory), max_tokens=max_tokens)
+        spec = self.spec
         try:
             self.info = json.loads((directory / INFO_FILE).read_text())
         except (OSError, json.JSONDecodeError) as e:

@@ -10,10 +10,8 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
-from ..checkpoint import read_saved_spec  # noqa: E402
 from ..converters.tf import SAVED_MODEL_DIR  # noqa: E402
 from ..errors import ArtifactError  # noqa: E402
-from ..tokenization import TextTokenizer, load_tokenizer  # noqa: E402
 from .base import EncoderOutput, Runtime  # noqa: E402
 
 
@@ -22,9 +20,7 @@ class TFRuntime(Runtime):
     fmt = "tf"
 
     def __init__(self, directory: Path, *, max_tokens: int = 1024, threads: int | None = None):
-        spec = read_saved_spec(directory)
-        super().__init__(spec, TextTokenizer(load_tokenizer(directory), spec.max_tokens_per_text,
-                                             spec.mask_token), max_tokens=max_tokens)
+        super().__init__(*self.saved_spec_and_tokenizer(directory), max_tokens=max_tokens)
         if threads:
             try:
                 tf.config.threading.set_intra_op_parallelism_threads(threads)
