@@ -7,6 +7,7 @@ cosine similarity of mean-pooled embeddings, each with a configurable threshold.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,23 +57,42 @@ def probe_batches(runtime: Runtime, n: int = 8) -> list[tuple[np.ndarray, np.nda
     return [pad_batch(ids_short, pad), pad_batch([ids_long, ids_short[0]], pad)]
 
 
-def _fp32_parity(cand: Runtime, ref: Runtime, atol: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ProbeBatch:
+    """One probe batch and the reference's answers on it (computed once per conversion)."""
+
+    ids: np.ndarray
+    mask: np.ndarray
+    rows: np.ndarray  # (row, position) of every mask token
+    hidden: np.ndarray  # reference last hidden state
+    logits: np.ndarray | None  # reference logits at ``rows`` (None without an MLM head)
+
+
+def reference_probes(ref: Runtime) -> list[ProbeBatch]:
+    """Run the reference once on the probe batches; every validated backend reuses the result."""
+    out = []
+    for ids, mask in probe_batches(ref):
+        rows = np.argwhere(ids == ref.spec.mask_token_id)
+        logits = ref.mask_logits(ids, mask, rows) if ref.spec.has_mlm_head else None
+        out.append(ProbeBatch(ids, mask, rows, ref.forward(ids, mask).last_hidden_state, logits))
+    return out
+
+
+def _fp32_parity(cand: Runtime, probes: list[ProbeBatch], atol: float) -> dict[str, Any]:
     worst = {"hidden": (0.0, None), "logits": (0.0, None)}
-    for b, (ids, mask) in enumerate(probe_batches(ref)):
-        h_ref = ref.forward(ids, mask).last_hidden_state
-        h = cand.forward(ids, mask).last_hidden_state
-        d = np.abs(h - h_ref) * mask[:, :, None]
+    for b, p in enumerate(probes):
+        d = np.abs(cand.forward(p.ids, p.mask).last_hidden_state - p.hidden) * p.mask[:, :, None]
         idx = np.unravel_index(np.argmax(d), d.shape)
         if d[idx] >= worst["hidden"][0]:
             worst["hidden"] = (float(d[idx]), f"probe batch {b}, row {idx[0]}, position {idx[1]}")
-        if ref.spec.has_mlm_head:
-            rows = np.argwhere(ids == ref.spec.mask_token_id)
-            d = np.abs(cand.mask_logits(ids, mask, rows) - ref.mask_logits(ids, mask, rows))
+        if p.logits is not None:
+            d = np.abs(cand.mask_logits(p.ids, p.mask, p.rows) - p.logits)
             idx = np.unravel_index(np.argmax(d), d.shape)
             if d[idx] >= worst["logits"][0]:
-                worst["logits"] = (float(d[idx]), f"probe batch {b}, mask {tuple(rows[idx[0]])}, token {idx[1]}")
+                worst["logits"] = (float(d[idx]), f"probe batch {b}, mask {tuple(p.rows[idx[0]])}, token {idx[1]}")
+    has_head = probes[0].logits is not None
     result = {"kind": "fp32", "atol": atol, "max_abs_diff_hidden": worst["hidden"][0],
-              "max_abs_diff_logits": worst["logits"][0] if ref.spec.has_mlm_head else None}
+              "max_abs_diff_logits": worst["logits"][0] if has_head else None}
     for what, (diff, where) in worst.items():
         if diff > atol:
             raise ParityError(f"{cand.name} export disagrees with torch: max |diff| of {what} "
@@ -80,19 +100,17 @@ def _fp32_parity(cand: Runtime, ref: Runtime, atol: float) -> dict[str, Any]:
     return result
 
 
-def quant_accuracy(cand: Runtime, ref: Runtime) -> dict[str, float]:
-    """Top-1 agreement, top-5 overlap of mask predictions and mean-pooled cosine vs ``ref``."""
+def quant_accuracy(cand: Runtime, probes: list[ProbeBatch]) -> dict[str, float]:
+    """Top-1 agreement, top-5 overlap of mask predictions and mean-pooled cosine vs the reference."""
     top1, top5, cos = [], [], []
-    for ids, mask in probe_batches(ref):
-        if ref.spec.has_mlm_head:
-            rows = np.argwhere(ids == ref.spec.mask_token_id)
-            lr, lc = ref.mask_logits(ids, mask, rows), cand.mask_logits(ids, mask, rows)
-            for a, b in zip(lr, lc):
+    for p in probes:
+        if p.logits is not None:
+            for a, b in zip(p.logits, cand.mask_logits(p.ids, p.mask, p.rows)):
                 ta, tb = np.argsort(-a)[:5], np.argsort(-b)[:5]
                 top1.append(float(ta[0] == tb[0]))
                 top5.append(len(set(ta) & set(tb)) / 5)
-        er = pool(ref.forward(ids, mask).last_hidden_state, mask, "mean")
-        ec = pool(cand.forward(ids, mask).last_hidden_state, mask, "mean")
+        er = pool(p.hidden, p.mask, "mean")
+        ec = pool(cand.forward(p.ids, p.mask).last_hidden_state, p.mask, "mean")
         cos += list(np.sum(er * ec, 1) / (np.linalg.norm(er, axis=1) * np.linalg.norm(ec, axis=1)))
     out = {"cosine": float(np.min(cos)), "cosine_mean": float(np.mean(cos))}
     if top1:
@@ -100,8 +118,8 @@ def quant_accuracy(cand: Runtime, ref: Runtime) -> dict[str, float]:
     return out
 
 
-def validate_export(directory: Path, backend: str, reference: Runtime, **options: Any) -> dict[str, Any]:
-    """Load ``directory`` on ``backend`` and compare it with ``reference``.
+def validate_export(directory: Path, backend: str, probes: list[ProbeBatch], **options: Any) -> dict[str, Any]:
+    """Load ``directory`` on ``backend`` and compare it with the reference answers in ``probes``.
 
     Raises:
         ParityError: with the max difference (fp32) or the accuracy figures (quantized).
@@ -109,13 +127,13 @@ def validate_export(directory: Path, backend: str, reference: Runtime, **options
     cand = backend_class(backend).load(directory)
     if backend in QUANT_THRESHOLDS:
         thresholds = QUANT_THRESHOLDS[backend] | (options.get("thresholds") or {})
-        acc = quant_accuracy(cand, reference)
+        acc = quant_accuracy(cand, probes)
         failed = [f"{k} {acc[k]:.3f} < {v}" for k, v in thresholds.items() if k in acc and acc[k] < v]
         if failed:
             raise ParityError(f"{backend} export is below its accuracy thresholds: {'; '.join(failed)} "
                               "(change them with --min-top1/--min-top5/--min-cosine)")
         return {"kind": "quantized", "thresholds": thresholds, **acc}
-    return _fp32_parity(cand, reference, FP32_ATOL[backend])
+    return _fp32_parity(cand, probes, FP32_ATOL[backend])
 
 
 def _size(path: Path) -> int:

@@ -29,14 +29,14 @@ def convert(model: str | Path, formats: list[str], out: Path, *, force: bool = F
         ParityError: an export disagrees with the torch reference beyond its tolerance.
         CheckpointError, InputError, UnknownNameError: bad input.
     """
-    from ..validate import render_report, validate_export
+    from ..validate import reference_probes, render_report, validate_export
 
     say = progress or (lambda msg: None)
     convs = [converter(f)(**options) for f in formats]  # fail on unknown names before any work
     t0 = time.perf_counter()
     ckpt = load_checkpoint(model, allow_pickle=allow_pickle)
     say(f"loaded {model} ({ckpt.spec.arch}, {ckpt.spec.num_layers} layers) in {time.perf_counter() - t0:.1f}s")
-    reference = None
+    probes = None  # the torch reference's answers on the probes, computed once for all formats
     report: dict[str, Any] = {"model": str(model), "spec": ckpt.spec.to_dict(), "formats": {}}
     with atomic_dir(Path(out), force=force) as tmp:
         for conv in convs:
@@ -46,14 +46,13 @@ def convert(model: str | Path, formats: list[str], out: Path, *, force: bool = F
             info = conv.export(ckpt, tmp / conv.name)
             entry = {"export": info, "export_seconds": time.perf_counter() - t, "parity": {}}
             if validate:
-                if reference is None:
+                if probes is None:
                     from ..runtimes.torch import TorchRuntime
 
-                    reference = TorchRuntime(ckpt)
+                    probes = reference_probes(TorchRuntime(ckpt))
                 for backend in conv.validated_backends():
                     say(f"validating {backend} against torch ...")
-                    entry["parity"][backend] = validate_export(tmp / conv.name, backend, reference,
-                                                               **options)
+                    entry["parity"][backend] = validate_export(tmp / conv.name, backend, probes, **options)
             entry["peak_rss_mb"] = peak_rss_mb()
             entry["seconds"] = time.perf_counter() - t
             report["formats"][conv.name] = entry

@@ -15,6 +15,11 @@ import jax.numpy as jnp
 from ..spec import ModelSpec
 
 
+def mask_bias(attention_mask):
+    """Additive attention bias: 0 for real tokens, float32's minimum for padding (as transformers)."""
+    return jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
+
+
 class SelfAttention(nn.Module):
     spec: ModelSpec
 
@@ -128,8 +133,7 @@ class Encoder(nn.Module):
         self.encoder = EncoderBody(self.spec)
 
     def __call__(self, input_ids, attention_mask):
-        bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
-        return self.encoder(self.embeddings(input_ids, attention_mask), bias)
+        return self.encoder(self.embeddings(input_ids, attention_mask), mask_bias(attention_mask))
 
 
 class MLMHead(nn.Module):
@@ -140,10 +144,9 @@ class MLMHead(nn.Module):
     @nn.compact
     def __call__(self, h, word_embeddings):
         s = self.spec
-        dense_name, norm_name = ("dense", "layer_norm") if s.arch == "roberta" else ("dense", "LayerNorm")
-        if s.arch == "roberta":
-            h = nn.Dense(s.hidden_size, name=dense_name)(h)
-            h = nn.LayerNorm(epsilon=s.layer_norm_eps, name=norm_name)(nn.gelu(h, approximate=False))
+        if s.arch == "roberta":  # roberta's head has no "transform" level in the tree
+            h = nn.gelu(nn.Dense(s.hidden_size, name="dense")(h), approximate=False)
+            h = nn.LayerNorm(epsilon=s.layer_norm_eps, name="layer_norm")(h)
         else:
             h = Transform(s, name="transform")(h)
         bias = self.param("bias", nn.initializers.zeros, (s.vocab_size,))
@@ -193,8 +196,7 @@ class MaskedLM(nn.Module):
         s = self.spec
         if s.has_mlm_head:
             return getattr(self, s.prefix)(input_ids, attention_mask)
-        bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min)
-        return self.encoder(self.embeddings(input_ids, attention_mask), bias)
+        return self.encoder(self.embeddings(input_ids, attention_mask), mask_bias(attention_mask))
 
     def head(self, hidden):
         s = self.spec

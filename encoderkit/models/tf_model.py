@@ -37,6 +37,11 @@ class Node(tf.Module):
         return out
 
 
+def mask_bias(mask):
+    """Additive attention bias: 0 for real tokens, float32's minimum for padding (as transformers)."""
+    return tf.cast(1 - mask, tf.float32)[:, None, None, :] * tf.float32.min
+
+
 def _var(shape, name):
     return tf.Variable(tf.zeros(shape, tf.float32), name=name)
 
@@ -172,8 +177,7 @@ class Encoder(Node):
         self.embeddings, self.encoder = Embeddings(s), EncoderBody(s)
 
     def __call__(self, ids, mask):
-        bias = tf.cast(1 - mask, tf.float32)[:, None, None, :] * tf.float32.min
-        return self.encoder(self.embeddings(ids), bias)
+        return self.encoder(self.embeddings(ids), mask_bias(mask))
 
 
 class Transform(Node):
@@ -235,12 +239,11 @@ class TFMaskedLM(Node):
     def _encode(self, ids, mask):
         if self._body is not None:
             return self._body(ids, mask)
-        bias = tf.cast(1 - mask, tf.float32)[:, None, None, :] * tf.float32.min
-        return self.encoder(self.embeddings(ids), bias)
+        return self.encoder(self.embeddings(ids), mask_bias(mask))
 
     def _head(self, h):
         s = self._s
-        table = self.tree()[f"{s.prefix}/embeddings/word_embeddings/embedding"]
+        table = self._body.embeddings.word_embeddings.embedding  # the tied decoder
         if s.arch == "roberta":
             return tf.matmul(self.lm_head(h), table, transpose_b=True) + self.lm_head.bias
         p = self.cls.predictions
