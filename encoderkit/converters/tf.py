@@ -3,7 +3,6 @@ expect), loadable with ``tf.saved_model.load`` and TensorFlow alone; tokenizer f
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +31,7 @@ class TFConverter(Converter):
     backends = ("tf",)
 
     def export(self, ckpt: Checkpoint, out: Path) -> dict[str, Any]:
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        import tensorflow as tf
+        from ..models.tf_import import tf
 
         copy_model_files(ckpt.directory, out, ckpt.spec)
         model = build_tf_model(ckpt)

@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from ..spec import ModelSpec
+from .tf_import import tf
 
 IDS = tf.TensorSpec([None, None], tf.int64)
 

@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import tensorflow as tf  # noqa: E402
-
-from ..converters.tf import SAVED_MODEL_DIR  # noqa: E402
-from ..errors import ArtifactError  # noqa: E402
-from .base import EncoderOutput, Runtime  # noqa: E402
+from ..converters.tf import SAVED_MODEL_DIR
+from ..errors import ArtifactError
+from ..models.tf_import import onednn_enabled, tf
+from .base import EncoderOutput, Runtime
 
 
 class TFRuntime(Runtime):
@@ -26,6 +25,11 @@ class TFRuntime(Runtime):
                 tf.config.threading.set_intra_op_parallelism_threads(threads)
             except RuntimeError:
                 pass  # already initialised in this process: keep its setting
+        self.onednn = onednn_enabled()
+        if not self.onednn and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
+            warnings.warn("TensorFlow runs without its oneDNN kernels (it was imported before encoderkit "
+                          "could ask for them): expect it ~1.3x slower; set TF_ENABLE_ONEDNN_OPTS=1 "
+                          "before importing tensorflow", stacklevel=2)
         path = directory / SAVED_MODEL_DIR
         try:
             self.model = tf.saved_model.load(str(path))
