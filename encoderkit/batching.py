@@ -1,32 +1,36 @@
 """Length-bucketed, token-budget batching shared by every backend."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from .errors import InputError
 
 
-def plan_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+def plan_batches(lengths: Sequence[int], max_tokens: int,
+                 padded_length: Callable[[int], int] | None = None) -> list[list[int]]:
     """Group indices into batches whose padded size (count x longest) stays within ``max_tokens``.
 
     Texts are sorted by length (longest first, so the first batch shows the peak memory), each
-    batch padded only to its own longest member. A single text longer than the budget still gets a
-    batch of its own. Callers restore input order from the returned indices.
+    batch padded only to its own longest member -- or to ``padded_length(longest)`` for a backend
+    that pads lengths up to shape buckets, so that its batches fill the budget in padded tokens. A
+    single text longer than the budget still gets a batch of its own. Callers restore input order
+    from the returned indices.
 
     Raises:
         InputError: ``max_tokens`` is not positive.
     """
     if max_tokens < 1:
         raise InputError(f"max_tokens must be positive, got {max_tokens}")
+    pad = padded_length or (lambda t: t)
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
     longest = 0
     for i in order:
         longest_if_added = max(longest, lengths[i])
-        if current and longest_if_added * (len(current) + 1) > max_tokens:
+        if current and pad(longest_if_added) * (len(current) + 1) > max_tokens:
             batches.append(current)
             current, longest_if_added = [], lengths[i]
         current.append(i)

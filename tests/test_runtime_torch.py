@@ -129,3 +129,21 @@ def test_attentions_shape_and_rows_sum_to_one(rt):
     n = len(rt.tokenizer.encode(["The quick brown fox."])[0])
     assert a.shape == (rt.spec.num_layers, rt.spec.num_heads, n, n)
     np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-5)
+
+
+def test_plan_batches_respects_the_budget_in_padded_tokens():
+    from encoderkit.batching import plan_batches
+
+    lengths = [19, 17, 18, 11, 30, 9, 19, 12]
+    # every text in exactly one batch, every batch within the budget in padded tokens
+    for pad in (None, lambda t: -(-t // 8) * 8):
+        batches = plan_batches(lengths, 100, pad)
+        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+        p = pad or (lambda t: t)
+        for b in batches:
+            assert len(b) * p(max(lengths[i] for i in b)) <= 100
+    # longest first: 30 pads to 32, so three texts (96); then 18 pads to 24, so four (96); then one
+    assert [len(b) for b in plan_batches(lengths, 100, lambda t: -(-t // 8) * 8)] == [3, 4, 1]
+    assert [len(b) for b in plan_batches(lengths, 100)] == [3, 5]
+    with pytest.raises(InputError):
+        plan_batches(lengths, 0)

@@ -150,7 +150,9 @@ class MLMHead(nn.Module):
         else:
             h = Transform(s, name="transform")(h)
         bias = self.param("bias", nn.initializers.zeros, (s.vocab_size,))
-        return h @ word_embeddings.T + bias
+        # contract against the table's rows directly: `h @ table.T` made XLA:CPU copy the transposed
+        # 50265 x 1024 table on every call (171 ms for one mask row; this form: 7 ms)
+        return jnp.einsum("mh,vh->mv", h, word_embeddings) + bias
 
 
 class Transform(nn.Module):

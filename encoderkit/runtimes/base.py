@@ -79,9 +79,16 @@ class Runtime(ABC):
         out = self.forward(input_ids, attention_mask, output_hidden_states=True)
         return out.hidden_states[layer]
 
+    def padded_length(self, length: int) -> int:
+        """The sequence length a batch whose longest text has ``length`` tokens really runs at.
+
+        Backends that pad to shape buckets (flax) override it, so batches are planned in the
+        tokens that are actually computed."""
+        return length
+
     # ------------------------------------------------------------------ shared, above backends
     def _batches(self, ids: list[list[int]]):
-        for batch in plan_batches([len(x) for x in ids], self.max_tokens):
+        for batch in plan_batches([len(x) for x in ids], self.max_tokens, self.padded_length):
             input_ids, attention_mask = pad_batch([ids[i] for i in batch], self.spec.pad_token_id)
             yield batch, input_ids, attention_mask
 
