@@ -39,11 +39,14 @@ class TorchRuntime(Runtime):
     name = "torch"
     fmt = "safetensors"
 
-    def __init__(self, ckpt: Checkpoint, *, threads: int | None = None, max_tokens: int = 1024):
+    def __init__(self, ckpt: Checkpoint, *, threads: int | None = None, max_tokens: int = 1024,
+                 device: str | None = None):
         super().__init__(ckpt.spec, ckpt.tokenizer(), max_tokens=max_tokens)
         if threads:
             torch.set_num_threads(threads)
-        self.model = build_torch_model(ckpt.spec, ckpt.state)
+        # fp32 everywhere: torch leaves TF32 matmuls off by default, so CUDA stays within parity
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = build_torch_model(ckpt.spec, ckpt.state).to(self.device)
         self.encoder = getattr(self.model, self.spec.prefix) if self.spec.has_mlm_head else self.model
         self.head = (self.model.lm_head if self.spec.arch == "roberta" else self.model.cls) \
             if self.spec.has_mlm_head else None
@@ -54,8 +57,8 @@ class TorchRuntime(Runtime):
         return cls(load_checkpoint(directory, allow_pickle=allow_pickle), **options)
 
     def _encode(self, input_ids, attention_mask, **flags):
-        ids = torch.from_numpy(np.asarray(input_ids, dtype=np.int64))
-        mask = torch.from_numpy(np.asarray(attention_mask, dtype=np.int64))
+        ids = torch.from_numpy(np.asarray(input_ids, dtype=np.int64)).to(self.device)
+        mask = torch.from_numpy(np.asarray(attention_mask, dtype=np.int64)).to(self.device)
         if flags.get("output_attentions"):
             # sdpa does not return probabilities; eager computes the same attention explicitly.
             self.encoder.set_attn_implementation("eager")
@@ -70,13 +73,13 @@ class TorchRuntime(Runtime):
     def forward(self, input_ids, attention_mask, *, output_hidden_states=False, output_attentions=False):
         out = self._encode(input_ids, attention_mask, output_hidden_states=output_hidden_states,
                            output_attentions=output_attentions)
-        to_np = lambda xs: tuple(x.float().numpy() for x in xs) if xs is not None else None  # noqa: E731
-        return EncoderOutput(out.last_hidden_state.float().numpy(),
+        to_np = lambda xs: tuple(x.float().cpu().numpy() for x in xs) if xs is not None else None  # noqa: E731
+        return EncoderOutput(out.last_hidden_state.float().cpu().numpy(),
                              to_np(out.hidden_states) if output_hidden_states else None,
                              to_np(out.attentions) if output_attentions else None)
 
     @torch.inference_mode()
     def mask_logits(self, input_ids, attention_mask, mask_index):
         hidden = self._encode(input_ids, attention_mask).last_hidden_state
-        rows = torch.from_numpy(np.asarray(mask_index, dtype=np.int64))
-        return self.head(hidden[rows[:, 0], rows[:, 1]]).float().numpy()
+        rows = torch.from_numpy(np.asarray(mask_index, dtype=np.int64)).to(self.device)
+        return self.head(hidden[rows[:, 0], rows[:, 1]]).float().cpu().numpy()
