@@ -85,7 +85,8 @@ def _load_systems(model: Path, backends: list[str], tasks: list[str], say) -> tu
     ref = None
     for b in backends:
         rss, t = _rss_mb(), time.perf_counter()
-        rt = encoderkit.load(model, b)
+        # the peers run on the CPU, so the torch backend does too (it would pick CUDA where present)
+        rt = encoderkit.load(model, b, **({"device": "cpu"} if b == "torch" else {}))
         load_s = time.perf_counter() - t
         fmt_dir = ckpt_dir if b == "torch" else model / rt.fmt
         size = _dir_mb(fmt_dir)
@@ -115,7 +116,8 @@ def _load_systems(model: Path, backends: list[str], tasks: list[str], say) -> tu
 
         rss, t = _rss_mb(), time.perf_counter()
         word = models.Transformer(str(ckpt_dir), max_seq_length=ref.spec.max_tokens_per_text)
-        st = SentenceTransformer(modules=[word, models.Pooling(word.get_word_embedding_dimension(), "mean")],
+        dim = getattr(word, "get_embedding_dimension", None) or word.get_word_embedding_dimension  # renamed in ST 5
+        st = SentenceTransformer(modules=[word, models.Pooling(dim(), "mean")],
                                  device="cpu")
         load_s = time.perf_counter() - t
         systems.append(System("sentence-transformers", "peer",

@@ -145,6 +145,11 @@ def test_flax_compilations_bounded_by_buckets(tiny_converted):
     assert {s for s, _ in seen} <= shapes, sorted({s for s, _ in seen} - shapes)
     assert all(b * t <= 512 or b == 1 for (b, t), _ in seen)  # planned in padded tokens
     assert rt.buckets[:10] == [4, 8, 12, 16, 20, 24, 28, 32, 40, 48]
+    from encoderkit.runtimes.flax import length_buckets
+
+    b = length_buckets(512)  # roberta-large: padding waste bounded as the README says
+    assert b[-1] == 512 and all(y / x <= 1.25 for x, y in zip(b, b[1:]) if x >= 16)
+    assert all(y / x < 1.13 for x, y in zip(b, b[1:]) if x >= 64)
     head_buckets = int(np.log2(512)) + 1  # mask counts 1, 2, 4, ..., 512
     assert 0 < rt.compilations <= len(shapes) + head_buckets
     # one compilation per distinct shape seen (+ the head's), not one per batch
@@ -156,3 +161,27 @@ def test_flax_compilations_bounded_by_buckets(tiny_converted):
     rt.embed(texts[:50])  # a subset may add a smaller last batch, still only at bucket shapes
     assert {s for s, _ in seen} <= shapes
     assert rt.compilations <= len(set(seen)) + head_buckets
+
+
+def test_tf_runs_with_onednn_and_warns_when_imported_without(tiny_converted):
+    """encoderkit turns TF's oneDNN kernels on; a TF imported earlier without them gets a warning."""
+    script = textwrap.dedent(f"""
+        import os, sys, warnings
+        if sys.argv[1] == "late":
+            import tensorflow  # the user's own import, before encoderkit could ask for oneDNN
+        import encoderkit
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            rt = encoderkit.load({str(tiny_converted)!r}, backend="tf")
+        print(rt.onednn, any("TF_ENABLE_ONEDNN_OPTS=1" in str(x.message) for x in w))
+    """)
+    env = {"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin"}
+    out = {}
+    for order in ("ours", "late"):
+        p = subprocess.run([sys.executable, "-c", script, order], capture_output=True, text=True, timeout=300, env=env)
+        assert p.returncode == 0, p.stderr[-2000:]
+        out[order] = p.stdout.split()[-2:]
+    assert out["ours"] == ["True", "False"]
+    # late: TF's own default decides (off on AMD, on for some Intel CPUs); warned exactly when off
+    onednn, warned = out["late"]
+    assert warned == str(onednn == "False"), out
