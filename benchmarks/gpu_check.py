@@ -5,7 +5,8 @@
 Builds random checkpoints, converts them (onnx with fp16, flax), then:
 - parity: torch on CUDA, flax on the GPU JAX sees, and ONNX Runtime's CUDA provider (fp32 and
   fp16 encoders) where the installed onnxruntime has it, each against torch on the CPU with the
-  parity tolerance table (fp16 against its own, looser, thresholds);
+  checks and tolerances `convert` validates with (encoderkit.validate: fp32 max |diff| of hidden
+  states and mask logits, fp16 accuracy thresholds), plus fill-mask scores and attentions;
 - speed: fill-mask and embed throughput of torch CUDA and flax GPU on the same workloads
   (compile time excluded and reported separately), side by side in one process.
 Writes gpu_check.json and prints one line per check. Exits 1 if a parity check fails.
@@ -25,8 +26,6 @@ import numpy as np
 
 from encoderkit.bench import read_workload
 
-FP32_ATOL = 1e-4
-
 
 def _run(*args: str) -> float:
     t = time.perf_counter()
@@ -42,43 +41,49 @@ def parity(conv: Path, say) -> dict:
     import jax
     import torch
 
+    from encoderkit.errors import ParityError
     from encoderkit.runtimes import load
+    from encoderkit.validate import FP32_ATOL, QUANT_THRESHOLDS, fp32_parity, quant_accuracy, reference_probes
 
     texts = read_workload("short_masked", "<mask>", limit=8)
     ref = load(conv, backend="torch", device="cpu")
-    want_fm = ref.fill_mask(texts, top_k=5)
-    want_emb = ref.embed(texts)
-    want_att = ref.attentions(texts[0])
+    probes = reference_probes(ref)  # the same probes and checks `convert` validates with
+    want_fm, want_att = ref.fill_mask(texts, top_k=5), ref.attentions(texts[0])
     out = {"jax_devices": [str(d) for d in jax.devices()], "torch_cuda": torch.cuda.is_available()}
-    systems = {}
+    # name -> (backend, options); GPU candidates only
+    systems: dict[str, tuple[str, dict]] = {}
     if torch.cuda.is_available():
-        systems["torch-cuda"] = lambda: load(conv, backend="torch", device="cuda")
-    systems["flax"] = lambda: load(conv, backend="flax")
+        systems["torch-cuda"] = ("torch", {"device": "cuda"})
+    systems["flax"] = ("flax", {})
     try:
         import onnxruntime as ort
 
         out["ort_providers"] = ort.get_available_providers()
         if "CUDAExecutionProvider" in out["ort_providers"]:
-            systems["onnx-cuda"] = lambda: load(conv, backend="onnx")
-            systems["onnx-fp16-cuda"] = lambda: load(conv, backend="onnx-fp16")
+            systems["onnx-cuda"] = ("onnx", {})
+            systems["onnx-fp16-cuda"] = ("onnx-fp16", {})
     except ImportError:
         out["ort_providers"] = None
     ok = True
-    for name, make in systems.items():
-        rt = make()
-        got_fm, got_emb, got_att = rt.fill_mask(texts, top_k=5), rt.embed(texts), rt.attentions(texts[0])
-        score = max(abs(g["score"] - w["score"]) for gt, wt in zip(got_fm, want_fm)
-                    for gm, wm in zip(gt, wt) for g, w in zip(gm, wm))
-        top1 = np.mean([gm[0]["token"] == wm[0]["token"] for gt, wt in zip(got_fm, want_fm) for gm, wm in zip(gt, wt)])
-        cos = float(np.min(np.sum(got_emb * want_emb, 1)
-                           / np.linalg.norm(got_emb, axis=1) / np.linalg.norm(want_emb, axis=1)))
-        r = {"score_max_diff": score, "embed_max_diff": _max_diff(got_emb, want_emb),
-             "attn_max_diff": _max_diff(got_att, want_att), "top1": float(top1), "min_cosine": cos,
-             "device": str(getattr(rt, "device", getattr(rt, "providers", "")))}
-        if "fp16" in name:
-            r["pass"] = bool(top1 >= 0.75 and cos >= 0.99)
-        else:
-            r["pass"] = bool(max(score, r["embed_max_diff"], r["attn_max_diff"]) <= FP32_ATOL)
+    for name, (backend, options) in systems.items():
+        rt = load(conv, backend=backend, **options)
+        r: dict = {"device": str(getattr(rt, "device", getattr(rt, "providers", "")))}
+        try:
+            if backend in QUANT_THRESHOLDS:
+                acc = quant_accuracy(rt, probes)
+                failed = [k for k, v in QUANT_THRESHOLDS[backend].items() if k in acc and acc[k] < v]
+                r |= {"kind": "quantized", **acc, "failed": failed}
+                r["pass"] = not failed
+            else:
+                atol = FP32_ATOL[backend]
+                r |= fp32_parity(rt, probes, atol)  # raises ParityError beyond atol
+                # end to end through the shared interface too: fill-mask scores and attentions
+                r["score_max_diff"] = max(abs(g["score"] - w["score"]) for gt, wt in zip(rt.fill_mask(texts, top_k=5), want_fm)
+                                          for gm, wm in zip(gt, wt) for g, w in zip(gm, wm))
+                r["attn_max_diff"] = _max_diff(rt.attentions(texts[0]), want_att)
+                r["pass"] = max(r["score_max_diff"], r["attn_max_diff"]) <= atol
+        except ParityError as e:
+            r |= {"pass": False, "error": str(e)}
         ok &= r["pass"]
         out[name] = r
         say(f"parity {name}: {json.dumps(r)}")

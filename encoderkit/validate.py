@@ -78,7 +78,12 @@ def reference_probes(ref: Runtime) -> list[ProbeBatch]:
     return out
 
 
-def _fp32_parity(cand: Runtime, probes: list[ProbeBatch], atol: float) -> dict[str, Any]:
+def fp32_parity(cand: Runtime, probes: list[ProbeBatch], atol: float) -> dict[str, Any]:
+    """Max |diff| of hidden states and mask logits against the reference answers in ``probes``.
+
+    Raises:
+        ParityError: naming the worst difference and where it is, when it exceeds ``atol``.
+    """
     worst = {"hidden": (0.0, None), "logits": (0.0, None)}
     for b, p in enumerate(probes):
         d = np.abs(cand.forward(p.ids, p.mask).last_hidden_state - p.hidden) * p.mask[:, :, None]
@@ -133,7 +138,7 @@ def validate_export(directory: Path, backend: str, probes: list[ProbeBatch], **o
             raise ParityError(f"{backend} export is below its accuracy thresholds: {'; '.join(failed)} "
                               "(change them with --min-top1/--min-top5/--min-cosine)")
         return {"kind": "quantized", "thresholds": thresholds, **acc}
-    return _fp32_parity(cand, probes, FP32_ATOL[backend])
+    return fp32_parity(cand, probes, FP32_ATOL[backend])
 
 
 def _size(path: Path) -> int:

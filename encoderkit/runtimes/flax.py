@@ -39,7 +39,7 @@ def _next_pow2(n: int, lo: int = 1) -> int:
 # 1e-4 parity with torch; full fp32 is asked for explicitly. On CPU it changes nothing.
 MATMUL_PRECISION = "float32"
 
-# (upper end, step): lengths up to 32 in steps of 4, then 8 up to 64, ...
+# (upper end, step): lengths up to 32 in steps of 4, then 8 up to 128; 16 beyond
 _STEPS = ((32, 4), (128, 8))
 
 
