@@ -43,12 +43,13 @@ def parity(conv: Path, say) -> dict:
 
     from encoderkit.errors import ParityError
     from encoderkit.runtimes import load
-    from encoderkit.validate import FP32_ATOL, QUANT_THRESHOLDS, fp32_parity, quant_accuracy, reference_probes
+    from encoderkit.registry import backend as backend_info
+    from encoderkit.validate import fp32_parity, quant_accuracy, reference_probes
 
     texts = read_workload("short_masked", "<mask>", limit=8)
     ref = load(conv, backend="torch", device="cpu")
     probes = reference_probes(ref)  # the same probes and checks `convert` validates with
-    want_fm, want_att = ref.fill_mask(texts, top_k=5), ref.attentions(texts[0])
+    want_fm, want_att = ref.fill_mask(texts, top_k=5), ref.attentions(texts[0]).probs
     out = {"jax_devices": [str(d) for d in jax.devices()], "torch_cuda": torch.cuda.is_available()}
     # name -> (backend, options); GPU candidates only
     systems: dict[str, tuple[str, dict]] = {}
@@ -69,18 +70,19 @@ def parity(conv: Path, say) -> dict:
         rt = load(conv, backend=backend, **options)
         r: dict = {"device": str(getattr(rt, "device", getattr(rt, "providers", "")))}
         try:
-            if backend in QUANT_THRESHOLDS:
+            tol = backend_info(backend).tolerance
+            if tol.quantized:
                 acc = quant_accuracy(rt, probes)
-                failed = [k for k, v in QUANT_THRESHOLDS[backend].items() if k in acc and acc[k] < v]
+                failed = [k for k, v in tol.thresholds().items() if k in acc and not acc[k] >= v]
                 r |= {"kind": "quantized", **acc, "failed": failed}
                 r["pass"] = not failed
             else:
-                atol = FP32_ATOL[backend]
+                atol = tol.atol
                 r |= fp32_parity(rt, probes, atol)  # raises ParityError beyond atol
                 # end to end through the shared interface too: fill-mask scores and attentions
                 r["score_max_diff"] = max(abs(g["score"] - w["score"]) for gt, wt in zip(rt.fill_mask(texts, top_k=5), want_fm)
                                           for gm, wm in zip(gt, wt) for g, w in zip(gm, wm))
-                r["attn_max_diff"] = _max_diff(rt.attentions(texts[0]), want_att)
+                r["attn_max_diff"] = _max_diff(rt.attentions(texts[0]).probs, want_att)
                 r["pass"] = max(r["score_max_diff"], r["attn_max_diff"]) <= atol
         except ParityError as e:
             r |= {"pass": False, "error": str(e)}

@@ -14,7 +14,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench-out" / "roberta-large"
 README = ROOT / "README.md"
-BACKENDS = ["torch", "onnx", "onnx-int8", "tf", "flax"]
 
 
 def replace_block(text: str, name: str, body: str) -> str:
@@ -42,6 +41,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     from encoderkit.demo import OUT as DEMO, _converted
     from encoderkit.random_init import init_random
+    from encoderkit.runtimes import available_backends
     from encoderkit.similarity import similarity_table
 
     if not a.readme_only:
@@ -51,12 +51,11 @@ def main(argv=None) -> int:
         if not (ckpt / "manifest.json").is_file():
             init_random(ckpt, "large", seed=0, force=ckpt.exists())
         conv = _converted(ckpt, DEMO / "roberta-large-converted")
-        run_bench(conv, backends=BACKENDS, tasks=["fill-mask", "embed"], out=OUT, repeats=a.repeats,
-                  progress=lambda m: print(m, file=sys.stderr, flush=True))
+        run_bench(conv, backends=None, tasks=["fill-mask", "embed"], out=OUT, repeats=a.repeats)
     report = json.loads((OUT / "bench.json").read_text())
     text = replace_block(README.read_text(), "bench", perf_block(report))
     mini = _converted("minilm", DEMO / "minilm-converted")
-    text = replace_block(text, "similarity", similarity_table(mini, BACKENDS))
+    text = replace_block(text, "similarity", similarity_table(mini, available_backends(mini)))
     README.write_text(text)
     print(f"README.md updated from {OUT / 'bench.json'}")
     return 0

@@ -14,4 +14,15 @@ def load(model, backend=None, **options):
     return _load(model, backend, **options)
 
 
-__all__ = ["__version__", "load"]
+def convert(model, formats, out, **options):
+    """Convert and validate; see ``encoderkit.pipeline.convert``."""
+    from .pipeline import convert as _convert
+
+    if isinstance(formats, str):
+        from .converters import parse_formats
+
+        formats = parse_formats(formats)
+    return _convert(model, formats, out, **options)
+
+
+__all__ = ["__version__", "convert", "load"]

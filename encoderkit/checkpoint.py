@@ -7,7 +7,6 @@ embedding matrix. Pickle weights are refused unless the caller opts in.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .architectures import MLM, Architecture, architecture
 from .errors import CheckpointError, HubUnavailableError, PickleRefusedError
 from .spec import ModelSpec, spec_from_config
 from .tokenization import TOKENIZER_FILES, TextTokenizer, load_tokenizer
@@ -59,34 +59,27 @@ def expected_shapes(spec: ModelSpec, *, with_head: bool | None = None) -> dict[s
             shapes[f"{layer}.{ln}.weight"] = (h,)
             shapes[f"{layer}.{ln}.bias"] = (h,)
     if spec.has_mlm_head if with_head is None else with_head:
-        dense, norm = (("dense", "layer_norm") if spec.arch == "roberta"
-                       else ("transform.dense", "transform.LayerNorm"))
+        dense, norm = spec.architecture.mlm_dense, spec.architecture.mlm_norm
         shapes |= {f"{e}.{dense}.weight": (h, h), f"{e}.{dense}.bias": (h,),
                    f"{e}.{norm}.weight": (h,), f"{e}.{norm}.bias": (h,), f"{e}.bias": (spec.vocab_size,)}
     return shapes
 
 
-# Source tensors that are known and deliberately not used (buffers, pooler, NSP head).
-IGNORED = [re.compile(x) for x in (r".*position_ids$", r"^(roberta|bert)\.pooler\..*",
-                                    r"^cls\.seq_relationship\..*")]
-
-
-def _has_head(raw_keys, spec_arch: str) -> bool:
-    head = "lm_head." if spec_arch == "roberta" else "cls.predictions."
-    return any(k.startswith(head) for k in raw_keys)
+def _heads(raw_keys, arch: Architecture) -> tuple[str, ...]:
+    return (MLM,) if any(k.startswith(arch.mlm_head + ".") for k in raw_keys) else ()
 
 
 def canonicalize(raw: Mapping[str, np.ndarray], config: dict[str, Any], *, source: str
-                 ) -> tuple[dict[str, np.ndarray], bool]:
+                 ) -> tuple[dict[str, np.ndarray], tuple[str, ...]]:
     """Rename a checkpoint's tensors to canonical names, drop tied/ignored ones, cast to float32.
 
     Returns:
-        (state, has_mlm_head)
+        (state, heads)
     Raises:
         CheckpointError: an untied decoder, or a tensor that cannot be read as float.
     """
-    arch = config.get("model_type", "")
-    prefix = {"roberta": "roberta", "bert": "bert"}.get(arch, arch)
+    arch = architecture(config.get("model_type"), source=source)
+    prefix = arch.prefix
     state: dict[str, np.ndarray] = {}
     for key, value in raw.items():
         name = key.replace(".gamma", ".weight").replace(".beta", ".bias")  # TF-era BERT names
@@ -96,7 +89,7 @@ def canonicalize(raw: Mapping[str, np.ndarray], config: dict[str, Any], *, sourc
         if arr.dtype.kind != "f" and not name.endswith("position_ids"):
             raise CheckpointError(f"{source}: tensor {key} has dtype {arr.dtype}, expected floating point")
         state[name] = arr
-    head = "lm_head" if arch == "roberta" else "cls.predictions"
+    head = arch.mlm_head
     word = f"{prefix}.embeddings.word_embeddings.weight"
     dec_w = state.pop(f"{head}.decoder.weight", None)
     if dec_w is not None and word in state and (dec_w.shape != state[word].shape
@@ -106,10 +99,13 @@ def canonicalize(raw: Mapping[str, np.ndarray], config: dict[str, Any], *, sourc
     dec_b = state.pop(f"{head}.decoder.bias", None)
     if dec_b is not None:
         state.setdefault(f"{head}.bias", dec_b)
-    for name in [n for n in state if any(p.match(n) for p in IGNORED)]:
+    for name in [n for n in state if n.endswith("position_ids") or arch.is_ignored(n)]:
         del state[name]
     state = {k: v.astype(np.float32, copy=False) for k, v in state.items()}
-    return state, _has_head(state, arch)
+    for name, value in state.items():  # NaN/inf weights would pass every parity check as NaN
+        if not np.isfinite(value).all():
+            raise CheckpointError(f"{source}: tensor {name} holds non-finite values (NaN or inf)")
+    return state, _heads(state, arch)
 
 
 def check_state(state: Mapping[str, np.ndarray], spec: ModelSpec, *, source: str) -> None:
@@ -213,7 +209,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _mask_token(directory: Path, arch: str) -> str:
+def _mask_token(directory: Path, arch: Architecture) -> str:
     for name in ("special_tokens_map.json", "tokenizer_config.json"):
         p = directory / name
         if p.is_file():
@@ -222,20 +218,20 @@ def _mask_token(directory: Path, arch: str) -> str:
                 tok = tok.get("content")
             if isinstance(tok, str):
                 return tok
-    return "<mask>" if arch == "roberta" else "[MASK]"
+    return arch.special.mask
 
 
-def read_spec(directory: Path, *, has_mlm_head: bool) -> ModelSpec:
+def read_spec(directory: Path, *, heads: tuple[str, ...]) -> ModelSpec:
     """ModelSpec from ``directory``'s config.json and tokenizer (for a checkpoint dir)."""
     config = _read_json(directory / "config.json")
-    arch = config.get("model_type", "")
+    arch = architecture(config.get("model_type"), source=str(directory / "config.json"))
     mask = _mask_token(directory, arch)
     tok = load_tokenizer(directory)
     mask_id = tok.token_to_id(mask)
     if mask_id is None:
         raise CheckpointError(f"{directory}: the tokenizer has no mask token {mask!r}")
-    cls_tok, sep_tok = ("<s>", "</s>") if arch == "roberta" else ("[CLS]", "[SEP]")
-    return spec_from_config(config, has_mlm_head=has_mlm_head, mask_token=mask, mask_token_id=mask_id,
+    cls_tok, sep_tok = arch.special.cls, arch.special.sep
+    return spec_from_config(config, heads=heads, mask_token=mask, mask_token_id=mask_id,
                             cls_token_id=tok.token_to_id(cls_tok) or 0,
                             sep_token_id=tok.token_to_id(sep_tok) or 0,
                             source=str(directory / "config.json"))
@@ -251,11 +247,11 @@ def load_checkpoint(model: str | Path, *, allow_pickle: bool = False) -> Checkpo
     if (directory / "safetensors").is_dir() and not (directory / "config.json").is_file():
         directory = directory / "safetensors"  # an output dir of `encoderkit convert`
     config = _read_json(directory / "config.json")
-    spec_from_config(config, has_mlm_head=False, mask_token="", mask_token_id=0, cls_token_id=0,
+    spec_from_config(config, heads=(), mask_token="", mask_token_id=0, cls_token_id=0,
                      sep_token_id=0, source=str(directory / "config.json"))  # fail early on arch
     raw = read_weights(directory, allow_pickle=allow_pickle)
-    state, has_head = canonicalize(raw, config, source=str(directory))
-    spec = read_spec(directory, has_mlm_head=has_head)
+    state, heads = canonicalize(raw, config, source=str(directory))
+    spec = read_spec(directory, heads=heads)
     check_state(state, spec, source=str(directory))
     return Checkpoint(spec=spec, state=state, directory=directory)
 
@@ -307,9 +303,9 @@ def packaged_model_dir(name: str) -> Path:
 
 def hf_config(spec: ModelSpec) -> dict[str, Any]:
     """A config.json that transformers reads as the same model."""
-    arch_cls = {"roberta": "Roberta", "bert": "Bert"}[spec.arch]
+    arch = spec.architecture
     return {
-        "architectures": [f"{arch_cls}ForMaskedLM" if spec.has_mlm_head else f"{arch_cls}Model"],
+        "architectures": [arch.masked_lm_class if spec.has_mlm_head else arch.base_class],
         "model_type": spec.arch, "vocab_size": spec.vocab_size, "hidden_size": spec.hidden_size,
         "num_hidden_layers": spec.num_layers, "num_attention_heads": spec.num_heads,
         "intermediate_size": spec.intermediate_size, "hidden_act": spec.hidden_act,
@@ -317,7 +313,7 @@ def hf_config(spec: ModelSpec) -> dict[str, Any]:
         "max_position_embeddings": spec.max_position_embeddings, "type_vocab_size": spec.type_vocab_size,
         "initializer_range": 0.02, "layer_norm_eps": spec.layer_norm_eps,
         "pad_token_id": spec.pad_token_id, "position_embedding_type": "absolute",
-        **({"bos_token_id": 0, "eos_token_id": 2} if spec.arch == "roberta" else {}),
+        **dict(arch.config_extra),
     }
 
 

@@ -1,11 +1,14 @@
-"""The `encoderkit` command line.
+"""The `encoderkit` command line: thin -- parse, call one function, print.
 
-Errors caused by input print one line on stderr and exit 2; internal failures exit 1; no
-traceback unless --debug.
+Every choice it offers (backends, formats, converter options, tasks) is generated from
+``encoderkit.registry`` and the converters' option dataclasses. Errors caused by input print one
+line on stderr and exit 2; internal failures exit 1; no traceback unless --debug. Third-party
+chatter is captured (``encoderkit.logs``) and shown with --verbose; stdout carries only results.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -13,69 +16,77 @@ from typing import Any
 
 from . import __version__
 from .errors import EncoderkitError
+from .progress import say
+
+OUT = sys.stdout  # results; main() points it at the real stdout while third-party output is captured
 
 
-def _progress(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+def emit(text: str) -> None:
+    print(text, file=OUT, flush=True)
 
 
 def cmd_init_random(a: argparse.Namespace) -> None:
     from .random_init import init_random
 
     spec = init_random(Path(a.out), a.size, seed=a.seed, arch=a.arch, force=a.force)
-    print(f"wrote random {a.arch} checkpoint ({a.size}: {spec.num_layers} layers, hidden {spec.hidden_size}, "
-          f"vocab {spec.vocab_size}, seed {a.seed}) to {a.out}")
+    emit(f"wrote random {a.arch} checkpoint ({a.size}: {spec.num_layers} layers, hidden {spec.hidden_size}, "
+         f"vocab {spec.vocab_size}, seed {a.seed}) to {a.out}")
+
+
+def runtime_options(a: argparse.Namespace) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    for key in ("threads", "max_tokens"):
+        if getattr(a, key, None) is not None:
+            opts[key] = getattr(a, key)
+    if getattr(a, "allow_pickle", False):
+        opts["allow_pickle"] = True
+    return opts
 
 
 def _runtime(a: argparse.Namespace):
     from .runtimes import load
 
-    opts: dict[str, Any] = {}
-    if a.threads:
-        opts["threads"] = a.threads
-    if a.max_tokens:
-        opts["max_tokens"] = a.max_tokens
-    if getattr(a, "allow_pickle", False):
-        opts["allow_pickle"] = True
-    return load(a.model, a.backend, **opts)
+    return load(a.model, a.backend, **runtime_options(a))
 
 
 def cmd_fill_mask(a: argparse.Namespace) -> None:
     rt = _runtime(a)
     results = rt.fill_mask(a.texts, top_k=a.top_k, targets=a.targets, truncate=a.truncate)
     if a.json:
-        print(json.dumps(results, ensure_ascii=False))
+        emit(json.dumps(results, ensure_ascii=False))
         return
     for text, per_mask in zip(a.texts, results):
-        print(text)
+        emit(text)
         for m, preds in enumerate(per_mask):
             if len(per_mask) > 1:
-                print(f"  mask {m + 1}:")
+                emit(f"  mask {m + 1}:")
             for p in preds:
-                print(f"  {p['score']:.4f}  {p['token_str']!r:<16} {p['sequence']}")
+                emit(f"  {p['score']:.4f}  {p['token_str']!r:<16} {p['sequence']}")
 
 
 def cmd_embed(a: argparse.Namespace) -> None:
     rt = _runtime(a)
     emb = rt.embed(a.texts, pooling=a.pooling, layer=a.layer, normalize=a.normalize, truncate=a.truncate)
     if a.json:
-        print(json.dumps(emb.tolist()))
+        emit(json.dumps(emb.tolist()))
         return
     for text, e in zip(a.texts, emb):
         head = " ".join(f"{x:+.4f}" for x in e[:6])
-        print(f"[{head} ...] dim {e.shape[0]} norm {float((e ** 2).sum() ** 0.5):.4f}  {text}")
+        emit(f"[{head} ...] dim {e.shape[0]} norm {float((e ** 2).sum() ** 0.5):.4f}  {text}")
 
 
 def cmd_info(a: argparse.Namespace) -> None:
     from .checkpoint import read_saved_spec, resolve_model
     from .io import read_manifest
+    from .runtimes import available_backends
 
     path = resolve_model(a.model)
     manifest = read_manifest(path)
     if manifest and manifest.get("kind") == "convert":
         fmt = manifest["formats"][0]
         spec = read_saved_spec(path / fmt)
-        info = {"path": str(path), "kind": "converted", "formats": manifest["formats"], **spec.to_dict()}
+        info = {"path": str(path), "kind": "converted", "formats": manifest["formats"],
+                "backends": available_backends(path), **spec.to_dict()}
     else:
         from .checkpoint import load_checkpoint
 
@@ -83,44 +94,76 @@ def cmd_info(a: argparse.Namespace) -> None:
         n = sum(v.size for v in ckpt.state.values())
         info = {"path": str(ckpt.directory), "kind": "checkpoint", "parameters": int(n), **ckpt.spec.to_dict()}
     if a.json:
-        print(json.dumps(info, indent=2))
+        emit(json.dumps(info, indent=2))
     else:
         width = max(map(len, info))
         for k, v in info.items():
-            print(f"{k:<{width}}  {v}")
+            emit(f"{k:<{width}}  {v}")
+
+
+def conversion_option_classes() -> list[tuple[str, type]]:
+    """(owner, options dataclass) of every format, then validation: the `convert` flags."""
+    from .converters import converter
+    from .registry import FORMATS
+    from .validate import ValidationOptions
+
+    return [(f, converter(f).Options) for f in FORMATS] + [("validation", ValidationOptions)]
 
 
 def cmd_convert(a: argparse.Namespace) -> None:
-    from .converters import convert, parse_formats
+    from .converters import parse_formats
+    from .options import values_from_namespace
+    from .pipeline import convert
 
-    options: dict[str, Any] = {"fuse": not a.no_fuse, "quantize": a.quantize, "int8_source": a.int8_source,
-                               "int8_weights": a.int8_weights}
-    thresholds = {k: v for k, v in (("top1", a.min_top1), ("top5", a.min_top5), ("cosine", a.min_cosine))
-                  if v is not None}
-    if thresholds:
-        options["thresholds"] = thresholds
-    convert(a.model, parse_formats(a.to), Path(a.out), force=a.force, allow_pickle=a.allow_pickle,
-            progress=_progress, **options)
-    print(f"wrote {a.out} (report: {Path(a.out) / 'report.md'})")
+    options: dict[str, Any] = {}
+    for _, cls in conversion_option_classes():
+        options |= values_from_namespace(a, cls)
+    convert(a.model, parse_formats(a.to), Path(a.out), force=a.force, allow_pickle=a.allow_pickle, **options)
+    emit(f"wrote {a.out} (report: {Path(a.out) / 'report.md'})")
 
 
 def cmd_bench(a: argparse.Namespace) -> None:
     from .bench import run_bench
 
-    run_bench(a.model, backends=[b for b in a.backends.split(",") if b], tasks=a.task.split(","),
-              out=Path(a.out), repeats=a.repeats, quick=a.quick, progress=_progress)
+    backends = [b for b in a.backends.split(",") if b] if a.backends else None
+    run_bench(a.model, backends=backends, tasks=a.task.split(","), out=Path(a.out), repeats=a.repeats,
+              quick=a.quick)
+
+
+def _backend_help() -> str:
+    from .registry import BACKENDS
+
+    return "backend: " + ", ".join(BACKENDS) + " (default: torch for a checkpoint, else the first the directory holds)"
+
+
+def _backend_name(value: str) -> str:
+    from .registry import backend
+
+    return backend(value).name  # UnknownNameError (exit 2) lists the valid names
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="encoderkit", description="One encoder checkpoint, every runtime, same answers.")
+    from .architectures import ARCHITECTURES
+    from .options import add_cli_flags
+    from .random_init import SIZES
+    from .registry import FORMATS
+    from .tasks.embed import POOLINGS
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show third-party warnings and logs (exporters, frameworks)")
+    common.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars or status lines")
+    p = argparse.ArgumentParser(prog="encoderkit", parents=[common],
+                                description="One encoder checkpoint, every runtime, same answers.")
     p.add_argument("--version", action="version", version=f"encoderkit {__version__}")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("init-random", help="write a random-weight checkpoint with a real tokenizer")
+    s = sub.add_parser("init-random", parents=[common], help="write a random-weight checkpoint with a real tokenizer")
     s.add_argument("out")
-    s.add_argument("--size", default="tiny", choices=["tiny", "small", "base", "large"])
-    s.add_argument("--arch", default="roberta", choices=["roberta", "bert"])
+    s.add_argument("--size", default="tiny", choices=list(SIZES))
+    s.add_argument("--arch", default="roberta", choices=list(ARCHITECTURES))
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--force", action="store_true", help="replace OUT if it exists")
     s.set_defaults(func=cmd_init_random)
@@ -128,53 +171,46 @@ def build_parser() -> argparse.ArgumentParser:
     def model_args(s: argparse.ArgumentParser) -> None:
         s.add_argument("model", help="checkpoint dir, hub id, packaged name (minilm) or convert output")
         s.add_argument("texts", nargs="+", metavar="TEXT")
-        s.add_argument("--backend", default=None, help="torch, onnx, onnx-int8, onnx-fp16, tf, flax")
-        s.add_argument("--threads", type=int, default=None)
-        s.add_argument("--max-tokens", type=int, default=None, help="token budget per batch")
+        s.add_argument("--backend", default=None, type=_backend_name, help=_backend_help())
+        s.add_argument("--threads", type=int, default=None, help="intra-op threads (positive)")
+        s.add_argument("--max-tokens", type=int, default=None, help="token budget per batch (positive)")
         s.add_argument("--truncate", action="store_true", help="cut texts longer than the model")
         s.add_argument("--allow-pickle", action="store_true")
         s.add_argument("--json", action="store_true")
 
-    s = sub.add_parser("fill-mask", help="predict the mask token(s)")
+    s = sub.add_parser("fill-mask", parents=[common], help="predict the mask token(s)")
     model_args(s)
     s.add_argument("--top-k", type=int, default=5)
     s.add_argument("--targets", nargs="+", default=None)
     s.set_defaults(func=cmd_fill_mask)
 
-    s = sub.add_parser("embed", help="pooled sentence embeddings")
+    s = sub.add_parser("embed", parents=[common], help="pooled sentence embeddings")
     model_args(s)
-    s.add_argument("--pooling", default="mean", choices=["mean", "cls", "max"])
+    s.add_argument("--pooling", default="mean", choices=list(POOLINGS))
     s.add_argument("--layer", type=int, default=-1)
     s.add_argument("--normalize", action="store_true")
     s.set_defaults(func=cmd_embed)
 
-    s = sub.add_parser("info", help="describe a checkpoint or converted model")
+    s = sub.add_parser("info", parents=[common], help="describe a checkpoint or converted model")
     s.add_argument("model")
     s.add_argument("--allow-pickle", action="store_true")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_info)
 
-    s = sub.add_parser("convert", help="export to other formats, validated against torch")
+    s = sub.add_parser("convert", parents=[common], help="export to other formats, validated against torch")
     s.add_argument("model")
-    s.add_argument("--to", required=True, help="comma list of safetensors,onnx,tf,flax or 'all'")
+    s.add_argument("--to", required=True, help=f"comma list of {','.join(FORMATS)} or 'all'")
     s.add_argument("--out", required=True)
-    s.add_argument("--quantize", default=None, metavar="int8|fp16|int8,fp16",
-                   help="also write quantized ONNX encoders")
-    s.add_argument("--no-fuse", action="store_true", help="keep the ONNX graph unfused")
-    s.add_argument("--int8-source", choices=["fused", "unfused"], default="fused",
-                   help="graph int8 quantizes: fused (default, keeps QKV fp32, more accurate) or unfused (faster)")
-    s.add_argument("--int8-weights", choices=["u8", "s8"], default="u8",
-                   help="int8 weight type: u8 (default, no AVX2 saturation) or s8 (faster without VNNI)")
-    s.add_argument("--min-top1", type=float, default=None)
-    s.add_argument("--min-top5", type=float, default=None)
-    s.add_argument("--min-cosine", type=float, default=None)
+    for owner, cls in conversion_option_classes():
+        add_cli_flags(s.add_argument_group(f"{owner} options"), cls)
     s.add_argument("--force", action="store_true")
     s.add_argument("--allow-pickle", action="store_true")
     s.set_defaults(func=cmd_convert)
 
-    s = sub.add_parser("bench", help="throughput/latency of backends against the usual tools")
+    s = sub.add_parser("bench", parents=[common], help="throughput/latency of backends against the usual tools")
     s.add_argument("model")
-    s.add_argument("--backends", default="torch")
+    s.add_argument("--backends", default=None,
+                   help="comma list (default: every installed backend the model directory holds)")
     s.add_argument("--task", default="fill-mask,embed")
     s.add_argument("--out", default="bench-out")
     s.add_argument("--repeats", type=int, default=3)
@@ -183,25 +219,58 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _os_error(e: OSError) -> str:
+    where = e.filename or ""
+    what = e.strerror or str(e)
+    hint = {errno.ENOSPC: "free disk space", errno.EACCES: "choose a writable location",
+            errno.EROFS: "choose a writable location", errno.EPERM: "choose a writable location",
+            errno.ENOENT: "check the path", errno.ENOTDIR: "check the path",
+            errno.EISDIR: "give a file, not a directory"}.get(e.errno, "check the path and the disk")
+    return f"{where}: {what}; {hint}" if where else f"{what}; {hint}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    global OUT
+    from . import progress
+    from .logs import captured
+
     parser = build_parser()
-    a = parser.parse_args(argv)
     try:
-        a.func(a)
-    except EncoderkitError as e:
-        if a.debug:
-            raise
+        a = parser.parse_args(argv)
+    except EncoderkitError as e:  # a registry lookup inside argparse's type= (e.g. --backend)
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:  # noqa: BLE001 - the one place that turns crashes into exit 1
-        if a.debug:
-            raise
-        print(f"internal error: {type(e).__name__}: {e} (re-run with --debug for the traceback)",
-              file=sys.stderr)
-        return 1
+    debug, verbose = getattr(a, "debug", False), getattr(a, "verbose", False)
+    with captured(verbose=verbose or debug) as streams:
+        OUT = streams.out
+        progress.configure(stream=streams.err, quiet=getattr(a, "quiet", False))
+
+        def fail(msg: str, code: int) -> int:
+            tail = streams.tail() if code == 1 else ""
+            if tail:
+                print(f"(last lines of captured third-party output)\n{tail.rstrip()}", file=streams.err)
+            print(msg, file=streams.err)
+            return code
+
+        try:
+            a.func(a)
+        except EncoderkitError as e:
+            if debug:
+                raise
+            return fail(f"error: {e}", 2)
+        except KeyboardInterrupt:
+            return fail("interrupted", 130)
+        except OSError as e:  # unreadable input, read-only target, full disk: the environment, not us
+            if debug:
+                raise
+            return fail(f"error: {_os_error(e)}", 2)
+        except Exception as e:  # noqa: BLE001 - the one place that turns crashes into exit 1
+            if debug:
+                raise
+            return fail(f"internal error: {type(e).__name__}: {e} (re-run with --debug for the traceback)", 1)
+        finally:
+            progress.configure(stream=sys.stderr)
+            OUT = sys.stdout
     return 0
 
 

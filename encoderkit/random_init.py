@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .architectures import ARCHITECTURES, MLM
 from .checkpoint import expected_shapes, hf_config
 from .errors import UnknownNameError
 from .io import atomic_dir, write_manifest
 from .spec import ModelSpec
-from .tokenization import build_bert_tokenizer, build_roberta_tokenizer, tokenizer_config
+from .tokenization import RANDOM_TOKENIZERS, tokenizer_config
 
-# size -> (hidden, layers, heads, intermediate, vocab (roberta, bert), max tokens)
+# size -> (hidden, layers, heads, intermediate, vocab (byte-level BPE, WordPiece), max tokens)
 SIZES = {
     "tiny": (32, 2, 4, 64, (1000, 1000), 128),
     "small": (128, 4, 4, 512, (5000, 5000), 256),
@@ -27,22 +28,23 @@ SIZES = {
 
 
 def random_spec(size: str, arch: str = "roberta") -> ModelSpec:
-    """The ModelSpec of a random checkpoint of ``size`` (tiny/small/base/large)."""
+    """The ModelSpec of a random checkpoint of ``size`` (tiny/small/base/large) and ``arch``."""
     if size not in SIZES:
         raise UnknownNameError(f"unknown size {size!r}; choose one of: {', '.join(SIZES)}")
-    if arch not in ("roberta", "bert"):
-        raise UnknownNameError(f"unknown arch {arch!r}; choose one of: roberta, bert")
+    if arch not in ARCHITECTURES:
+        raise UnknownNameError(f"unknown arch {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
+    a = ARCHITECTURES[arch]
     hidden, layers, heads, inter, vocab, max_tokens = SIZES[size]
-    roberta = arch == "roberta"
-    v = vocab[0] if roberta else vocab[1]
+    v = vocab[0] if a.random_tokenizer == "bpe" else vocab[1]
+    ids = {k: (v - 1 if i < 0 else i) for k, i in RANDOM_TOKENIZERS[a.random_tokenizer][1].items()}
+    pad = ids["pad"]
     return ModelSpec(
         arch=arch, vocab_size=v, hidden_size=hidden, num_layers=layers, num_heads=heads,
-        intermediate_size=inter, max_position_embeddings=max_tokens + (2 if roberta else 0),
-        type_vocab_size=1 if roberta else 2, layer_norm_eps=1e-5 if roberta else 1e-12,
-        hidden_act="gelu", pad_token_id=1 if roberta else 0, position_offset=2 if roberta else 0,
-        has_mlm_head=True, mask_token="<mask>" if roberta else "[MASK]",
-        mask_token_id=v - 1 if roberta else 4, cls_token_id=0 if roberta else 2,
-        sep_token_id=2 if roberta else 3)
+        intermediate_size=inter, max_position_embeddings=max_tokens + a.position_offset(pad),
+        type_vocab_size=2 if a.segment_types else 1, layer_norm_eps=1e-12 if a.segment_types else 1e-5,
+        hidden_act="gelu", pad_token_id=pad, position_offset=a.position_offset(pad),
+        heads=(MLM,), mask_token=a.special.mask, mask_token_id=ids["mask"], cls_token_id=ids["cls"],
+        sep_token_id=ids["sep"])
 
 
 def random_state(spec: ModelSpec, seed: int) -> dict[str, np.ndarray]:
@@ -68,9 +70,9 @@ def init_random(out: Path, size: str = "tiny", *, seed: int = 0, arch: str = "ro
     from .converters.safetensors import write_safetensors
 
     spec = random_spec(size, arch)
-    build = build_roberta_tokenizer if arch == "roberta" else build_bert_tokenizer
+    build = RANDOM_TOKENIZERS[spec.architecture.random_tokenizer][0]
     tok_json = build(spec.vocab_size, seed, spec.max_tokens_per_text)
-    tok_config, special = tokenizer_config(arch, spec.max_tokens_per_text)
+    tok_config, special = tokenizer_config(spec.architecture, spec.max_tokens_per_text)
     with atomic_dir(Path(out), force=force) as tmp:
         (tmp / "config.json").write_text(json.dumps(hf_config(spec), indent=2) + "\n")
         (tmp / "tokenizer.json").write_text(json.dumps(tok_json, ensure_ascii=False) + "\n")

@@ -29,7 +29,10 @@ def similarity_table(model: str | Path, backends: list[str]) -> str:
     lines = [head, "|---|---|" + "---|" * len(cols)]
     for i, (a, c) in enumerate(PAIRS):
         lines.append(f"| {a} | {c} | " + " | ".join(f"{cols[b][i]:.4f}" for b in cols) + " |")
-    spread = max(np.ptp([cols[b][i] for b in cols if b != "onnx-int8"]) for i in range(len(PAIRS)))
+    from .registry import backend
+
+    fp32 = [b for b in cols if not backend(b).quantized]
+    spread = max(np.ptp([cols[b][i] for b in fp32]) for i in range(len(PAIRS))) if fp32 else 0.0
     lines.append("")
     lines.append(f"Largest spread between fp32 backends on one pair: {spread:.1e}.")
     return "\n".join(lines)

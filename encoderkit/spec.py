@@ -4,22 +4,17 @@ Parsed once from a Hugging Face ``config.json`` so that no other module reads co
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .architectures import MLM, Architecture, architecture
 from .errors import UnsupportedArchitectureError
-
-# model_type -> the prefix its *ForMaskedLM state dict uses for the encoder, and the MLM head's
-# prefix. Canonical weight names are those of the *ForMaskedLM class.
-ARCHITECTURES = {
-    "roberta": {"prefix": "roberta", "head": "lm_head"},
-    "bert": {"prefix": "bert", "head": "cls.predictions"},
-}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    arch: str  # "roberta" | "bert"
+    arch: str  # config.json's model_type: a key of architectures.ARCHITECTURES
     vocab_size: int
     hidden_size: int
     num_layers: int
@@ -33,19 +28,30 @@ class ModelSpec:
     # RoBERTa numbers positions from pad_token_id + 1 (so 514 position rows serve 512 tokens);
     # BERT numbers them from 0.
     position_offset: int
-    has_mlm_head: bool
+    heads: tuple[str, ...]  # the task heads the checkpoint carries, e.g. ("mlm",); () for a bare encoder
     mask_token: str
     mask_token_id: int
     cls_token_id: int
     sep_token_id: int
 
+    def __post_init__(self):
+        object.__setattr__(self, "heads", tuple(self.heads))
+
+    @property
+    def architecture(self) -> Architecture:
+        return architecture(self.arch)
+
     @property
     def prefix(self) -> str:
-        return ARCHITECTURES[self.arch]["prefix"]
+        return self.architecture.prefix
 
     @property
     def head_prefix(self) -> str:
-        return ARCHITECTURES[self.arch]["head"]
+        return self.architecture.mlm_head
+
+    @property
+    def has_mlm_head(self) -> bool:
+        return MLM in self.heads
 
     @property
     def max_tokens_per_text(self) -> int:
@@ -57,30 +63,33 @@ class ModelSpec:
         return self.hidden_size // self.num_heads
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["heads"] = list(self.heads)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
+        d = dict(d)
+        if "has_mlm_head" in d:  # written by encoderkit 0.1 before heads existed
+            d["heads"] = (MLM,) if d.pop("has_mlm_head") else ()
         return cls(**d)
 
 
-def spec_from_config(config: dict[str, Any], *, has_mlm_head: bool, mask_token: str,
+def spec_from_config(config: dict[str, Any], *, heads: tuple[str, ...], mask_token: str,
                      mask_token_id: int, cls_token_id: int, sep_token_id: int,
                      source: str = "config.json") -> ModelSpec:
     """Build a ModelSpec from a parsed HF config.json.
 
     Raises:
-        UnsupportedArchitectureError: model_type is not roberta/bert, or a field is missing/odd.
+        UnsupportedArchitectureError: model_type has no record in architectures.py, or a field is
+            missing/odd.
     """
     model_type = config.get("model_type")
-    if model_type not in ARCHITECTURES:
-        raise UnsupportedArchitectureError(
-            f"{source}: model_type {model_type!r} is not supported; "
-            f"supported: {', '.join(sorted(ARCHITECTURES))}")
+    arch = architecture(model_type, source=source)
     try:
         hidden = int(config["hidden_size"])
-        heads = int(config["num_attention_heads"])
-        pad = int(config.get("pad_token_id", 1 if model_type == "roberta" else 0))
+        n_heads = int(config["num_attention_heads"])
+        pad = int(config.get("pad_token_id", arch.default_pad_token_id))
         act = str(config.get("hidden_act", "gelu"))
         pos_type = config.get("position_embedding_type", "absolute")
         spec = ModelSpec(
@@ -88,25 +97,39 @@ def spec_from_config(config: dict[str, Any], *, has_mlm_head: bool, mask_token: 
             vocab_size=int(config["vocab_size"]),
             hidden_size=hidden,
             num_layers=int(config["num_hidden_layers"]),
-            num_heads=heads,
+            num_heads=n_heads,
             intermediate_size=int(config["intermediate_size"]),
             max_position_embeddings=int(config["max_position_embeddings"]),
             type_vocab_size=int(config.get("type_vocab_size", 2)),
             layer_norm_eps=float(config.get("layer_norm_eps", 1e-12)),
             hidden_act=act,
             pad_token_id=pad,
-            position_offset=pad + 1 if model_type == "roberta" else 0,
-            has_mlm_head=has_mlm_head,
+            position_offset=arch.position_offset(pad),
+            heads=tuple(heads),
             mask_token=mask_token,
             mask_token_id=mask_token_id,
             cls_token_id=cls_token_id,
             sep_token_id=sep_token_id,
         )
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise UnsupportedArchitectureError(f"{source}: missing or invalid field {e}") from None
-    if hidden % heads:
+    for field_name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                       "max_position_embeddings", "type_vocab_size"):
+        if getattr(spec, field_name) < 1:
+            raise UnsupportedArchitectureError(
+                f"{source}: {field_name} must be a positive integer, got {getattr(spec, field_name)}")
+    if not math.isfinite(spec.layer_norm_eps) or spec.layer_norm_eps <= 0:
         raise UnsupportedArchitectureError(
-            f"{source}: hidden_size {hidden} is not divisible by num_attention_heads {heads}")
+            f"{source}: layer_norm_eps must be a finite positive number, got {spec.layer_norm_eps}")
+    if not 0 <= pad < spec.vocab_size:
+        raise UnsupportedArchitectureError(
+            f"{source}: pad_token_id {pad} is outside the vocabulary of {spec.vocab_size}")
+    if spec.max_tokens_per_text < 2:
+        raise UnsupportedArchitectureError(
+            f"{source}: max_position_embeddings {spec.max_position_embeddings} leaves no room for a text")
+    if hidden % n_heads:
+        raise UnsupportedArchitectureError(
+            f"{source}: hidden_size {hidden} is not divisible by num_attention_heads {n_heads}")
     if act not in ("gelu", "gelu_python"):
         # Every encoder here implements the exact (erf) gelu; tanh approximations would break parity.
         raise UnsupportedArchitectureError(f"{source}: hidden_act {act!r} is not supported (only 'gelu')")

@@ -40,6 +40,7 @@ class TextTokenizer:
         if mask_id is None:
             raise CheckpointError(f"tokenizer has no mask token {mask_token!r}")
         self.mask_token_id = mask_id
+        self._special: set[int] | None = None
 
     @property
     def vocab_size(self) -> int:
@@ -58,10 +59,7 @@ class TextTokenizer:
         if not texts:
             raise InputError("no texts given")
         for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
-            if not t.strip():
-                raise InputError(f"texts[{i}] is empty")
+            _check_text(t, f"texts[{i}]")
         ids = [e.ids for e in self._tok.encode_batch(texts)]
         too_long = [i for i, x in enumerate(ids) if len(x) > self.max_length]
         if too_long and not truncate:
@@ -71,7 +69,69 @@ class TextTokenizer:
                 "shorten it or pass truncate=True (--truncate)")
         for i in too_long:
             ids[i] = self._trunc.encode(texts[i]).ids
+        self._check_not_empty(ids, "texts")
         return ids
+
+    def encode_pairs(self, texts: Sequence[object], pairs: Sequence[object] | None, *,
+                     truncate: bool = False) -> list[tuple[list[int], list[int], list[int]]]:
+        """Encode texts (or text pairs, the tokenizer's pair template) -> [(ids, type ids, segments)].
+
+        Type ids are the token_type_ids the template assigns (BERT: 0 for A, 1 for B; RoBERTa: all
+        0). Segments mark which text a token came from (0: A, 1: B) whatever the model: a special
+        token belongs to the text before it (the first to A).
+
+        Raises:
+            TypeError / InputError: as ``encode``; also when ``pairs`` and ``texts`` differ in length.
+        """
+        if pairs is None:
+            return [(x, [0] * len(x), [0] * len(x)) for x in self.encode(texts, truncate=truncate)]
+        if isinstance(texts, str) or isinstance(pairs, str):
+            raise TypeError("texts and pairs must be lists of strings, not a single str")
+        texts, pairs = list(texts), list(pairs)
+        if len(texts) != len(pairs):
+            raise InputError(f"{len(texts)} texts but {len(pairs)} pair texts; give one pair text per text")
+        if not texts:
+            raise InputError("no texts given")
+        for i, (a, b) in enumerate(zip(texts, pairs)):
+            _check_text(a, f"texts[{i}]")
+            _check_text(b, f"pairs[{i}]")
+        encs = self._tok.encode_batch(list(zip(texts, pairs)))
+        out = []
+        for i, e in enumerate(encs):
+            if len(e.ids) > self.max_length:
+                if not truncate:
+                    raise InputError(f"pair {i} has {len(e.ids)} tokens, more than the model's "
+                                     f"{self.max_length}; shorten it or pass truncate=True (--truncate)")
+                e = self._trunc.encode(texts[i], pairs[i])
+            segments, current = [], 0
+            for sid in e.sequence_ids:
+                current = current if sid is None else sid
+                segments.append(current)
+            out.append((e.ids, e.type_ids, segments))
+        self._check_not_empty([x for x, _, _ in out], "pairs")
+        return out
+
+    def _check_not_empty(self, ids: list[list[int]], what: str) -> None:
+        special = self.special_ids - {self.mask_token_id}
+        for i, x in enumerate(ids):
+            if all(t in special for t in x):  # e.g. only zero-width or control characters
+                raise InputError(f"{what}[{i}] has no tokens once normalized (only spaces, control or "
+                                 "zero-width characters?)")
+
+    def cut_to_fit(self, text: str) -> str:
+        """``text`` itself if it fits the model, else its longest prefix (ending at a token
+        boundary) that does, special tokens included."""
+        if len(self._tok.encode(text).ids) <= self.max_length:
+            return text
+        enc = self._trunc.encode(text)
+        ends = [end for (_, end), special in zip(enc.offsets, enc.special_tokens_mask) if not special]
+        cut = text[: ends[-1]] if ends else ""
+        while cut and len(self._tok.encode(cut).ids) > self.max_length:  # a prefix can retokenize longer
+            cut = cut[: max(0, len(cut) - 16)]
+        return cut
+
+    def id_to_token(self, token_id: int) -> str:
+        return self._tok.id_to_token(int(token_id)) or ""
 
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         return self._tok.decode(list(map(int, ids)), skip_special_tokens=skip_special_tokens)
@@ -85,8 +145,22 @@ class TextTokenizer:
 
     @property
     def special_ids(self) -> set[int]:
-        return {self._tok.token_to_id(t.content) for t in self._tok.get_added_tokens_decoder().values()
-                if t.special}
+        if self._special is None:
+            self._special = {self._tok.token_to_id(t.content)
+                             for t in self._tok.get_added_tokens_decoder().values() if t.special}
+        return self._special
+
+
+def _check_text(t: object, where: str) -> None:
+    if not isinstance(t, str):
+        raise TypeError(f"{where} is {type(t).__name__}, expected str")
+    if not t.strip():
+        raise InputError(f"{where} is empty")
+    try:
+        t.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, e.g. from undecodable bytes in argv
+        raise InputError(f"{where} is not valid Unicode (lone surrogates: undecodable bytes?); "
+                         "pass UTF-8 text") from None
 
 
 def load_tokenizer(directory: Path) -> Tokenizer:
@@ -135,7 +209,7 @@ def _pad_vocab(vocab: dict[str, int], size: int, rng: random.Random, make) -> li
     return extra
 
 
-def build_roberta_tokenizer(vocab_size: int, seed: int, max_length: int) -> dict[str, Any]:
+def build_bpe_tokenizer(vocab_size: int, seed: int, max_length: int) -> dict[str, Any]:
     """A byte-level BPE like roberta's, trained on the embedded corpus, padded to ``vocab_size``.
 
     Ids: <s>=0 <pad>=1 </s>=2 <unk>=3 ... <mask>=vocab_size-1 (as in roberta-large).
@@ -176,7 +250,7 @@ def build_roberta_tokenizer(vocab_size: int, seed: int, max_length: int) -> dict
     return json.loads(tok.to_str())
 
 
-def build_bert_tokenizer(vocab_size: int, seed: int, max_length: int) -> dict[str, Any]:
+def build_wordpiece_tokenizer(vocab_size: int, seed: int, max_length: int) -> dict[str, Any]:
     """An uncased WordPiece like BERT's, trained on the embedded corpus, padded to ``vocab_size``.
 
     Ids: [PAD]=0 [UNK]=1 [CLS]=2 [SEP]=3 [MASK]=4.
@@ -209,20 +283,26 @@ def build_bert_tokenizer(vocab_size: int, seed: int, max_length: int) -> dict[st
     return json.loads(tok.to_str())
 
 
-def tokenizer_config(arch: str, max_length: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """tokenizer_config.json and special_tokens_map.json for a random checkpoint."""
-    if arch == "roberta":
-        special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
-                   "pad_token": "<pad>", "cls_token": "<s>",
-                   "mask_token": {"content": "<mask>", "lstrip": True, "rstrip": False,
-                                  "normalized": False, "single_word": False}}
-        cls_name = "RobertaTokenizer"
+# kind -> (builder, the special-token ids it assigns; -1 = the last id of the vocabulary)
+RANDOM_TOKENIZERS = {
+    "bpe": (build_bpe_tokenizer, {"cls": 0, "pad": 1, "sep": 2, "unk": 3, "mask": -1}),
+    "wordpiece": (build_wordpiece_tokenizer, {"pad": 0, "unk": 1, "cls": 2, "sep": 3, "mask": 4}),
+}
+
+
+def tokenizer_config(arch, max_length: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """tokenizer_config.json and special_tokens_map.json for a random checkpoint of ``arch``
+    (an ``architectures.Architecture``)."""
+    sp = arch.special
+    special: dict[str, Any] = {"unk_token": sp.unk, "sep_token": sp.sep, "pad_token": sp.pad, "cls_token": sp.cls}
+    if arch.random_tokenizer == "bpe":  # byte-level BPE: <mask> absorbs the space before it
+        special |= {"bos_token": sp.cls, "eos_token": sp.sep,
+                    "mask_token": {"content": sp.mask, "lstrip": True, "rstrip": False,
+                                   "normalized": False, "single_word": False}}
     else:
-        special = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-                   "mask_token": "[MASK]"}
-        cls_name = "BertTokenizer"
-    config = {"tokenizer_class": cls_name, "model_max_length": max_length,
+        special["mask_token"] = sp.mask
+    config = {"tokenizer_class": arch.tokenizer_class, "model_max_length": max_length,
               "clean_up_tokenization_spaces": False, **special}
-    if arch == "bert":
+    if arch.lowercase:
         config["do_lower_case"] = True
     return config, special

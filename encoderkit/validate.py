@@ -15,17 +15,12 @@ import numpy as np
 
 from .batching import pad_batch
 from .errors import ParityError
+from .options import option
+from .registry import backend
 from .runtimes import backend_class
-from .runtimes.base import Runtime, pool
+from .runtimes.base import Runtime
+from .tasks.embed import pool
 from .tokenization import corpus_lines
-
-# backend -> max |difference| allowed on hidden states and mask logits (fp32 exports).
-FP32_ATOL = {"torch": 1e-5, "onnx": 1e-4, "tf": 1e-4, "flax": 1e-4}
-# quantized backends -> minimum accuracy against fp32 (overridable per convert call).
-QUANT_THRESHOLDS = {
-    "onnx-int8": {"top1": 0.75, "top5": 0.6, "cosine": 0.98},
-    "onnx-fp16": {"top1": 0.9, "top5": 0.8, "cosine": 0.999},
-}
 
 
 # int8 on RANDOM weights, for comparison in every report: roberta-large seed 0, these probes, the
@@ -58,6 +53,21 @@ def probe_batches(runtime: Runtime, n: int = 8) -> list[tuple[np.ndarray, np.nda
 
 
 @dataclass(frozen=True)
+class ValidationOptions:
+    """Overrides of the quantized backends' accuracy thresholds (registry.BACKENDS' tolerance)."""
+
+    min_top1: float | None = option(None, "lowest fill-mask top-1 agreement a quantized export may have",
+                                    type=float)
+    min_top5: float | None = option(None, "lowest fill-mask top-5 overlap a quantized export may have",
+                                    type=float)
+    min_cosine: float | None = option(None, "lowest embedding cosine a quantized export may have", type=float)
+
+    def overrides(self) -> dict[str, float]:
+        return {k: v for k, v in (("top1", self.min_top1), ("top5", self.min_top5),
+                                  ("cosine", self.min_cosine)) if v is not None}
+
+
+@dataclass(frozen=True)
 class ProbeBatch:
     """One probe batch and the reference's answers on it (computed once per conversion)."""
 
@@ -81,25 +91,33 @@ def reference_probes(ref: Runtime) -> list[ProbeBatch]:
 def fp32_parity(cand: Runtime, probes: list[ProbeBatch], atol: float) -> dict[str, Any]:
     """Max |diff| of hidden states and mask logits against the reference answers in ``probes``.
 
+    A NaN or inf anywhere is a failure (NaN compares False with every bound, so it is checked
+    explicitly).
+
     Raises:
         ParityError: naming the worst difference and where it is, when it exceeds ``atol``.
     """
     worst = {"hidden": (0.0, None), "logits": (0.0, None)}
+
+    def record(what: str, d: np.ndarray, where) -> None:
+        if not np.isfinite(d).all():
+            bad = np.unravel_index(np.argmax(~np.isfinite(d)), d.shape)
+            raise ParityError(f"{cand.name} export gives non-finite {what} (NaN/inf) at {where(bad)}")
+        idx = np.unravel_index(np.argmax(d), d.shape)
+        if d[idx] >= worst[what][0]:
+            worst[what] = (float(d[idx]), where(idx))
+
     for b, p in enumerate(probes):
         d = np.abs(cand.forward(p.ids, p.mask).last_hidden_state - p.hidden) * p.mask[:, :, None]
-        idx = np.unravel_index(np.argmax(d), d.shape)
-        if d[idx] >= worst["hidden"][0]:
-            worst["hidden"] = (float(d[idx]), f"probe batch {b}, row {idx[0]}, position {idx[1]}")
+        record("hidden", d, lambda i, b=b: f"probe batch {b}, row {i[0]}, position {i[1]}")
         if p.logits is not None:
             d = np.abs(cand.mask_logits(p.ids, p.mask, p.rows) - p.logits)
-            idx = np.unravel_index(np.argmax(d), d.shape)
-            if d[idx] >= worst["logits"][0]:
-                worst["logits"] = (float(d[idx]), f"probe batch {b}, mask {tuple(p.rows[idx[0]])}, token {idx[1]}")
+            record("logits", d, lambda i, b=b, p=p: f"probe batch {b}, mask {tuple(p.rows[i[0]])}, token {i[1]}")
     has_head = probes[0].logits is not None
     result = {"kind": "fp32", "atol": atol, "max_abs_diff_hidden": worst["hidden"][0],
               "max_abs_diff_logits": worst["logits"][0] if has_head else None}
     for what, (diff, where) in worst.items():
-        if diff > atol:
+        if not diff <= atol:
             raise ParityError(f"{cand.name} export disagrees with torch: max |diff| of {what} "
                               f"{diff:.3g} > {atol:g} at {where}")
     return result
@@ -123,22 +141,25 @@ def quant_accuracy(cand: Runtime, probes: list[ProbeBatch]) -> dict[str, float]:
     return out
 
 
-def validate_export(directory: Path, backend: str, probes: list[ProbeBatch], **options: Any) -> dict[str, Any]:
-    """Load ``directory`` on ``backend`` and compare it with the reference answers in ``probes``.
+def validate_export(directory: Path, name: str, probes: list[ProbeBatch],
+                    options: ValidationOptions | None = None) -> dict[str, Any]:
+    """Load ``directory`` on backend ``name`` and compare it with the reference answers in ``probes``,
+    with the tolerance of its row in ``registry.BACKENDS``.
 
     Raises:
         ParityError: with the max difference (fp32) or the accuracy figures (quantized).
     """
-    cand = backend_class(backend).load(directory)
-    if backend in QUANT_THRESHOLDS:
-        thresholds = QUANT_THRESHOLDS[backend] | (options.get("thresholds") or {})
+    info = backend(name)
+    cand = backend_class(name).load(directory)
+    if info.quantized:
+        thresholds = info.tolerance.thresholds() | (options.overrides() if options else {})
         acc = quant_accuracy(cand, probes)
-        failed = [f"{k} {acc[k]:.3f} < {v}" for k, v in thresholds.items() if k in acc and acc[k] < v]
+        failed = [f"{k} {acc[k]:.3f} < {v}" for k, v in thresholds.items() if k in acc and not acc[k] >= v]
         if failed:
-            raise ParityError(f"{backend} export is below its accuracy thresholds: {'; '.join(failed)} "
+            raise ParityError(f"{name} export is below its accuracy thresholds: {'; '.join(failed)} "
                               "(change them with --min-top1/--min-top5/--min-cosine)")
-        return {"kind": "quantized", "thresholds": thresholds, **acc}
-    return fp32_parity(cand, probes, FP32_ATOL[backend])
+        return {"kind": "quantized", "variant": info.variant, "thresholds": thresholds, **acc}
+    return fp32_parity(cand, probes, info.tolerance.atol)
 
 
 def _size(path: Path) -> int:
@@ -151,7 +172,7 @@ def render_report(report: dict[str, Any], root: Path) -> str:
     lines = ["# encoderkit conversion report", "",
              f"Source: `{report['model']}` — {spec['arch']}, {spec['num_layers']} layers, "
              f"hidden {spec['hidden_size']}, {spec['num_heads']} heads, vocab {spec['vocab_size']}, "
-             f"MLM head: {'yes' if spec['has_mlm_head'] else 'no'}", ""]
+             f"heads: {', '.join(spec['heads']) or 'none'}", ""]
     for fmt, entry in report["formats"].items():
         lines += [f"## {fmt}", "", f"- size on disk: {_size(root / fmt) / 1e6:.1f} MB",
                   f"- time: {entry['seconds']:.1f} s (export {entry['export_seconds']:.1f} s)",
@@ -175,7 +196,7 @@ def render_report(report: dict[str, Any], root: Path) -> str:
                             name = {"top1": "fill-mask top-1 agreement", "top5": "fill-mask top-5 overlap",
                                     "cosine": "min cosine, mean-pooled"}[k]
                             lines.append(f"| {backend} | {name} | {res[k]:.4f} | ≥ {res['thresholds'][k]} |")
-                    if backend == "onnx-int8":
+                    if res.get("variant") == "int8":
                         ref = ", ".join(f"{k} {v:.4f}" for k, v in RANDOM_WEIGHT_INT8.items())
                         lines.append(f"| {backend} | same checks, random-weight roberta-large | {ref} | "
                                      "(noise floor, for comparison) |")

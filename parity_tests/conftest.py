@@ -2,22 +2,15 @@
 to every format whose framework is installed."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 import encoderkit
-from encoderkit.converters import convert
+from encoderkit.pipeline import convert
 from encoderkit.random_init import init_random
+from encoderkit.registry import installed_formats
 
 CHECKPOINTS = {"tiny-roberta": ("tiny", "roberta", 0), "small-roberta": ("small", "roberta", 1),
                "tiny-bert": ("tiny", "bert", 2), "small-bert": ("small", "bert", 3)}
-FORMAT_NEEDS = {"onnx": "onnxruntime", "tf": "tensorflow", "flax": "flax"}
-IMPLEMENTED = ["onnx", "tf", "flax"]  # formats with a converter and runtime in this version
-
-
-def installed_formats() -> list[str]:
-    return [f for f in IMPLEMENTED if importlib.util.find_spec(FORMAT_NEEDS[f])]
 
 
 @pytest.fixture(scope="session", params=list(CHECKPOINTS))
@@ -25,7 +18,8 @@ def converted(request, tmp_path_factory):
     size, arch, seed = CHECKPOINTS[request.param]
     root = tmp_path_factory.mktemp(request.param)
     init_random(root / "ckpt", size, seed=seed, arch=arch)
-    convert(root / "ckpt", ["safetensors", *installed_formats()], root / "out", quantize="int8")
+    formats = installed_formats()
+    convert(root / "ckpt", formats, root / "out", **({"quantize": "int8,fp16"} if "onnx" in formats else {}))
     return request.param, root / "out"
 
 

@@ -1,12 +1,27 @@
-"""The tolerance table and comparison helpers shared by every parity test."""
+"""Comparison helpers shared by every parity test. The tolerance table is the project's one
+table, ``encoderkit.registry.BACKENDS`` (the same numbers `convert` validates with)."""
 from __future__ import annotations
 
 import numpy as np
 
-# Max absolute difference against the torch reference, per backend (fp32 exports).
-TOLERANCE = {"onnx": 1e-4, "tf": 1e-4, "flax": 1e-4}
-# Quantized backends: minimum accuracy against fp32 torch on the probe/test sentences.
-QUANTIZED = {"onnx-int8": {"top1": 0.75, "cosine": 0.98}}
+from encoderkit.registry import BACKENDS, installed_backends
+
+
+def fp32_backends() -> list[str]:
+    """Every installed non-reference fp32 backend: parametrises the parity tests."""
+    return [b for b in installed_backends() if b != "torch" and not BACKENDS[b].quantized]
+
+
+def quantized_backends() -> list[str]:
+    return [b for b in installed_backends() if BACKENDS[b].quantized]
+
+
+def atol(backend: str) -> float:
+    return BACKENDS[backend].tolerance.atol
+
+
+def thresholds(backend: str) -> dict[str, float]:
+    return BACKENDS[backend].tolerance.thresholds()
 
 
 def assert_close(got: np.ndarray, want: np.ndarray, atol: float, what: str) -> None:

@@ -1,7 +1,7 @@
 """Every backend against the torch reference, on tiny and mid-size random RoBERTa and BERT models.
 
-Tolerances: helpers.TOLERANCE (fp32) and helpers.QUANTIZED (int8). Failures print the max
-difference and where it occurred.
+Backends and tolerances come from the one table, encoderkit.registry.BACKENDS (fp32: atol;
+quantized: accuracy thresholds). Failures print the max difference and where it occurred.
 """
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import pytest
 
 import encoderkit
 
-from .conftest import installed_formats, reference
-from .helpers import QUANTIZED, TOLERANCE, assert_close, assert_same_predictions
+from .conftest import reference
+from .helpers import assert_close, assert_same_predictions, atol, fp32_backends, quantized_backends, thresholds
 
 pytestmark = pytest.mark.xdist_group("parity")  # one worker converts each checkpoint once
 
-BACKENDS = [b for b in ("onnx", "tf", "flax") if b in installed_formats()]
+BACKENDS = fp32_backends()
 SENTENCES = [
     "The capital of France is {m}.",
     "She opened the {m}, looked outside, and decided to take an umbrella anyway.",
@@ -41,7 +41,7 @@ def test_fill_mask_parity(converted, reference_cache, backend):
     ref, rt = reference(reference_cache, out), encoderkit.load(out, backend)
     texts = _texts(ref) + [_long_text(ref)]
     assert_same_predictions(rt.fill_mask(texts, top_k=10, truncate=True),
-                            ref.fill_mask(texts, top_k=10, truncate=True), TOLERANCE[backend],
+                            ref.fill_mask(texts, top_k=10, truncate=True), atol(backend),
                             f"{name} {backend} fill-mask")
 
 
@@ -55,7 +55,7 @@ def test_embed_parity(converted, reference_cache, backend, pooling):
     for layer in sorted({0, 1, n // 2, n, -1}):
         assert_close(rt.embed(texts, pooling=pooling, layer=layer, truncate=True),
                      ref.embed(texts, pooling=pooling, layer=layer, truncate=True),
-                     TOLERANCE[backend], f"{name} {backend} embed pooling={pooling} layer={layer}")
+                     atol(backend), f"{name} {backend} embed pooling={pooling} layer={layer}")
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -63,11 +63,12 @@ def test_attentions_parity(converted, reference_cache, backend):
     name, out = converted
     ref, rt = reference(reference_cache, out), encoderkit.load(out, backend)
     for text in ("A short sentence.", _texts(ref)[1]):
-        assert_close(rt.attentions(text), ref.attentions(text), TOLERANCE[backend],
-                     f"{name} {backend} attentions")
+        got, want = rt.attentions(text), ref.attentions(text)
+        assert got.tokens == want.tokens and np.array_equal(got.token_ids, want.token_ids)
+        assert_close(got.probs, want.probs, atol(backend), f"{name} {backend} attentions")
 
 
-@pytest.mark.parametrize("backend", [b for b in QUANTIZED if b.split("-")[0] in BACKENDS])
+@pytest.mark.parametrize("backend", quantized_backends())
 def test_quantized_accuracy(converted, reference_cache, backend):
     name, out = converted
     ref, rt = reference(reference_cache, out), encoderkit.load(out, backend)
@@ -76,6 +77,6 @@ def test_quantized_accuracy(converted, reference_cache, backend):
     top1 = np.mean([g[0]["token"] == w[0]["token"] for gt, wt in zip(got, want) for g, w in zip(gt, wt)])
     a, b = rt.embed(texts, normalize=True), ref.embed(texts, normalize=True)
     cos = (a * b).sum(1)
-    limits = QUANTIZED[backend]
+    limits = thresholds(backend)
     assert top1 >= limits["top1"], f"{name} {backend}: top-1 agreement {top1:.3f} < {limits['top1']}"
     assert cos.min() >= limits["cosine"], f"{name} {backend}: min cosine {cos.min():.5f} < {limits['cosine']}"

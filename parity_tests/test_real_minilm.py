@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import encoderkit
-from encoderkit.converters import convert
+from encoderkit.pipeline import convert
 from encoderkit.errors import InputError
 
 from .conftest import installed_formats

@@ -11,10 +11,10 @@ import time
 import pytest
 
 import encoderkit
-from encoderkit.converters import convert
+from encoderkit.pipeline import convert
 from encoderkit.random_init import init_random
 
-from .conftest import installed_formats
+from encoderkit.registry import installed_formats
 
 pytestmark = pytest.mark.slow
 
@@ -23,8 +23,7 @@ def test_roberta_large_converts_to_every_format(tmp_path):
     ckpt = tmp_path / "roberta-large-random"
     init_random(ckpt, "large", seed=0)
     t = time.perf_counter()
-    report = convert(ckpt, ["safetensors", *installed_formats()], tmp_path / "out", quantize="int8",
-                     progress=print)
+    report = convert(ckpt, installed_formats(), tmp_path / "out", quantize="int8")
     seconds = time.perf_counter() - t
     assert report["spec"]["num_layers"] == 24 and report["spec"]["vocab_size"] == 50265
     onnx = report["formats"].get("onnx")

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from encoderkit.bench import model_flops, ratios, run_bench
-from encoderkit.converters import convert
+from encoderkit.pipeline import convert
 from encoderkit.random_init import random_spec
 
 pytestmark = pytest.mark.xdist_group("bench")

@@ -13,7 +13,7 @@ from encoderkit.errors import (CheckpointError, InputError, PickleRefusedError, 
                                UnsupportedArchitectureError)
 from encoderkit.io import sha256_file
 from encoderkit.random_init import init_random, random_spec
-from encoderkit.tokenization import build_roberta_tokenizer
+from encoderkit.tokenization import build_bpe_tokenizer
 
 
 def test_init_random_is_deterministic(tmp_path):
@@ -44,7 +44,7 @@ def test_large_spec_is_roberta_large():
 
 
 def test_large_tokenizer_vocab_has_exactly_model_size():
-    tok = Tokenizer.from_str(json.dumps(build_roberta_tokenizer(50265, seed=0, max_length=512)))
+    tok = Tokenizer.from_str(json.dumps(build_bpe_tokenizer(50265, seed=0, max_length=512)))
     assert tok.get_vocab_size(with_added_tokens=True) == 50265
     assert tok.token_to_id("<mask>") == 50264 and tok.token_to_id("<pad>") == 1
     assert all(tok.id_to_token(i) is not None for i in range(50265))

@@ -10,8 +10,8 @@ import pytest
 pytest.importorskip("onnxruntime", reason="the onnx extra is part of `make test`")
 
 import encoderkit  # noqa: E402
-from encoderkit.converters import convert  # noqa: E402
-from encoderkit.converters.onnx import op_counts  # noqa: E402
+from encoderkit.pipeline import convert  # noqa: E402
+from encoderkit.models.onnx_graphs import op_counts  # noqa: E402
 from encoderkit.errors import ArtifactError, InputError, UnknownNameError  # noqa: E402
 from encoderkit.random_init import init_random  # noqa: E402
 

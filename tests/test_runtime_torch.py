@@ -124,11 +124,25 @@ def test_truncate_opt_in(rt):
     assert e.shape == (1, rt.spec.hidden_size) and np.isfinite(e).all()
 
 
-def test_attentions_shape_and_rows_sum_to_one(rt):
-    a = rt.attentions("The quick brown fox.")
-    n = len(rt.tokenizer.encode(["The quick brown fox."])[0])
-    assert a.shape == (rt.spec.num_layers, rt.spec.num_heads, n, n)
-    np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-5)
+def test_attentions_record_shape_tokens_and_rows_sum_to_one(rt):
+    rec = rt.attentions("The quick brown fox.")
+    ids = rt.tokenizer.encode(["The quick brown fox."])[0]
+    n = len(ids)
+    assert rec.probs.shape == (rt.spec.num_layers, rt.spec.num_heads, n, n) and rec.probs.dtype == np.float32
+    np.testing.assert_allclose(rec.probs.sum(-1), 1.0, atol=1e-5)
+    assert list(rec.token_ids) == ids and len(rec.tokens) == n and rec.backend == "torch"
+    assert rec.tokens[0] == rt.tokenizer.id_to_token(ids[0]) and rec.special[0] and rec.special[-1]
+    assert not rec.special[1:-1].any() and not rec.segment_ids.any()
+
+
+def test_attentions_of_a_pair_mark_the_second_text(rt):
+    rec = rt.attentions("The quick brown fox.", "It jumps.")
+    ids_a = rt.tokenizer.encode(["The quick brown fox."])[0]
+    n_b = len(rec.tokens) - len(ids_a)
+    assert n_b > 2 and rec.probs.shape[-1] == len(rec.tokens)
+    # RoBERTa's pair template <s> A </s></s> B </s>: specials belong to the text before them
+    assert list(rec.segment_ids) == [0] * (len(ids_a) + 1) + [1] * (n_b - 1)
+    assert rec.special.sum() == 4 and not rec.probs[..., rec.segment_ids == 1].sum() == 0
 
 
 def test_plan_batches_respects_the_budget_in_padded_tokens():

@@ -12,7 +12,7 @@ import pytest
 
 import encoderkit
 from encoderkit.checkpoint import load_checkpoint
-from encoderkit.converters import convert
+from encoderkit.pipeline import convert
 from encoderkit.errors import ArtifactError, MappingError
 from encoderkit.mapping import expected_tree, map_state
 
@@ -84,7 +84,7 @@ def test_saved_model_cli_lists_signatures(tiny_converted):
 def test_flax_msgpack_roundtrip_is_bit_identical(tiny_converted, tiny_roberta):
     from flax import serialization
 
-    from encoderkit.converters.flax import load_params, model_tree
+    from encoderkit.models.flax_model import load_params, model_tree
     from encoderkit.mapping import flatten
 
     ck = load_checkpoint(tiny_roberta)

@@ -17,41 +17,53 @@ Weights go to external data (``*.onnx.data``, same directory) above EXTERNAL_DAT
 """
 from __future__ import annotations
 
-import collections
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..checkpoint import Checkpoint, copy_model_files
 from ..errors import InputError
-from .base import Converter, register
+from ..models.onnx_graphs import GRAPHS, INFO_FILE, op_counts
+from ..options import option
+from .base import Converter, NoOptions
 
 OPSET = 18
 EXTERNAL_DATA_BYTES = 1 << 30  # above this, weights go to a side file (protobuf caps at 2 GB)
-INFO_FILE = "onnx_info.json"
 FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "BiasGelu", "FastGelu",
              "EmbedLayerNormalization", "LayerNormalization")
+QUANTIZATIONS = ("int8", "fp16")
 
 
-class _Encoder(torch.nn.Module):
-    def __init__(self, encoder: torch.nn.Module, analysis: bool):
-        super().__init__()
-        self.encoder, self.analysis = encoder, analysis
+@dataclass(frozen=True)
+class OnnxOptions(NoOptions):
+    quantize: tuple[str, ...] | str | None = option(
+        None, "also write quantized ONNX encoders: int8, fp16 or int8,fp16", type=str)
+    fuse: bool = option(True, "keep the ONNX graph unfused (no attention fusion)")
+    int8_source: str = option("fused", "graph int8 quantizes: fused (default, keeps QKV fp32, more accurate) "
+                              "or unfused (faster)", choices=("fused", "unfused"))
+    int8_weights: str = option("u8", "int8 weight type: u8 (default, no AVX2 saturation) or s8 (faster "
+                               "without VNNI)", choices=("u8", "s8"))
+    per_channel: bool = option(True, "per-channel int8 weight scales", cli=False)
+    external_data: bool | None = option(None, "force weights into external data (None: above 1 GiB)", cli=False)
 
-    def forward(self, input_ids, attention_mask):
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                           token_type_ids=torch.zeros_like(input_ids),
-                           output_hidden_states=self.analysis, output_attentions=self.analysis)
-        if self.analysis:
-            return (*out.hidden_states, *out.attentions)
-        return out.last_hidden_state
+    def __post_init__(self):
+        q = self.quantize or ()
+        names = tuple(x.strip() for x in q.split(",") if x.strip()) if isinstance(q, str) else tuple(q)
+        for x in names:
+            if x not in QUANTIZATIONS:
+                raise InputError(f"--quantize takes int8, fp16 or int8,fp16; got {x!r}")
+        object.__setattr__(self, "quantize", tuple(dict.fromkeys(names)))
+
+    def variants(self) -> frozenset[str]:
+        return frozenset(self.quantize)  # the backends onnx-int8 / onnx-fp16 (registry.variant)
 
 
-def _export(module: torch.nn.Module, args: tuple, names: list[str], dynamic: dict, outputs: list[str]):
+def _export(module, args: tuple, names: list[str], dynamic: dict, outputs: list[str]):
     """torch.onnx.export with the dynamo exporter; returns the onnx_ir model."""
+    import torch
+
     with torch.inference_mode(False), torch.no_grad():
         program = torch.onnx.export(module.eval(), args, dynamo=True, opset_version=OPSET,
                                     input_names=names, output_names=outputs, dynamic_shapes=dynamic,
@@ -71,39 +83,21 @@ def _save(model, path: Path, *, external: bool | None = None) -> None:
         ir.save(model, path)
 
 
-def op_counts(path: Path) -> dict[str, int]:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return dict(collections.Counter(n.op_type for n in model.graph.node))
-
-
-@register
 class OnnxConverter(Converter):
     name = "onnx"
-    backends = ("onnx",)
-
-    def quantize(self) -> list[str]:
-        q = self.options.get("quantize") or []
-        names = [x.strip() for x in q.split(",") if x.strip()] if isinstance(q, str) else list(q)
-        for x in names:
-            if x not in ("int8", "fp16"):
-                raise InputError(f"--quantize takes int8, fp16 or int8,fp16; got {x!r}")
-        return names
-
-    def validated_backends(self) -> tuple[str, ...]:
-        return ("onnx", *(f"onnx-{q}" for q in self.quantize()))
+    Options = OnnxOptions
 
     def export(self, ckpt: Checkpoint, out: Path) -> dict[str, Any]:
-        from ..runtimes.torch import build_torch_model
+        import torch
 
-        quantize = self.quantize()
-        fuse = self.options.get("fuse", True)
-        external = self.options.get("external_data")  # None: by size; True/False: forced
+        from ..models.torch_model import ExportEncoder, build_torch_model, encoder_of, mlm_head_of
+
+        o: OnnxOptions = self.options
+        quantize, fuse, external = o.quantize, o.fuse, o.external_data
         spec = ckpt.spec
         copy_model_files(ckpt.directory, out, spec)
         model = build_torch_model(spec, ckpt.state)
-        encoder = getattr(model, spec.prefix) if spec.has_mlm_head else model
+        encoder = encoder_of(model, spec)
         b, s = torch.export.Dim("batch"), torch.export.Dim("sequence", max=spec.max_tokens_per_text)
         ids = torch.full((2, 8), 5, dtype=torch.long)
         mask = torch.ones(2, 8, dtype=torch.long)
@@ -111,63 +105,56 @@ class OnnxConverter(Converter):
         info: dict[str, Any] = {"opset": OPSET, "fused": fuse, "files": {}}
 
         encoder.set_attn_implementation("sdpa")
-        enc = _export(_Encoder(encoder, False), (ids, mask), ["input_ids", "attention_mask"], dyn,
+        enc = _export(ExportEncoder(encoder, False), (ids, mask), ["input_ids", "attention_mask"], dyn,
                       ["last_hidden_state"])
-        if (self.options.get("int8_weights") or "u8") not in ("u8", "s8"):
-            raise InputError(f"--int8-weights takes u8 or s8, got {self.options.get('int8_weights')!r}")
-        int8_source = self.options.get("int8_source") or "fused"
-        if int8_source not in ("fused", "unfused"):
-            raise InputError(f"--int8-source takes fused or unfused, got {int8_source!r}")
-        if "int8" in quantize and (int8_source == "unfused" or not fuse):
+        if "int8" in quantize and (o.int8_source == "unfused" or not fuse):
             # From the unfused graph every projection (QKV included) becomes MatMulInteger: on
             # random roberta-large here 17.0 vs 14.7 sentences/s (benchmarks/onnx_ablation.py),
             # but on the real MiniLM one sentence fell to cosine 0.985 (< 0.99), so it is opt-in.
             src = out / ".int8-source"
             src.mkdir()
-            _save(enc, src / "encoder.onnx", external=external)
-            info["files"]["encoder_int8"] = quantize_int8(src / "encoder.onnx", out / "encoder.int8.onnx",
-                                                          per_channel=self.options.get("per_channel", True),
-                                                          weights=self.options.get("int8_weights") or "u8")
+            _save(enc, src / GRAPHS["encoder"], external=external)
+            info["files"]["encoder_int8"] = quantize_int8(src / GRAPHS["encoder"], out / GRAPHS["encoder_int8"],
+                                                          per_channel=o.per_channel, weights=o.int8_weights)
             info["int8_source"] = "unfused graph"
             shutil.rmtree(src)
         if fuse:
             from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
             enc, _ = optimize_for_ort(enc)
-        _save(enc, out / "encoder.onnx", external=external)
+        _save(enc, out / GRAPHS["encoder"], external=external)
         del enc
         if "int8" in quantize and "encoder_int8" not in info["files"]:
             # Default: quantize the FUSED graph. ORT's quantizer cannot turn the fused Attention
             # (which carries attention_bias) into QAttention, so QKV projections stay fp32; that
             # keeps real-weight accuracy (MiniLM: every test sentence >= 0.99 cosine).
-            info["files"]["encoder_int8"] = quantize_int8(out / "encoder.onnx", out / "encoder.int8.onnx",
-                                                          per_channel=self.options.get("per_channel", True),
-                                                          weights=self.options.get("int8_weights") or "u8")
+            info["files"]["encoder_int8"] = quantize_int8(out / GRAPHS["encoder"], out / GRAPHS["encoder_int8"],
+                                                          per_channel=o.per_channel, weights=o.int8_weights)
             info["int8_source"] = "fused graph"
-        counts = op_counts(out / "encoder.onnx")
+        counts = op_counts(out / GRAPHS["encoder"])
         info["fused_ops"] = {k: counts[k] for k in FUSED_OPS if counts.get(k)}
-        info["files"]["encoder"] = "encoder.onnx"
+        info["files"]["encoder"] = GRAPHS["encoder"]
 
         encoder.set_attn_implementation("eager")  # explicit softmax: probabilities as outputs
         n = spec.num_layers
         outputs = [f"hidden_state_{i}" for i in range(n + 1)] + [f"attention_{i}" for i in range(n)]
-        analysis = _export(_Encoder(encoder, True), (ids, mask), ["input_ids", "attention_mask"], dyn, outputs)
-        _save(analysis, out / "analysis.onnx", external=external)
+        analysis = _export(ExportEncoder(encoder, True), (ids, mask), ["input_ids", "attention_mask"], dyn,
+                           outputs)
+        _save(analysis, out / GRAPHS["analysis"], external=external)
         del analysis
-        info["files"]["analysis"] = "analysis.onnx"
+        info["files"]["analysis"] = GRAPHS["analysis"]
         encoder.set_attn_implementation("sdpa")
 
-        if spec.has_mlm_head:
-            head = model.lm_head if spec.arch == "roberta" else model.cls
+        head = mlm_head_of(model, spec)
+        if head is not None:
             hidden = torch.zeros(3, spec.hidden_size)
-            head_model = _export(head, (hidden,), ["hidden"], ({0: torch.export.Dim("masks")},),
-                                 ["logits"])
-            _save(head_model, out / "head.onnx", external=external)
-            info["files"]["head"] = "head.onnx"
+            head_model = _export(head, (hidden,), ["hidden"], ({0: torch.export.Dim("masks")},), ["logits"])
+            _save(head_model, out / GRAPHS["head"], external=external)
+            info["files"]["head"] = GRAPHS["head"]
         del model
 
         if "fp16" in quantize:
-            info["files"]["encoder_fp16"] = convert_fp16(out / "encoder.onnx", out / "encoder.fp16.onnx")
+            info["files"]["encoder_fp16"] = convert_fp16(out / GRAPHS["encoder"], out / GRAPHS["encoder_fp16"])
         (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         report = {"opset": OPSET, "graphs": ", ".join(info["files"].values()),
                   **({"int8 quantized from": info["int8_source"]} if "int8_source" in info else {}),

@@ -7,13 +7,15 @@ decoder left out, as transformers itself saves tied weights, and ``format: pt`` 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..checkpoint import Checkpoint, copy_model_files
 from ..spec import ModelSpec
-from .base import Converter, register
+from ..options import option
+from .base import Converter, NoOptions
 
 DEFAULT_SHARD_BYTES = 1 << 30  # 1 GiB: roberta-large (1.42 GB fp32) becomes two shards
 
@@ -51,13 +53,16 @@ def write_safetensors(state: dict[str, np.ndarray], spec: ModelSpec, out: Path, 
     return [*names, "model.safetensors.index.json"]
 
 
-@register
+@dataclass(frozen=True)
+class SafetensorsOptions(NoOptions):
+    max_shard_bytes: int = option(DEFAULT_SHARD_BYTES, "largest shard in bytes", cli=False)
+
+
 class SafetensorsConverter(Converter):
     name = "safetensors"
-    backends = ("torch",)
+    Options = SafetensorsOptions
 
     def export(self, ckpt: Checkpoint, out: Path) -> dict:
         copy_model_files(ckpt.directory, out, ckpt.spec)
-        files = write_safetensors(ckpt.state, ckpt.spec, out, max_shard_bytes=self.options.get(
-            "max_shard_bytes", DEFAULT_SHARD_BYTES))
+        files = write_safetensors(ckpt.state, ckpt.spec, out, max_shard_bytes=self.options.max_shard_bytes)
         return {"files": files}

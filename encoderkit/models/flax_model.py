@@ -12,6 +12,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ArtifactError
+from ..mapping import flatten, nest
 from ..spec import ModelSpec
 
 
@@ -210,3 +216,59 @@ class MaskedLM(nn.Module):
         if self.spec.has_mlm_head:
             return self.head(hidden[-1][:, 0])
         return hidden[-1]
+
+
+# --------------------------------------------------------------------------- the artifact on disk
+# ``flax/flax_model.msgpack``: Hugging Face's Flax parameter tree and names, so old JAX code can
+# load it; the tree comes from the shared mapping table, checked against what MaskedLM declares.
+
+PARAMS_FILE = "flax_model.msgpack"
+
+
+def model_tree(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """Flat {path: shape} of the parameters the linen model declares (no weights computed)."""
+    ids = jnp.ones((1, 4), jnp.int32)
+    shapes = jax.eval_shape(MaskedLM(spec).init, jax.random.PRNGKey(0), ids, ids)
+    return {k: tuple(v.shape) for k, v in flatten(shapes["params"]).items()}
+
+
+def save_params(params: dict[str, np.ndarray], path: Path) -> None:
+    from flax import serialization
+
+    path.write_bytes(serialization.msgpack_serialize(nest(params)))
+
+
+def load_params(path: Path, spec: ModelSpec) -> dict:
+    """Read flax_model.msgpack and check its tree against the model.
+
+    Raises:
+        ArtifactError: unreadable file, or a tree/shape that does not match the model.
+    """
+    from flax import serialization
+
+    expected = model_tree(spec)
+    if not path.is_file() or path.is_symlink():
+        raise ArtifactError(f"{path} is missing or not a regular file; re-run `encoderkit convert --to flax`")
+    limit = 4 * sum(int(np.prod(s)) for s in expected.values()) + (1 << 20)  # fp32 + msgpack framing
+    if path.stat().st_size > limit:  # never read more than the spec's weights can occupy
+        raise ArtifactError(f"{path}: {path.stat().st_size} bytes, more than this model's weights "
+                            f"({limit} bytes at most); re-run `encoderkit convert --to flax`")
+    try:
+        with open(path, "rb") as f:
+            tree = serialization.msgpack_restore(f.read(limit + 1))
+    except FileNotFoundError:
+        raise ArtifactError(f"{path} is missing; re-run `encoderkit convert --to flax`") from None
+    except Exception as e:  # msgpack raises several unrelated types on garbage
+        raise ArtifactError(f"{path}: not a Flax msgpack file ({type(e).__name__})") from None
+    if not isinstance(tree, dict):
+        raise ArtifactError(f"{path}: not a parameter tree")
+    flat = flatten(tree)
+    for key in sorted(set(expected) | set(flat)):
+        if key not in flat:
+            raise ArtifactError(f"{path}: parameter {key} is missing")
+        if key not in expected:
+            raise ArtifactError(f"{path}: unexpected parameter {key}")
+        if tuple(np.shape(flat[key])) != expected[key]:
+            raise ArtifactError(f"{path}: parameter {key} has shape {tuple(np.shape(flat[key]))}, "
+                                f"the model expects {expected[key]}")
+    return tree

@@ -274,3 +274,19 @@ class TFMaskedLM(Node):
         if self._s.has_mlm_head:
             sigs["fill_mask"] = self.fill_mask
         return sigs
+
+
+# --------------------------------------------------------------------------- the artifact on disk
+SAVED_MODEL_DIR = "saved_model/1"  # a numbered version folder, as TF Serving expects
+
+
+def build_tf_model(spec: ModelSpec, state: dict[str, np.ndarray]) -> TFMaskedLM:
+    """Our TFMaskedLM with canonical weights assigned through the shared mapping table."""
+    from ..mapping import map_state
+
+    model = TFMaskedLM(spec)
+    variables = model.tree()
+    params = map_state(state, spec, {k: tuple(v.shape) for k, v in variables.items()})
+    for path, value in params.items():
+        variables[path].assign(value)
+    return model

@@ -1,28 +1,24 @@
-"""Backend registry and the one loader: ``encoderkit.runtimes.load(model, backend)``.
+"""The one loader over every backend: ``encoderkit.runtimes.load(model, backend)``.
 
-Backends are imported lazily by name, so ``import encoderkit`` needs none of TensorFlow, JAX or
-ONNX Runtime.
+Which backends exist, which format directory each loads and which class implements it is
+``encoderkit.registry.BACKENDS``; backends are imported lazily, so ``import encoderkit`` needs
+none of TensorFlow, JAX or ONNX Runtime. Runtimes import ``models/`` (the framework models and
+artifact layouts), never ``converters/``.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import resolve_model
-from ..errors import ArtifactError, UnknownNameError, import_optional
+from ..errors import ArtifactError, InputError
 from ..io import read_manifest, verify_manifest
+from ..registry import BACKENDS, resolve
+from ..registry import backend as backend_info
 from .base import EncoderOutput, Runtime
 
-# name -> (format subdirectory it loads, "module:Class"); order is the preference when a
-# converted directory holds several formats.
-BACKENDS = {
-    "torch": ("safetensors", "encoderkit.runtimes.torch:TorchRuntime"),
-    "onnx": ("onnx", "encoderkit.runtimes.onnx:OnnxRuntime"),
-    "onnx-int8": ("onnx", "encoderkit.runtimes.onnx:OnnxInt8Runtime"),
-    "onnx-fp16": ("onnx", "encoderkit.runtimes.onnx:OnnxFp16Runtime"),
-    "tf": ("tf", "encoderkit.runtimes.tf:TFRuntime"),
-    "flax": ("flax", "encoderkit.runtimes.flax:FlaxRuntime"),
-}
+MAX_THREADS = 8 * (os.cpu_count() or 1)  # beyond this a thread pool only hurts (and torch hangs on 1e5)
 
 
 def backend_class(name: str) -> type[Runtime]:
@@ -32,41 +28,88 @@ def backend_class(name: str) -> type[Runtime]:
         UnknownNameError: listing the valid names.
         MissingDependencyError: the backend's framework is not installed.
     """
-    if name not in BACKENDS:
-        raise UnknownNameError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
-    module, cls = BACKENDS[name][1].split(":")
-    return getattr(import_optional(module, f"backend {name!r}"), cls)
+    return resolve(backend_info(name).runtime, f"backend {name!r}")
+
+
+def check_options(options: dict[str, Any]) -> None:
+    """The options every backend shares, validated the same way for all.
+
+    Raises:
+        InputError: ``threads`` or ``max_tokens`` not a positive integer (threads at most MAX_THREADS).
+    """
+    for key in ("threads", "max_tokens"):
+        v = options.get(key)
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise InputError(f"{key} must be a positive integer, got {v!r}")
+    if (options.get("threads") or 0) > MAX_THREADS:
+        raise InputError(f"threads {options['threads']} is more than {MAX_THREADS} "
+                         f"(8 per core of this machine's {os.cpu_count()})")
+
+
+def available_backends(model: str | Path, *, installed_only: bool = True) -> list[str]:
+    """Backends that can load ``model``: torch for a checkpoint; for a `convert` output, every
+    backend whose format (and variant, e.g. int8) it holds, in table order."""
+    from ..registry import extra_installed
+
+    path = resolve_model(model)
+    manifest = read_manifest(path)
+    if manifest is None or manifest.get("kind") != "convert":
+        return ["torch"]
+    formats = manifest.get("formats") or []
+    variants = manifest.get("variants")
+    out = []
+    for b in BACKENDS.values():
+        if b.fmt not in formats or (installed_only and not extra_installed(b.extra)):
+            continue
+        if b.variant is not None:
+            if isinstance(variants, dict):
+                if b.variant not in (variants.get(b.fmt) or []):
+                    continue
+            else:  # written before manifests listed variants: ask the backend's loader
+                try:
+                    backend_class(b.name).load(path / b.fmt)
+                except Exception:  # noqa: BLE001 - absent variant
+                    continue
+        out.append(b.name)
+    return out
 
 
 def load(model: str | Path, backend: str | None = None, **options: Any) -> Runtime:
     """Load ``model`` (checkpoint dir, hub id, packaged name, or `convert` output) on a backend.
 
     Args:
-        backend: a name from ``BACKENDS``; default: torch for a checkpoint, else the first
-            format present in a converted directory.
+        backend: a name from ``registry.BACKENDS``; default: torch for a checkpoint, else the
+            first backend (in table order) whose format the converted directory holds.
         options: backend options (``threads``, ``max_tokens``, ...).
     Raises:
         ArtifactError: the converted directory lacks the backend's format or fails its manifest.
+        UnknownNameError: unknown backend, listing the valid ones.
+        InputError: bad ``threads`` / ``max_tokens``.
     """
+    check_options(options)
+    info = backend_info(backend) if backend is not None else None
     path = resolve_model(model)
     manifest = read_manifest(path)
     if manifest is None or manifest.get("kind") != "convert":
-        cls = backend_class(backend or "torch")
-        if cls.fmt != "safetensors":
-            raise ArtifactError(f"{path} is a checkpoint; backend {backend!r} needs a converted model: "
-                                f"encoderkit convert {model} --to {cls.fmt} --out DIR")
-        return cls.load(path, **options)
+        info = info or BACKENDS["torch"]
+        if info.fmt != "safetensors":
+            raise ArtifactError(f"{path} is a checkpoint; backend {info.name!r} needs a converted model: "
+                                f"encoderkit convert {model} --to {info.fmt} --out DIR")
+        return backend_class(info.name).load(path, **options)
     formats = manifest.get("formats", [])
-    if backend is None:
-        backend = next((b for b, (fmt, _) in BACKENDS.items() if fmt in formats), None)
-        if backend is None:
+    if not isinstance(formats, list):
+        raise ArtifactError(f"{path}: manifest.json 'formats' is not a list; re-run `encoderkit convert`")
+    if info is None:
+        info = next((b for b in BACKENDS.values() if b.fmt in formats), None)
+        if info is None:
             raise ArtifactError(f"{path}: manifest lists no format this version can load")
-    cls = backend_class(backend)
-    if cls.fmt not in formats:
-        raise ArtifactError(f"{path} has no {cls.fmt!r} export (it has: {', '.join(formats) or 'none'}); "
-                            f"run encoderkit convert --to {cls.fmt}")
-    verify_manifest(path, cls.fmt)
-    return cls.load(path / cls.fmt, **options)
+    if info.fmt not in formats:
+        raise ArtifactError(f"{path} has no {info.fmt!r} export (it has: {', '.join(formats) or 'none'}); "
+                            f"run encoderkit convert --to {info.fmt}")
+    verify_manifest(path, info.fmt)
+    return backend_class(info.name).load(path / info.fmt, **options)
 
 
-__all__ = ["BACKENDS", "EncoderOutput", "Runtime", "backend_class", "load"]
+__all__ = ["EncoderOutput", "Runtime", "available_backends", "backend_class", "check_options", "load"]

@@ -1,10 +1,9 @@
 """The one runtime interface. Backends implement ``load``, ``forward`` and ``mask_logits``;
-tokenization, input policy, batching, pooling, softmax/top-k and decoding live here once, so
-every backend answers the same way by construction.
+tokenization, input policy, batching, pooling, softmax/top-k and decoding live once above them
+(``encoderkit/tasks/``), so every backend answers the same way by construction.
 """
 from __future__ import annotations
 
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,8 +16,6 @@ from ..batching import pad_batch, plan_batches
 from ..errors import InputError
 from ..spec import ModelSpec
 from ..tokenization import TextTokenizer
-
-POOLINGS = ("mean", "cls", "max")
 
 
 @dataclass(frozen=True)
@@ -39,8 +36,7 @@ class Runtime(ABC):
         max_tokens: token budget of one padded batch (batch size x longest sequence).
     """
 
-    name: ClassVar[str]
-    fmt: ClassVar[str]  # the subdirectory of a `convert` output this backend loads
+    name: ClassVar[str]  # its row in registry.BACKENDS
 
     def __init__(self, spec: ModelSpec, tokenizer: TextTokenizer, *, max_tokens: int = 1024):
         self.spec = spec
@@ -64,20 +60,27 @@ class Runtime(ABC):
 
     @abstractmethod
     def forward(self, input_ids: np.ndarray, attention_mask: np.ndarray, *,
-                output_hidden_states: bool = False, output_attentions: bool = False) -> EncoderOutput:
-        """Run the encoder on a padded int64 batch."""
+                token_type_ids: np.ndarray | None = None, output_hidden_states: bool = False,
+                output_attentions: bool = False) -> EncoderOutput:
+        """Run the encoder on a padded int64 batch (token types: None = all zero)."""
 
     @abstractmethod
-    def mask_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray,
-                    mask_index: np.ndarray) -> np.ndarray:
+    def mask_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray, mask_index: np.ndarray, *,
+                    token_type_ids: np.ndarray | None = None) -> np.ndarray:
         """Vocabulary logits [m, vocab] at ``mask_index`` ([m, 2] rows of (batch, position)) only."""
 
-    def hidden_layer(self, input_ids: np.ndarray, attention_mask: np.ndarray, layer: int) -> np.ndarray:
+    def hidden_layer(self, input_ids: np.ndarray, attention_mask: np.ndarray, layer: int, *,
+                     token_type_ids: np.ndarray | None = None) -> np.ndarray:
         """Hidden state of ``layer`` (0 = embeddings, num_layers = last). Backends may specialise."""
         if layer == self.spec.num_layers:
-            return self.forward(input_ids, attention_mask).last_hidden_state
-        out = self.forward(input_ids, attention_mask, output_hidden_states=True)
+            return self.forward(input_ids, attention_mask, token_type_ids=token_type_ids).last_hidden_state
+        out = self.forward(input_ids, attention_mask, token_type_ids=token_type_ids, output_hidden_states=True)
         return out.hidden_states[layer]
+
+    def artifact_bytes(self) -> int | None:
+        """Bytes of the files this runtime loaded, where they are a part of its format directory
+        (e.g. one ONNX encoder of several); None: the whole directory."""
+        return None
 
     def padded_length(self, length: int) -> int:
         """The sequence length a batch whose longest text has ``length`` tokens really runs at.
@@ -87,139 +90,43 @@ class Runtime(ABC):
         return length
 
     # ------------------------------------------------------------------ shared, above backends
-    def _batches(self, ids: list[list[int]]):
+    def batches(self, ids: list[list[int]]):
+        """(indices, input_ids, attention_mask) of token-budget batches, padded per batch."""
         for batch in plan_batches([len(x) for x in ids], self.max_tokens, self.padded_length):
             input_ids, attention_mask = pad_batch([ids[i] for i in batch], self.spec.pad_token_id)
             yield batch, input_ids, attention_mask
 
+    # The tasks, written once in encoderkit/tasks/ over forward/mask_logits/hidden_layer.
     def fill_mask(self, texts: Sequence[str], top_k: int = 5, targets: Sequence[str] | None = None,
                   *, truncate: bool = False) -> list[list[list[dict[str, Any]]]]:
-        """Predict every mask token, as transformers' ``pipeline("fill-mask")`` does.
+        """See ``encoderkit.tasks.fill_mask.fill_mask``."""
+        from ..tasks.fill_mask import fill_mask
 
-        Returns:
-            One entry per text; in it one list per mask (in order); in that the top-k
-            ``{"token", "token_str", "score", "sequence"}`` dicts, best first. Scores are the
-            softmax over the whole vocabulary (``targets`` select from it without renormalising).
-        Raises:
-            TypeError: a text is not a str.
-            InputError: empty text, no mask token, too long, bad ``top_k`` or ``targets``, or a
-                model without an MLM head.
-        """
-        if not self.spec.has_mlm_head:
-            raise InputError("this model has no masked-LM head (e.g. a sentence-embedding BertModel); "
-                             "use embed, or a *ForMaskedLM checkpoint for fill-mask")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise InputError(f"top_k must be a positive integer, got {top_k!r}")
-        target_ids = self._target_ids(targets) if targets is not None else None
-        k = min(top_k, len(target_ids)) if target_ids is not None else top_k
-        if k > self.spec.vocab_size:
-            raise InputError(f"top_k {top_k} exceeds the vocabulary size {self.spec.vocab_size}")
-        ids = self.tokenizer.encode(texts, truncate=truncate)
-        mask_id = self.spec.mask_token_id
-        for i, seq in enumerate(ids):
-            if mask_id not in seq:
-                what = "was truncated away" if truncate and self.tokenizer.mask_token in texts[i] else "is missing"
-                raise InputError(f"texts[{i}]: the mask token {self.tokenizer.mask_token} {what}; "
-                                 f"write {self.tokenizer.mask_token} where a word should be predicted")
-        results: list[Any] = [None] * len(ids)
-        for batch, input_ids, attention_mask in self._batches(ids):
-            mask_index = np.argwhere(input_ids == mask_id)
-            logits = self.mask_logits(input_ids, attention_mask, mask_index).astype(np.float32)
-            probs = _softmax(logits)
-            if target_ids is not None:
-                probs = probs[:, target_ids]
-            for row, (b, pos) in enumerate(mask_index):
-                text_i = batch[b]
-                if results[text_i] is None:
-                    results[text_i] = []
-                seq = ids[text_i]
-                single = sum(1 for t in seq if t == mask_id) == 1
-                p = probs[row]
-                top = np.argpartition(-p, k - 1)[:k] if k < p.shape[0] else np.arange(p.shape[0])
-                top = top[np.argsort(-p[top], kind="stable")]
-                preds = []
-                for j in top:
-                    token = int(target_ids[j]) if target_ids is not None else int(j)
-                    filled = np.array(seq)
-                    filled[pos] = token
-                    filled = filled[filled != self.spec.pad_token_id]
-                    preds.append({"token": token, "token_str": self.tokenizer.decode([token], skip_special_tokens=False),
-                                  "score": float(p[j]),
-                                  "sequence": self.tokenizer.decode(filled, skip_special_tokens=single)})
-                results[text_i].append(preds)
-        return results
-
-    def _target_ids(self, targets: Sequence[str]) -> np.ndarray:
-        if isinstance(targets, str):
-            targets = [targets]
-        found = []
-        for t in targets:
-            if not isinstance(t, str) or not t:
-                raise InputError(f"target {t!r} is not a non-empty string")
-            tid = self.tokenizer.token_to_id(t)
-            if tid is None:  # as the pipeline does: the first token of the target's encoding
-                enc = self.tokenizer.encode_plain(t)
-                if not enc:
-                    warnings.warn(f"target {t!r} encodes to no token; ignoring it", stacklevel=3)
-                    continue
-                tid = enc[0]
-                warnings.warn(f"target {t!r} is not a vocabulary token; using its first token "
-                              f"{self.tokenizer.decode([tid], skip_special_tokens=False)!r}", stacklevel=3)
-            found.append(tid)
-        if not found:
-            raise InputError("none of the targets maps to a vocabulary token")
-        return np.array(sorted(set(found)), dtype=np.int64)
+        return fill_mask(self, texts, top_k, targets, truncate=truncate)
 
     def embed(self, texts: Sequence[str], pooling: str = "mean", layer: int = -1,
               normalize: bool = False, *, truncate: bool = False) -> np.ndarray:
-        """Pooled sentence embeddings, float32 [n, hidden].
+        """See ``encoderkit.tasks.embed.embed``."""
+        from ..tasks.embed import embed
 
-        Args:
-            pooling: "mean" or "max" over real tokens (padding excluded), or "cls" (first token).
-            layer: hidden layer, 0 = embedding output ... num_layers = last; negatives count back.
-            normalize: L2-normalise each embedding.
-        Raises:
-            InputError: unknown pooling, layer out of range, or bad texts (see ``fill_mask``).
-        """
-        if pooling not in POOLINGS:
-            raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-        layer = self._layer_index(layer)
-        ids = self.tokenizer.encode(texts, truncate=truncate)
-        out = np.zeros((len(ids), self.spec.hidden_size), dtype=np.float32)
-        for batch, input_ids, attention_mask in self._batches(ids):
-            hidden = self.hidden_layer(input_ids, attention_mask, layer).astype(np.float32)
-            out[batch] = pool(hidden, attention_mask, pooling)
-        if normalize:
-            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-        return out
+        return embed(self, texts, pooling, layer, normalize, truncate=truncate)
 
-    def attentions(self, text: str, *, truncate: bool = False) -> np.ndarray:
-        """Attention probabilities of one text, float32 [layers, heads, seq, seq]."""
-        (ids,) = self.tokenizer.encode([text], truncate=truncate)
-        input_ids, attention_mask = pad_batch([ids], self.spec.pad_token_id)
-        out = self.forward(input_ids, attention_mask, output_attentions=True)
-        return np.stack([a[0] for a in out.attentions]).astype(np.float32)
+    def attentions(self, text: str, pair: str | None = None, *, truncate: bool = False):
+        """See ``encoderkit.tasks.attentions.attentions``: an ``AttentionRecord``."""
+        from ..tasks.attentions import attentions
 
-    def _layer_index(self, layer: int) -> int:
-        n = self.spec.num_layers
-        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not -(n + 1) <= layer <= n:
-            raise InputError(f"layer must be in 0..{n} (or -{n + 1}..-1), got {layer!r}")
-        return int(layer) % (n + 1)
+        return attentions(self, text, pair, truncate=truncate)
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+def single_segment(rt: Runtime, token_type_ids: np.ndarray | None) -> None:
+    """Backends whose exported graph has no token_type_ids input accept only all-zero types.
 
-
-def pool(hidden: np.ndarray, attention_mask: np.ndarray, pooling: str) -> np.ndarray:
-    """Pool [b, t, h] hidden states over real tokens."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    m = attention_mask[:, :, None].astype(bool)
-    if pooling == "max":
-        return np.where(m, hidden, -np.inf).max(axis=1)
-    return (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1)
+    Raises:
+        InputError: non-zero token types (a BERT text pair) on such a backend.
+    """
+    if token_type_ids is not None and np.any(np.asarray(token_type_ids) != 0):
+        raise InputError(f"backend {rt.name} takes single-segment input only (its export has no "
+                         "token_type_ids); run text pairs of this model on the torch backend")
 
 
 def gather_rows(hidden: np.ndarray, mask_index: np.ndarray) -> np.ndarray:

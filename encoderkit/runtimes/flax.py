@@ -26,9 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..converters.flax import PARAMS_FILE, load_params
-from ..models.flax_model import MaskedLM
-from .base import EncoderOutput, Runtime, gather_rows
+from ..models.flax_model import PARAMS_FILE, MaskedLM, load_params
+from .base import EncoderOutput, Runtime, gather_rows, single_segment
 
 
 def _next_pow2(n: int, lo: int = 1) -> int:
@@ -60,7 +59,6 @@ def batch_buckets(full: int) -> list[int]:
 
 class FlaxRuntime(Runtime):
     name = "flax"
-    fmt = "flax"
 
     def __init__(self, directory: Path, *, max_tokens: int = 1024, threads: int | None = None):
         super().__init__(*self.saved_spec_and_tokenizer(directory), max_tokens=max_tokens)
@@ -126,7 +124,9 @@ class FlaxRuntime(Runtime):
             return out[:, :b, :t]
         return out[:, :b, :, :t, :t]
 
-    def forward(self, input_ids, attention_mask, *, output_hidden_states=False, output_attentions=False):
+    def forward(self, input_ids, attention_mask, *, token_type_ids=None, output_hidden_states=False,
+                output_attentions=False):
+        single_segment(self, token_type_ids)
         if output_hidden_states:
             hidden = tuple(self._call(input_ids, attention_mask, "hidden"))
             last = hidden[-1]
@@ -135,12 +135,14 @@ class FlaxRuntime(Runtime):
         att = tuple(self._call(input_ids, attention_mask, "probs")) if output_attentions else None
         return EncoderOutput(last, hidden, att)
 
-    def hidden_layer(self, input_ids, attention_mask, layer):
+    def hidden_layer(self, input_ids, attention_mask, layer, *, token_type_ids=None):
+        single_segment(self, token_type_ids)
         if layer == self.spec.num_layers:
             return self._call(input_ids, attention_mask, "last")
         return self._call(input_ids, attention_mask, "hidden")[layer]
 
-    def mask_logits(self, input_ids, attention_mask, mask_index):
+    def mask_logits(self, input_ids, attention_mask, mask_index, *, token_type_ids=None):
+        single_segment(self, token_type_ids)
         rows = gather_rows(self._call(input_ids, attention_mask, "last"), mask_index)
         m = rows.shape[0]
         padded = np.zeros((_next_pow2(m), rows.shape[1]), np.float32)

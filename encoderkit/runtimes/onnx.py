@@ -1,48 +1,19 @@
 """ONNX Runtime backend (fp32, int8, fp16 encoders; the fp32 head and analysis graphs)."""
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import ArtifactError
-from .base import EncoderOutput, Runtime, gather_rows
+from ..errors import ArtifactError, ResourceError
+from ..models.onnx_graphs import check_onnx_file, graph_path, read_info
+from .base import EncoderOutput, Runtime, gather_rows, single_segment
 
-INFO_FILE = "onnx_info.json"
-
-
-def check_onnx_file(path: Path) -> None:
-    """Parse ``path`` (without weights) and check every external-data reference stays inside its dir.
-
-    Raises:
-        ArtifactError: missing, not ONNX, or external data missing/outside the model directory.
-    """
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    if not path.is_file():
-        raise ArtifactError(f"{path} is missing; re-run `encoderkit convert --to onnx`")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except (DecodeError, ValueError, OSError, RuntimeError) as e:
-        raise ArtifactError(f"{path}: not a valid ONNX model ({type(e).__name__})") from None
-    if not model.graph.node:
-        raise ArtifactError(f"{path}: not a valid ONNX model (empty graph)")
-    root = path.parent.resolve()
-    for tensor in model.graph.initializer:
-        if tensor.data_location != onnx.TensorProto.EXTERNAL:
-            continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-        target = (root / location).resolve()
-        if os.path.isabs(location) or root not in target.parents:
-            raise ArtifactError(f"{path}: tensor {tensor.name} points to external data {location!r} outside "
-                                "the model directory; refusing to load it")
-        if not target.is_file():
-            raise ArtifactError(f"{path}: external data file {location} of tensor {tensor.name} is missing")
+# Words in ONNX Runtime's load errors that mean the machine ran short, not that the file is bad.
+_RESOURCE_WORDS = ("bad_alloc", "Failed to allocate", "out of memory", "pthread", "create thread",
+                   "Resource temporarily unavailable", "Cannot allocate memory")
 
 
 class OnnxRuntime(Runtime):
@@ -55,17 +26,13 @@ class OnnxRuntime(Runtime):
     """
 
     name = "onnx"
-    fmt = "onnx"
     encoder_key = "encoder"
 
     def __init__(self, directory: Path, *, threads: int | None = None, providers: list[str] | None = None,
                  max_tokens: int = 1024):
         super().__init__(*self.saved_spec_and_tokenizer(directory), max_tokens=max_tokens)
         spec = self.spec
-        try:
-            self.info = json.loads((directory / INFO_FILE).read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ArtifactError(f"{directory / INFO_FILE}: unreadable ({e}); re-run `encoderkit convert`") from None
+        self.info = read_info(directory)
         self.directory = directory
         self.threads = threads
         available = ort.get_available_providers()
@@ -82,7 +49,7 @@ class OnnxRuntime(Runtime):
         return cls(Path(directory), **options)
 
     def _session(self, name: str) -> ort.InferenceSession:
-        path = self.directory / name
+        path = graph_path(self.directory, name)
         check_onnx_file(path)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -92,7 +59,16 @@ class OnnxRuntime(Runtime):
         try:
             return ort.InferenceSession(str(path), opts, providers=self.providers)
         except Exception as e:  # ORT raises its own Fail/InvalidGraph types
-            raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({str(e).splitlines()[0][:200]})") from None
+            first = (str(e).splitlines() or [""])[0][:200]
+            if isinstance(e, MemoryError) or any(w in str(e) for w in _RESOURCE_WORDS):
+                raise ResourceError(f"{path}: ONNX Runtime ran out of resources loading it ({first}); free "
+                                    "memory or pass fewer --threads") from None
+            raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first})") from None
+
+    def artifact_bytes(self) -> int:
+        keys = [self.encoder_key] + (["head"] if self.head is not None else [])
+        paths = [self.directory / self.info["files"][k] for k in keys]
+        return sum(p.stat().st_size for p in paths + [p.with_name(p.name + ".data") for p in paths] if p.is_file())
 
     @property
     def analysis(self) -> ort.InferenceSession:
@@ -104,7 +80,9 @@ class OnnxRuntime(Runtime):
         return {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
                 "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64)}
 
-    def forward(self, input_ids, attention_mask, *, output_hidden_states=False, output_attentions=False):
+    def forward(self, input_ids, attention_mask, *, token_type_ids=None, output_hidden_states=False,
+                output_attentions=False):
+        single_segment(self, token_type_ids)
         if not (output_hidden_states or output_attentions):
             (last,) = self.encoder.run(None, self._feeds(input_ids, attention_mask))
             return EncoderOutput(last)
@@ -114,12 +92,14 @@ class OnnxRuntime(Runtime):
         return EncoderOutput(hidden[-1], hidden if output_hidden_states else None,
                              att if output_attentions else None)
 
-    def hidden_layer(self, input_ids, attention_mask, layer):
+    def hidden_layer(self, input_ids, attention_mask, layer, *, token_type_ids=None):
+        single_segment(self, token_type_ids)
         if layer == self.spec.num_layers:
             return self.forward(input_ids, attention_mask).last_hidden_state
         return self.analysis.run([f"hidden_state_{layer}"], self._feeds(input_ids, attention_mask))[0]
 
-    def mask_logits(self, input_ids, attention_mask, mask_index):
+    def mask_logits(self, input_ids, attention_mask, mask_index, *, token_type_ids=None):
+        single_segment(self, token_type_ids)
         (last,) = self.encoder.run(None, self._feeds(input_ids, attention_mask))
         rows = np.ascontiguousarray(gather_rows(last, mask_index), dtype=np.float32)
         return self.head.run(None, {"hidden": rows})[0]

@@ -8,15 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from ..converters.tf import SAVED_MODEL_DIR
-from ..errors import ArtifactError
+from ..errors import ArtifactError, EncoderkitWarning
 from ..models.tf_import import onednn_enabled, tf
-from .base import EncoderOutput, Runtime
+from ..models.tf_model import SAVED_MODEL_DIR
+from .base import EncoderOutput, Runtime, single_segment
 
 
 class TFRuntime(Runtime):
     name = "tf"
-    fmt = "tf"
 
     def __init__(self, directory: Path, *, max_tokens: int = 1024, threads: int | None = None):
         super().__init__(*self.saved_spec_and_tokenizer(directory), max_tokens=max_tokens)
@@ -29,7 +28,7 @@ class TFRuntime(Runtime):
         if not self.onednn and os.environ.get("TF_ENABLE_ONEDNN_OPTS") != "0":
             warnings.warn("TensorFlow runs without its oneDNN kernels (it was imported before encoderkit "
                           "could ask for them): expect it ~1.3x slower; set TF_ENABLE_ONEDNN_OPTS=1 "
-                          "before importing tensorflow", stacklevel=2)
+                          "before importing tensorflow", EncoderkitWarning, stacklevel=2)
         path = directory / SAVED_MODEL_DIR
         try:
             self.model = tf.saved_model.load(str(path))
@@ -46,7 +45,9 @@ class TFRuntime(Runtime):
     def _feeds(input_ids, attention_mask):
         return {"input_ids": tf.constant(input_ids, tf.int64), "attention_mask": tf.constant(attention_mask, tf.int64)}
 
-    def forward(self, input_ids, attention_mask, *, output_hidden_states=False, output_attentions=False):
+    def forward(self, input_ids, attention_mask, *, token_type_ids=None, output_hidden_states=False,
+                output_attentions=False):
+        single_segment(self, token_type_ids)
         feeds = self._feeds(input_ids, attention_mask)
         hidden = att = None
         if output_hidden_states:
@@ -58,12 +59,14 @@ class TFRuntime(Runtime):
             att = tuple(self.sig["attentions"](**feeds)["attentions"].numpy())
         return EncoderOutput(last, hidden, att)
 
-    def hidden_layer(self, input_ids, attention_mask, layer):
+    def hidden_layer(self, input_ids, attention_mask, layer, *, token_type_ids=None):
+        single_segment(self, token_type_ids)
         if layer == self.spec.num_layers:
             return self.forward(input_ids, attention_mask).last_hidden_state
         return self.sig["hidden_states"](**self._feeds(input_ids, attention_mask))["hidden_states"][layer].numpy()
 
-    def mask_logits(self, input_ids, attention_mask, mask_index):
+    def mask_logits(self, input_ids, attention_mask, mask_index, *, token_type_ids=None):
+        single_segment(self, token_type_ids)
         out = self.sig["fill_mask"](**self._feeds(input_ids, attention_mask),
                                     mask_positions=tf.constant(np.asarray(mask_index), tf.int64))
         return out["logits"].numpy()

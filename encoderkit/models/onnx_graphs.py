@@ -1,0 +1,91 @@
+"""The ONNX artifact's on-disk layout, shared by the ONNX converter (writes it) and runtime (reads it).
+
+``onnx/onnx_info.json`` maps graph keys to file names:
+
+- ``encoder``       input_ids, attention_mask -> last_hidden_state (fused for ONNX Runtime)
+- ``head``          hidden [m, hidden] -> logits [m, vocab]: the MLM head at mask positions only
+- ``analysis``      input_ids, attention_mask -> every hidden state and attention probability
+- ``encoder_int8`` / ``encoder_fp16``  the quantized encoders (with ``--quantize``)
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import ArtifactError
+
+INFO_FILE = "onnx_info.json"
+# graph key -> default file name
+GRAPHS = {"encoder": "encoder.onnx", "head": "head.onnx", "analysis": "analysis.onnx",
+          "encoder_int8": "encoder.int8.onnx", "encoder_fp16": "encoder.fp16.onnx"}
+
+
+def read_info(directory: Path) -> dict[str, Any]:
+    """onnx_info.json of an ONNX export directory.
+
+    Raises:
+        ArtifactError: unreadable, or not the expected shape.
+    """
+    path = directory / INFO_FILE
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: unreadable ({type(e).__name__}); re-run `encoderkit convert`") from None
+    if not isinstance(info, dict) or not isinstance(info.get("files"), dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in info["files"].items()):
+        raise ArtifactError(f"{path}: not an encoderkit ONNX info file; re-run `encoderkit convert`")
+    return info
+
+
+def graph_path(directory: Path, name: str) -> Path:
+    """The path of a graph file named in onnx_info.json, required to stay inside ``directory``.
+
+    Raises:
+        ArtifactError: the name leaves the directory (absolute, ``..``, or a symlink out).
+    """
+    root = directory.resolve()
+    path = (directory / name)
+    if os.path.isabs(name) or root not in path.resolve().parents or path.is_symlink():
+        raise ArtifactError(f"{directory / INFO_FILE}: graph {name!r} is outside the model directory "
+                            "or a symbolic link; refusing to load it")
+    return path
+
+
+def check_onnx_file(path: Path) -> None:
+    """Parse ``path`` (without weights) and check every external-data reference stays inside its dir.
+
+    Raises:
+        ArtifactError: missing, not ONNX, or external data missing/outside the model directory.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing; re-run `encoderkit convert --to onnx`")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, OSError, RuntimeError) as e:
+        raise ArtifactError(f"{path}: not a valid ONNX model ({type(e).__name__})") from None
+    if not model.graph.node:
+        raise ArtifactError(f"{path}: not a valid ONNX model (empty graph)")
+    root = path.parent.resolve()
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (root / location).resolve()
+        if os.path.isabs(location) or root not in target.parents or (root / location).is_symlink():
+            raise ArtifactError(f"{path}: tensor {tensor.name} points to external data {location!r} outside "
+                                "the model directory; refusing to load it")
+        if not target.is_file():
+            raise ArtifactError(f"{path}: external data file {location} of tensor {tensor.name} is missing")
+
+
+def op_counts(path: Path) -> dict[str, int]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return dict(collections.Counter(n.op_type for n in model.graph.node))

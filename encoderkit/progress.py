@@ -1,0 +1,43 @@
+"""What the user sees while long work runs: progress bars and status lines, on the UI stream.
+
+The UI stream is stderr (the CLI points it at the real terminal while it captures third-party
+chatter, see ``encoderkit.logs``). Bars are tqdm, with rate and ETA, shown only on a terminal and
+never with ``--quiet``.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+_state: dict[str, Any] = {"stream": None, "quiet": False}
+
+
+def configure(*, stream: TextIO | None = None, quiet: bool | None = None) -> None:
+    if stream is not None:
+        _state["stream"] = stream
+    if quiet is not None:
+        _state["quiet"] = quiet
+
+
+def stream() -> TextIO:
+    return _state["stream"] or sys.stderr
+
+
+def quiet() -> bool:
+    return bool(_state["quiet"])
+
+
+def say(msg: str) -> None:
+    """A status line (not with --quiet)."""
+    if not quiet():
+        print(msg, file=stream(), flush=True)
+
+
+def bar(iterable=None, *, total: int | None = None, desc: str = "", unit: str = "it", **kw: Any):
+    """A tqdm bar on the UI stream; disabled when it is not a terminal or with --quiet."""
+    from tqdm.auto import tqdm
+
+    s = stream()
+    disable = quiet() or not (hasattr(s, "isatty") and s.isatty())
+    return tqdm(iterable, total=total, desc=desc, unit=unit, file=s, disable=disable, leave=False,
+                dynamic_ncols=True, **kw)
