@@ -13,6 +13,7 @@ from .errors import UnsupportedArchitectureError
 
 # Head names a ModelSpec can carry in ``heads``.
 MLM = "mlm"
+DEFAULT_ARCH = "roberta"  # what `init-random` builds unless told otherwise
 
 
 @dataclass(frozen=True)

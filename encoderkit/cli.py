@@ -16,7 +16,6 @@ from typing import Any
 
 from . import __version__
 from .errors import EncoderkitError
-from .progress import say
 
 OUT = sys.stdout  # results; main() points it at the real stdout while third-party output is captured
 
@@ -143,7 +142,7 @@ def _backend_name(value: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .architectures import ARCHITECTURES
+    from .architectures import ARCHITECTURES, DEFAULT_ARCH
     from .options import add_cli_flags
     from .random_init import SIZES
     from .registry import FORMATS
@@ -163,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("init-random", parents=[common], help="write a random-weight checkpoint with a real tokenizer")
     s.add_argument("out")
     s.add_argument("--size", default="tiny", choices=list(SIZES))
-    s.add_argument("--arch", default="roberta", choices=list(ARCHITECTURES))
+    s.add_argument("--arch", default=DEFAULT_ARCH, choices=list(ARCHITECTURES))
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--force", action="store_true", help="replace OUT if it exists")
     s.set_defaults(func=cmd_init_random)

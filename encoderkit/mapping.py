@@ -22,7 +22,6 @@ RULES: list[tuple[re.Pattern, str, Transform, str]] = [
     (re.compile(r"^(.*)_embeddings\.weight$"), r"\1_embeddings.embedding", None, "embedding table"),
     (re.compile(r"^(.*)\.(LayerNorm|layer_norm)\.weight$"), r"\1.\2.scale", None, "LayerNorm gain"),
     (re.compile(r"^(.*)\.(LayerNorm|layer_norm)\.bias$"), r"\1.\2.bias", None, "LayerNorm bias"),
-    (re.compile(r"^(lm_head|cls\.predictions)\.bias$"), r"\1.bias", None, "MLM output bias"),
     (re.compile(r"^(.*)\.weight$"), r"\1.kernel", np.transpose, "Linear weight, transposed"),
     (re.compile(r"^(.*)\.bias$"), r"\1.bias", None, "Linear bias"),
 ]

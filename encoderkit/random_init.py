@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .architectures import ARCHITECTURES, MLM
+from .architectures import ARCHITECTURES, DEFAULT_ARCH, MLM
 from .checkpoint import expected_shapes, hf_config
 from .errors import UnknownNameError
 from .io import atomic_dir, write_manifest
@@ -27,7 +27,7 @@ SIZES = {
 }
 
 
-def random_spec(size: str, arch: str = "roberta") -> ModelSpec:
+def random_spec(size: str, arch: str = DEFAULT_ARCH) -> ModelSpec:
     """The ModelSpec of a random checkpoint of ``size`` (tiny/small/base/large) and ``arch``."""
     if size not in SIZES:
         raise UnknownNameError(f"unknown size {size!r}; choose one of: {', '.join(SIZES)}")
@@ -59,7 +59,7 @@ def random_state(spec: ModelSpec, seed: int) -> dict[str, np.ndarray]:
     return state
 
 
-def init_random(out: Path, size: str = "tiny", *, seed: int = 0, arch: str = "roberta",
+def init_random(out: Path, size: str = "tiny", *, seed: int = 0, arch: str = DEFAULT_ARCH,
                 force: bool = False) -> ModelSpec:
     """Write a random checkpoint (config, safetensors, tokenizer, manifest) to ``out`` atomically.
 

@@ -31,7 +31,7 @@ def test_bench_end_to_end(tiny_roberta, tmp_path):
     assert set(report["latency_bs1"]) == {"torch", "onnx", "onnx-int8", "pipeline-bs1"}
     md = (out / "bench.md").read_text()
     assert "## fill-mask/short" in md and "× peers (same run)" in md and "p50 ms" in md
-    assert "## Targets" in md and "fill-mask, int8 / pipeline batch 1" in md
+    assert "## Targets" in md and "fill-mask, onnx-int8 / pipeline batch 1" in md
     for png in ("throughput.png", "latency.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

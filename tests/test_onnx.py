@@ -82,7 +82,7 @@ def test_external_data_outside_the_directory_is_refused(small_onnx, tmp_path, lo
 
 
 def test_convert_errors(tiny_roberta, tmp_path):
-    with pytest.raises(UnknownNameError, match="choose from: safetensors, onnx, tf, flax"):
+    with pytest.raises(UnknownNameError, match="choose one of: safetensors, onnx, tf, flax"):
         convert(tiny_roberta, ["gguf"], tmp_path / "x")
     with pytest.raises(InputError, match="int8, fp16"):
         convert(tiny_roberta, ["onnx"], tmp_path / "y", quantize="int4")

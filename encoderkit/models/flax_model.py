@@ -118,7 +118,7 @@ class Embeddings(nn.Module):
     @nn.compact
     def __call__(self, input_ids, attention_mask):
         s = self.spec
-        if s.arch == "roberta":  # positions count real tokens from pad_token_id + 1, pads sit at pad_token_id
+        if s.architecture.positions_from_pad:  # real tokens count from pad_token_id + 1, pads sit at pad_token_id
             real = (input_ids != s.pad_token_id).astype(jnp.int32)
             positions = jnp.cumsum(real, axis=1) * real + s.pad_token_id
         else:
@@ -150,11 +150,13 @@ class MLMHead(nn.Module):
     @nn.compact
     def __call__(self, h, word_embeddings):
         s = self.spec
-        if s.arch == "roberta":  # roberta's head has no "transform" level in the tree
+        a = s.architecture
+        norm = a.mlm_norm.rpartition(".")[2]
+        if a.mlm_transform is None:  # dense + LayerNorm directly in the head (RoBERTa)
             h = nn.gelu(nn.Dense(s.hidden_size, name="dense")(h), approximate=False)
-            h = nn.LayerNorm(epsilon=s.layer_norm_eps, name="layer_norm")(h)
-        else:
-            h = Transform(s, name="transform")(h)
+            h = nn.LayerNorm(epsilon=s.layer_norm_eps, name=norm)(h)
+        else:  # inside a sub-block (BERT's "transform")
+            h = Transform(s, norm, name=a.mlm_transform)(h)
         bias = self.param("bias", nn.initializers.zeros, (s.vocab_size,))
         # contract against the table's rows directly: `h @ table.T` made XLA:CPU copy the transposed
         # 50265 x 1024 table on every call (171 ms for one mask row; this form: 7 ms)
@@ -163,21 +165,26 @@ class MLMHead(nn.Module):
 
 class Transform(nn.Module):
     spec: ModelSpec
+    norm: str  # the LayerNorm's name in the tree
 
     @nn.compact
     def __call__(self, h):
         h = nn.gelu(nn.Dense(self.spec.hidden_size, name="dense")(h), approximate=False)
-        return nn.LayerNorm(epsilon=self.spec.layer_norm_eps, name="LayerNorm")(h)
+        return nn.LayerNorm(epsilon=self.spec.layer_norm_eps, name=self.norm)(h)
 
 
-class BertPredictions(nn.Module):
+class Nested(nn.Module):
+    """Puts the MLM head at a dotted tree path (``cls.predictions``): one level per name."""
+
     spec: ModelSpec
+    parts: tuple[str, ...]
 
     def setup(self):
-        self.predictions = MLMHead(self.spec)
+        child = MLMHead(self.spec) if len(self.parts) == 1 else Nested(self.spec, self.parts[1:])
+        setattr(self, self.parts[0], child)
 
     def __call__(self, h, word_embeddings):
-        return self.predictions(h, word_embeddings)
+        return getattr(self, self.parts[0])(h, word_embeddings)
 
 
 class MaskedLM(nn.Module):
@@ -192,10 +199,8 @@ class MaskedLM(nn.Module):
         s = self.spec
         if s.has_mlm_head:
             setattr(self, s.prefix, Encoder(s))
-            if s.arch == "roberta":
-                self.lm_head = MLMHead(s)
-            else:
-                self.cls = BertPredictions(s)
+            first, *rest = s.head_prefix.split(".")  # lm_head | cls.predictions
+            setattr(self, first, MLMHead(s) if not rest else Nested(s, tuple(rest)))
         else:  # bare model: embeddings/encoder at the top of the tree
             self.embeddings = Embeddings(s)
             self.encoder = EncoderBody(s)
@@ -209,7 +214,7 @@ class MaskedLM(nn.Module):
     def head(self, hidden):
         s = self.spec
         table = self.variables["params"][s.prefix]["embeddings"]["word_embeddings"]["embedding"]
-        return (self.lm_head if s.arch == "roberta" else self.cls)(hidden, table)
+        return getattr(self, s.head_prefix.split(".")[0])(hidden, table)
 
     def __call__(self, input_ids, attention_mask):
         hidden, _ = self.encode(input_ids, attention_mask)

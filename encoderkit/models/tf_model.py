@@ -87,7 +87,7 @@ class Embeddings(Node):
 
     def __call__(self, ids):
         s = self._s
-        if s.arch == "roberta":  # positions count real tokens from pad_token_id + 1
+        if s.architecture.positions_from_pad:  # positions count real tokens from pad_token_id + 1
             real = tf.cast(tf.not_equal(ids, s.pad_token_id), tf.int64)
             positions = tf.cumsum(real, axis=1) * real + s.pad_token_id
         else:
@@ -180,34 +180,24 @@ class Encoder(Node):
         return self.encoder(self.embeddings(ids), mask_bias(mask))
 
 
-class Transform(Node):
-    def __init__(self, s, norm_name):
+class MLMHead(Node):
+    """dense -> gelu -> LayerNorm (directly here, or inside a sub-block such as BERT's
+    "transform", as the architecture record says) -> tied decoder + ``bias``."""
+
+    def __init__(self, s):
         super().__init__()
-        self.dense = Dense(s.hidden_size, s.hidden_size)
-        setattr(self, norm_name, LayerNorm(s.hidden_size, s.layer_norm_eps))
-        self._norm = getattr(self, norm_name)
+        a = s.architecture
+        block = self
+        if a.mlm_transform is not None:
+            block = Node()
+            setattr(self, a.mlm_transform, block)
+        block.dense = Dense(s.hidden_size, s.hidden_size)
+        setattr(block, a.mlm_norm.rpartition(".")[2], LayerNorm(s.hidden_size, s.layer_norm_eps))
+        self._dense, self._norm = block.dense, getattr(block, a.mlm_norm.rpartition(".")[2])
+        self.bias = _var((s.vocab_size,), "bias")
 
     def __call__(self, h):
-        return self._norm(tf.nn.gelu(self.dense(h), approximate=False))
-
-
-class RobertaHead(Transform):
-    def __init__(self, s):
-        super().__init__(s, "layer_norm")
-        self.bias = _var((s.vocab_size,), "bias")
-
-
-class BertPredictions(Node):
-    def __init__(self, s):
-        super().__init__()
-        self.transform = Transform(s, "LayerNorm")
-        self.bias = _var((s.vocab_size,), "bias")
-
-
-class BertCls(Node):
-    def __init__(self, s):
-        super().__init__()
-        self.predictions = BertPredictions(s)
+        return self._norm(tf.nn.gelu(self._dense(h), approximate=False))
 
 
 class TFMaskedLM(Node):
@@ -225,10 +215,13 @@ class TFMaskedLM(Node):
         if s.has_mlm_head:
             setattr(self, s.prefix, Encoder(s))
             self._body = getattr(self, s.prefix)
-            if s.arch == "roberta":
-                self.lm_head = RobertaHead(s)
-            else:
-                self.cls = BertCls(s)
+            self._mlm = MLMHead(s)
+            *parents, leaf = s.head_prefix.split(".")  # lm_head | cls.predictions
+            node = self
+            for name in parents:
+                setattr(node, name, Node())
+                node = getattr(node, name)
+            setattr(node, leaf, self._mlm)
         else:
             self.embeddings, self.encoder = Embeddings(s), EncoderBody(s)
             self._body = None
@@ -242,12 +235,8 @@ class TFMaskedLM(Node):
         return self.encoder(self.embeddings(ids), mask_bias(mask))
 
     def _head(self, h):
-        s = self._s
         table = self._body.embeddings.word_embeddings.embedding  # the tied decoder
-        if s.arch == "roberta":
-            return tf.matmul(self.lm_head(h), table, transpose_b=True) + self.lm_head.bias
-        p = self.cls.predictions
-        return tf.matmul(p.transform(h), table, transpose_b=True) + p.bias
+        return tf.matmul(self._mlm(h), table, transpose_b=True) + self._mlm.bias
 
     @tf.function(input_signature=[IDS, IDS])
     def serving_default(self, input_ids, attention_mask):
