@@ -239,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     except EncoderkitError as e:  # a registry lookup inside argparse's type= (e.g. --backend)
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except SystemExit as e:  # argparse's own usage errors (exit 2) and --help/--version (exit 0)
+        return e.code if isinstance(e.code, int) else 2
     debug, verbose = getattr(a, "debug", False), getattr(a, "verbose", False)
     with captured(verbose=verbose or debug) as streams:
         OUT = streams.out

@@ -1,0 +1,77 @@
+"""What a user of the installed package sees: the wheel carries every file the CLI needs, and
+third-party chatter stays out of normal output."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from encoderkit.pipeline import convert
+from encoderkit.registry import installed_formats
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.xdist_group("packaging")
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_roberta, tmp_path_factory):
+    if "onnx" not in installed_formats():
+        pytest.skip("the onnx extra is not installed")
+    out = tmp_path_factory.mktemp("pkg") / "conv"
+    convert(tiny_roberta, ["safetensors", "onnx"], out)
+    return out
+
+
+def test_installed_wheel_runs_bench_without_the_checkout(tiny_onnx, tmp_path):
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(wheels), str(REPO)], check=True, capture_output=True, timeout=300)
+    (wheel,) = wheels.glob("encoderkit-*.whl")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    py = venv / "bin" / "python"
+    # a non-editable install of the wheel; its dependencies come from this environment's site
+    # directory (added as a plain path: its editable-install hooks are not run)
+    subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True,
+                   capture_output=True, timeout=300)
+    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    where = subprocess.run([str(py), "-c", "import encoderkit, sys, json; print(encoderkit.__file__); "
+                            "print(json.dumps(sys.path))"],
+                           capture_output=True, text=True, cwd=tmp_path, env=env, check=True).stdout
+    assert where.splitlines()[0].startswith(str(venv)), where
+    path = [os.path.abspath(p or tmp_path) for p in json.loads(where.splitlines()[1])]
+    assert str(REPO) not in path, f"the checkout must not be importable: {path}"
+    out = tmp_path / "bench"
+    p = subprocess.run([str(venv / "bin" / "encoderkit"), "bench", str(tiny_onnx), "--backends", "torch,onnx",
+                        "--quick", "--out", str(out)], capture_output=True, text=True, cwd=tmp_path, env=env,
+                       timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    report = json.loads((out / "bench.json").read_text())
+    assert {"torch", "onnx"} <= set(report["results"]["fill-mask/short"])
+    assert report["results"]["embed/corpus"]["_meta"]["texts"] > 0
+
+
+def test_third_party_chatter_is_shown_only_with_verbose(tiny_roberta, tmp_path):
+    if "onnx" not in installed_formats():
+        pytest.skip("the onnx extra is not installed")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "encoderkit.cli", "convert", str(tiny_roberta), "--to", "onnx"]
+    quiet = subprocess.run(cmd + ["--out", str(tmp_path / "a")], capture_output=True, text=True, env=env,
+                           timeout=600)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert quiet.stdout.strip() == f"wrote {tmp_path / 'a'} (report: {tmp_path / 'a' / 'report.md'})"
+    for noise in ("torchvision", "Warning", "absl", "onnxscript"):
+        assert noise not in quiet.stderr, quiet.stderr
+    assert not re.search(r"^[WIEF]\d{4} ", quiet.stderr, re.M), quiet.stderr  # glog/absl lines
+    loud = subprocess.run(cmd + ["--out", str(tmp_path / "b"), "--verbose"], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert loud.returncode == 0 and "torchvision is not installed" in loud.stderr

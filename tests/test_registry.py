@@ -1,0 +1,211 @@
+"""One source of truth: a new backend is one converter, one runtime and one table row; options are
+typed; converters and runtimes never import each other; architecture names live in one file."""
+from __future__ import annotations
+
+import ast
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import encoderkit
+from encoderkit import registry
+from encoderkit.cli import build_parser, main
+from encoderkit.errors import CheckpointError, InputError, UnknownNameError
+from encoderkit.pipeline import convert
+
+PKG = Path(encoderkit.__file__).resolve().parent
+
+FAKE = textwrap.dedent('''
+    """A backend that lives outside encoderkit: its own format (a copy of the safetensors
+    checkpoint) and a runtime that is torch with a label of its own."""
+    from encoderkit.converters import Converter
+    from encoderkit.converters.safetensors import write_safetensors
+    from encoderkit.checkpoint import copy_model_files
+    from encoderkit.runtimes.torch import TorchRuntime
+
+    class FakeConverter(Converter):
+        name = "fakefmt"
+
+        def export(self, ckpt, out):
+            copy_model_files(ckpt.directory, out, ckpt.spec)
+            return {"files": write_safetensors(ckpt.state, ckpt.spec, out)}
+
+    class FakeRuntime(TorchRuntime):
+        name = "fake"
+''')
+
+
+@pytest.fixture
+def fake_backend(tmp_path, monkeypatch):
+    (tmp_path / "fake_backend_mod.py").write_text(FAKE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry.register_format(registry.FormatInfo("fakefmt", "fake_backend_mod:FakeConverter", None, "test"))
+    registry.register_backend(registry.BackendInfo("fake", "fake_backend_mod:FakeRuntime", "fakefmt", None,
+                                                   registry.Tolerance(atol=1e-4), "test"))
+    yield "fake"
+    registry.unregister("fake")
+    registry.unregister("fakefmt")
+    sys.modules.pop("fake_backend_mod", None)
+
+
+def test_a_new_backend_is_one_row(fake_backend, tiny_roberta, tmp_path, capfd):
+    # convert --to picks the format up, and validation runs the new backend against torch
+    out = tmp_path / "conv"
+    assert main(["convert", str(tiny_roberta), "--to", "safetensors,fakefmt", "--out", str(out), "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["formats"] == ["safetensors", "fakefmt"]
+    assert "| fake | max abs diff, hidden states |" in (out / "report.md").read_text()
+    # the CLI's --backend accepts it and lists it in --help
+    assert "fake" in build_parser().parse_args(["embed", "m", "x", "--backend", "fake"]).backend
+    sub = build_parser()._subparsers._group_actions[0].choices["fill-mask"]
+    assert "fake" in sub.format_help()
+    capfd.readouterr()
+    assert main(["fill-mask", str(out), "a <mask> b", "--backend", "fake", "--json", "--top-k", "2"]) == 0
+    got = json.loads(capfd.readouterr().out)
+    want = encoderkit.load(out, "torch").fill_mask(["a <mask> b"], top_k=2)
+    assert [p["token"] for p in got[0][0]] == [p["token"] for p in want[0][0]]
+    # parity parametrisation and the benchmark's defaults include it
+    sys.path.insert(0, str(PKG.parent))
+    from parity_tests.helpers import fp32_backends
+
+    assert "fake" in fp32_backends()
+    assert "fake" in encoderkit.runtimes.available_backends(out)
+    from encoderkit.bench import run_bench
+
+    report = run_bench(out, backends=None, tasks=["embed"], out=tmp_path / "bench", repeats=1, quick=True)
+    assert {"torch", "fake"} <= set(report["results"]["embed/corpus"])
+
+
+def test_unknown_backend_lists_the_known_ones(tiny_roberta, capfd):
+    assert main(["embed", str(tiny_roberta), "x", "--backend", "onnx-int9"]) == 2
+    err = capfd.readouterr().err
+    assert err.strip().splitlines()[-1] == ("error: unknown backend 'onnx-int9'; choose one of: "
+                                           + ", ".join(registry.BACKENDS))
+    with pytest.raises(UnknownNameError, match="choose one of: torch, onnx"):
+        encoderkit.load(tiny_roberta, "gguf")
+
+
+def test_misspelt_or_foreign_options_are_errors(tiny_roberta, tmp_path, capfd):
+    with pytest.raises(UnknownNameError, match=r"unknown conversion option 'quantise'.*quantize"):
+        convert(tiny_roberta, ["onnx"], tmp_path / "a", quantise="int8")
+    with pytest.raises(InputError, match="belongs to format 'onnx', which is not in --to"):
+        convert(tiny_roberta, ["safetensors"], tmp_path / "b", quantize="int8")
+    with pytest.raises(InputError, match="int8_weights|--int8-weights takes u8 or s8"):
+        convert(tiny_roberta, ["onnx"], tmp_path / "c", int8_weights="s4")
+    assert main(["convert", str(tiny_roberta), "--to", "onnx", "--quantise", "int8", "--out", str(tmp_path / "d")]) == 2
+    assert "unrecognized arguments: --quantise" in capfd.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing was written by any of them
+
+
+def test_convert_flags_come_from_the_option_dataclasses():
+    import dataclasses
+
+    from encoderkit.converters.onnx import OnnxOptions
+    from encoderkit.options import cli_flag
+
+    help_text = build_parser()._subparsers._group_actions[0].choices["convert"].format_help()
+    for f in dataclasses.fields(OnnxOptions):
+        assert (cli_flag(f) in help_text) == f.metadata["cli"], f.name
+
+
+def _imports(path: Path) -> set[str]:
+    """Absolute module names imported by ``path`` (relative imports resolved)."""
+    rel = path.relative_to(PKG.parent).with_suffix("")
+    package = list(rel.parts[:-1])  # the package a relative import starts from
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            mod = ".".join(base + ([node.module] if node.module else []))
+            out.add(mod)
+            out |= {f"{mod}.{a.name}" for a in node.names}
+    return out
+
+
+def test_converters_and_runtimes_never_import_each_other():
+    for a, b in (("converters", "runtimes"), ("runtimes", "converters")):
+        for path in sorted((PKG / a).glob("*.py")):
+            bad = sorted(m for m in _imports(path) if m.startswith(f"encoderkit.{b}"))
+            assert not bad, f"{path.relative_to(PKG)} imports {bad}"
+    # and the checker does see imports (it would pass vacuously otherwise)
+    assert "encoderkit.models.torch_model" in _imports(PKG / "runtimes" / "torch.py")
+    assert "encoderkit.models.onnx_graphs" in _imports(PKG / "converters" / "onnx.py")
+
+
+def test_architecture_names_live_in_the_records_only():
+    names = {"roberta", "bert", "xlm-roberta"}
+    for path in PKG.rglob("*.py"):
+        if path.name == "architectures.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in names:
+                raise AssertionError(f"{path.relative_to(PKG)}:{node.lineno} spells {node.value!r}")
+
+
+def test_a_third_architecture_is_a_record(tiny_roberta, tmp_path):
+    # XLM-RoBERTa: RoBERTa's architecture under another model_type and transformers class
+    ckpt = tmp_path / "xlmr"
+    ckpt.mkdir()
+    for f in tiny_roberta.iterdir():
+        if f.is_file() and f.name != "manifest.json":
+            (ckpt / f.name).write_bytes(f.read_bytes())
+    config = json.loads((ckpt / "config.json").read_text())
+    config |= {"model_type": "xlm-roberta", "architectures": ["XLMRobertaForMaskedLM"]}
+    (ckpt / "config.json").write_text(json.dumps(config))
+    rt = encoderkit.load(ckpt)
+    assert type(rt.model).__name__ == "XLMRobertaForMaskedLM" and rt.spec.arch == "xlm-roberta"
+    ref = encoderkit.load(tiny_roberta)
+    text = ["The <mask> flows into the sea."]
+    np.testing.assert_allclose(rt.embed(text), ref.embed(text), atol=1e-6)
+    formats = [f for f in ("safetensors", "onnx") if f in registry.installed_formats()]
+    convert(ckpt, formats, tmp_path / "out")
+    if "onnx" in formats:
+        got = encoderkit.load(tmp_path / "out", "onnx").fill_mask(text, top_k=3)
+        assert [p["token"] for p in got[0][0]] == [p["token"] for p in ref.fill_mask(text, top_k=3)[0][0]]
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("num_attention_heads", 0, "num_heads must be a positive integer"),
+    ("pad_token_id", 10**9, "pad_token_id 1000000000 is outside the vocabulary"),
+    ("pad_token_id", -1, "pad_token_id -1 is outside the vocabulary"),
+    ("layer_norm_eps", float("nan"), "layer_norm_eps must be a finite positive number"),
+    ("hidden_size", 1e400, "missing or invalid field"),
+])
+def test_configs_that_make_no_model_are_typed_errors(tiny_roberta, tmp_path, field, value, message, capfd):
+    ckpt = tmp_path / "bad"
+    ckpt.mkdir()
+    for f in tiny_roberta.iterdir():
+        if f.is_file():
+            (ckpt / f.name).write_bytes(f.read_bytes())
+    config = json.loads((ckpt / "config.json").read_text()) | {field: value}
+    (ckpt / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=message):
+        encoderkit.load(ckpt)
+    assert main(["embed", str(ckpt), "x"]) == 2
+    assert capfd.readouterr().err.strip().startswith("error:")
+
+
+def test_bad_thread_and_budget_numbers_are_input_errors(tiny_roberta, capfd):
+    for flag, value in (("--threads", "0"), ("--threads", "-1"), ("--threads", "100000"), ("--max-tokens", "0")):
+        assert main(["embed", str(tiny_roberta), "x", flag, value]) == 2, (flag, value)
+        assert "must be a positive integer" in capfd.readouterr().err or value == "100000"
+    with pytest.raises(InputError, match="threads 100000 is more than"):
+        encoderkit.load(tiny_roberta, threads=100000)
+
+
+def test_torch_attentions_are_thread_safe(tiny_roberta):
+    from concurrent.futures import ThreadPoolExecutor
+
+    rt = encoderkit.load(tiny_roberta)
+    texts = [f"Sentence number {i} has some words." for i in range(8)]
+    want = {t: rt.attentions(t).probs for t in texts}
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda i: (texts[i % 8], rt.attentions(texts[i % 8]).probs), range(96)))
+    for t, probs in got:
+        assert probs.shape == want[t].shape and np.abs(probs - want[t]).max() <= 1e-6
