@@ -180,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--quick", action="store_true", help="small workloads (tests)")
     s.set_defaults(func=cmd_bench)
+
+    from .viewer.cli import add_parser as _attention_parser
+
+    _attention_parser(sub)
     return p
 
 
