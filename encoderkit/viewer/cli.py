@@ -35,6 +35,7 @@ def parse_indices(text: str | None, n: int, what: str) -> list[int] | None:
 
 
 def cmd_attention(a: argparse.Namespace) -> None:
+    import numpy as np
     from tqdm import tqdm
 
     from .. import load
@@ -86,8 +87,14 @@ def cmd_attention(a: argparse.Namespace) -> None:
     bar.close()
     n_l, n_h = len(layers or range(rt.spec.num_layers)), len(heads or range(rt.spec.num_heads))
     vs = f", compared with {compare.backend}" if compare else ""
-    print(f"wrote {out} ({len(page.encode()) / 1e6:.1f} MB: {len(record.tokens)} tokens, {n_l} layers x {n_h} heads, "
-          f"{record.backend}{vs})" + (f" and {a.png}" if a.png else ""))
+    if compare is not None and np.array_equal(compare.probs, record.probs):
+        # e.g. onnx-int8 vs onnx today: every ONNX backend returns attention from one fp32 analysis graph
+        print(f"warning: {compare.backend} returned attention identical to {record.backend}'s (the same graph "
+              "computes both), so the compare view shows zeros", file=sys.stderr)
+    size = len(page.encode())
+    size_text = f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.0f} kB"
+    print(f"wrote {out} ({size_text}: {len(record.tokens)} tokens, {n_l} layers x {n_h} heads, {record.backend}{vs})"
+          + (f" and {a.png}" if a.png else ""))
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

@@ -321,6 +321,10 @@
     $('compare-hint').textContent = `${d.backend} against ${meta.backend} on the same tokens: the largest |difference| of ` +
       'attention probabilities per layer (exact), one thumbnail per head (|diff|, one colour scale for the whole grid: ' +
       `white 0, red ${d.thumb_max.toExponential(2)}), and the signed difference matrix of one head (red: ${d.backend} higher).`;
+    if (Math.max(...d.max_abs) === 0) {
+      $('compare-hint').textContent += ` The two backends returned identical attention (max |diff| = 0 everywhere): ` +
+        'they computed it with the same graph (today every ONNX backend returns attention from one fp32 analysis graph).';
+    }
     const tbody = document.querySelector('#maxdiff tbody'), top = Math.max(...d.max_abs) || 1;
     d.max_abs.forEach((v, l) => {
       const tr = document.createElement('tr'); tr.dataset.li = l; tr.dataset.layer = meta.layers[l];
