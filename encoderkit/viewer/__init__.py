@@ -61,6 +61,14 @@ def select(record: AttentionRecord, layers: Sequence[int] | None, heads: Sequenc
     return probs, layers, heads
 
 
+def _plain_text(pieces: list[str], byte_level: bool) -> str:
+    """Display tokens joined back into text (for the title): byte-level pieces carry their spaces,
+    WordPiece ones are words unless they start with ##."""
+    if byte_level:
+        return "".join(p.replace("␣", " ") for p in pieces).strip()
+    return " ".join(pieces).replace(" ##", "")
+
+
 def _script_json(obj) -> str:
     # "</" would end the <script> element early: tokens such as "</s>" contain it.
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
@@ -126,7 +134,7 @@ def render(record: AttentionRecord, *, compare: AttentionRecord | None = None,
     display = [_data.display_token(tok, byte_level) for tok in record.tokens]
     if title is None:
         seg = np.asarray(record.segment_ids)
-        words = " ‖ ".join("".join(d.replace("␣", " ") for d, s, g in zip(display, special, seg) if not s and g == k).strip()
+        words = " ‖ ".join(_plain_text([d for d, s, g in zip(display, special, seg) if not s and g == k], byte_level)
                            for k in sorted(set(seg.tolist())))
         title = f"{record.backend}: {words[:80]}" + ("…" if len(words) > 80 else "")
     meta = {
