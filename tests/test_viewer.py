@@ -152,6 +152,13 @@ def test_cli_bad_arguments_are_one_line_errors(tiny_roberta, tmp_path, capsys, a
     assert not (tmp_path / "v.html").exists()
 
 
+def test_cli_empty_text_is_one_line_error(tiny_roberta, tmp_path, capsys):
+    assert main(["attention", str(tiny_roberta), " ", "--out", str(tmp_path / "v.html")]) == 2
+    assert capsys.readouterr().err == "error: text is empty\n"
+    assert main(["attention", str(tiny_roberta), "a", "--pair", "", "--out", str(tmp_path / "v.html")]) == 2
+    assert capsys.readouterr().err == "error: pair is empty\n"
+
+
 def test_cli_text_over_the_model_length_is_one_line_error(tiny_roberta, tmp_path):
     long = " ".join(["word"] * 400)  # tiny holds 128 tokens
     r = subprocess.run([sys.executable, "-m", "encoderkit.cli", "attention", str(tiny_roberta), long,
