@@ -135,7 +135,7 @@ def _backend_help() -> str:
     return "backend: " + ", ".join(BACKENDS) + " (default: torch for a checkpoint, else the first the directory holds)"
 
 
-def _backend_name(value: str) -> str:
+def backend_name(value: str) -> str:
     from .registry import backend
 
     return backend(value).name  # UnknownNameError (exit 2) lists the valid names
@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     def model_args(s: argparse.ArgumentParser) -> None:
         s.add_argument("model", help="checkpoint dir, hub id, packaged name (minilm) or convert output")
         s.add_argument("texts", nargs="+", metavar="TEXT")
-        s.add_argument("--backend", default=None, type=_backend_name, help=_backend_help())
+        s.add_argument("--backend", default=None, type=backend_name, help=_backend_help())
         s.add_argument("--threads", type=int, default=None, help="intra-op threads (positive)")
         s.add_argument("--max-tokens", type=int, default=None, help="token budget per batch (positive)")
         s.add_argument("--truncate", action="store_true", help="cut texts longer than the model")
@@ -215,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--quick", action="store_true", help="small workloads (tests)")
     s.set_defaults(func=cmd_bench)
+
+    from .viewer.cli import add_parser as attention_parser
+
+    attention_parser(sub, parents=[common])
     return p
 
 

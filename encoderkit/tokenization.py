@@ -73,18 +73,27 @@ class TextTokenizer:
         return ids
 
     def encode_pairs(self, texts: Sequence[object], pairs: Sequence[object] | None, *,
-                     truncate: bool = False) -> list[tuple[list[int], list[int], list[int]]]:
+                     truncate: bool = False, one: bool = False) -> list[tuple[list[int], list[int], list[int]]]:
         """Encode texts (or text pairs, the tokenizer's pair template) -> [(ids, type ids, segments)].
 
         Type ids are the token_type_ids the template assigns (BERT: 0 for A, 1 for B; RoBERTa: all
         0). Segments mark which text a token came from (0: A, 1: B) whatever the model: a special
         token belongs to the text before it (the first to A).
 
+        Args:
+            one: a single input: errors name "text" / "pair" rather than "texts[0]" / "pairs[0]".
         Raises:
             TypeError / InputError: as ``encode``; also when ``pairs`` and ``texts`` differ in length.
         """
+        if one:
+            _check_text(texts[0], "text")
+            if pairs is not None:
+                _check_text(pairs[0], "pair")
         if pairs is None:
-            return [(x, [0] * len(x), [0] * len(x)) for x in self.encode(texts, truncate=truncate)]
+            try:
+                return [(x, [0] * len(x), [0] * len(x)) for x in self.encode(texts, truncate=truncate)]
+            except InputError as e:
+                raise InputError(str(e).replace("texts[0]", "text", 1) if one else str(e)) from None
         if isinstance(texts, str) or isinstance(pairs, str):
             raise TypeError("texts and pairs must be lists of strings, not a single str")
         texts, pairs = list(texts), list(pairs)
@@ -100,7 +109,8 @@ class TextTokenizer:
         for i, e in enumerate(encs):
             if len(e.ids) > self.max_length:
                 if not truncate:
-                    raise InputError(f"pair {i} has {len(e.ids)} tokens, more than the model's "
+                    what = "text + pair" if one else f"pair {i}"
+                    raise InputError(f"{what} has {len(e.ids)} tokens, more than the model's "
                                      f"{self.max_length}; shorten it or pass truncate=True (--truncate)")
                 e = self._trunc.encode(texts[i], pairs[i])
             segments, current = [], 0
