@@ -120,3 +120,20 @@ def test_int8_source_decides_which_projections_are_quantized(tiny_roberta, tmp_p
     # fused: QKV stay inside the fp32 Attention op; unfused: Q, K, V, O and both FFN matmuls
     assert counts.get("MatMulInteger", 0) + counts.get("DynamicQuantizeMatMul", 0) == per_layer * 2
     assert f"int8 quantized from: {source} graph" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_quantized_backends_report_their_own_inner_layers_and_attentions(tiny_roberta, tmp_path):
+    out = tmp_path / "q"
+    convert(tiny_roberta, ["onnx"], out, quantize="int8,fp16")
+    text = "The river flows through the valley and into the sea."
+    fp32 = encoderkit.load(out, "onnx")
+    want_att, want_emb = fp32.attentions(text).probs, fp32.embed([text], layer=1)
+    for backend, bound in (("onnx-int8", 0.05), ("onnx-fp16", 0.01)):
+        rt = encoderkit.load(out, backend)
+        att, emb = rt.attentions(text).probs, rt.embed([text], layer=1)
+        # not the fp32 analysis graph's numbers (that would hide what quantization does) ...
+        assert not np.array_equal(att, want_att) and not np.array_equal(emb, want_emb), backend
+        # ... but close to them
+        assert np.abs(att - want_att).max() < bound, (backend, np.abs(att - want_att).max())
+        cos = float((emb @ want_emb.T).item() / np.linalg.norm(emb) / np.linalg.norm(want_emb))
+        assert cos > 0.99, (backend, cos)

@@ -209,3 +209,26 @@ def test_torch_attentions_are_thread_safe(tiny_roberta):
         got = list(pool.map(lambda i: (texts[i % 8], rt.attentions(texts[i % 8]).probs), range(96)))
     for t, probs in got:
         assert probs.shape == want[t].shape and np.abs(probs - want[t]).max() <= 1e-6
+
+
+def test_onnx_runtime_out_of_resources_is_not_blamed_on_the_artifact(tiny_roberta, tmp_path, monkeypatch):
+    ort = pytest.importorskip("onnxruntime")
+    from encoderkit.errors import ArtifactError, ResourceError
+
+    out = tmp_path / "conv"
+    convert(tiny_roberta, ["onnx"], out)
+    real = ort.InferenceSession
+
+    def fail(message):
+        def session(*args, **kwargs):
+            raise RuntimeError(message)
+        return session
+
+    monkeypatch.setattr(ort, "InferenceSession", fail("pthread_create failed: Resource temporarily unavailable"))
+    with pytest.raises(ResourceError, match="ran out of resources.*--threads"):
+        encoderkit.load(out, "onnx")
+    monkeypatch.setattr(ort, "InferenceSession", fail("[ONNXRuntimeError] : 10 : INVALID_GRAPH : bad node"))
+    with pytest.raises(ArtifactError, match="cannot load it"):
+        encoderkit.load(out, "onnx")
+    monkeypatch.setattr(ort, "InferenceSession", real)
+    assert encoderkit.load(out, "onnx").embed(["fine"]).shape == (1, 32)

@@ -143,6 +143,13 @@ class OnnxConverter(Converter):
         _save(analysis, out / GRAPHS["analysis"], external=external)
         del analysis
         info["files"]["analysis"] = GRAPHS["analysis"]
+        # The quantized backends get their own analysis graph: their inner layers and attention
+        # probabilities are then the quantized model's, not the fp32 graph's.
+        if "int8" in quantize:
+            info["files"]["analysis_int8"] = quantize_int8(out / GRAPHS["analysis"], out / GRAPHS["analysis_int8"],
+                                                           per_channel=o.per_channel, weights=o.int8_weights)
+        if "fp16" in quantize:
+            info["files"]["analysis_fp16"] = convert_fp16(out / GRAPHS["analysis"], out / GRAPHS["analysis_fp16"])
         encoder.set_attn_implementation("sdpa")
 
         head = mlm_head_of(model, spec)

@@ -6,6 +6,8 @@
 - ``head``          hidden [m, hidden] -> logits [m, vocab]: the MLM head at mask positions only
 - ``analysis``      input_ids, attention_mask -> every hidden state and attention probability
 - ``encoder_int8`` / ``encoder_fp16``  the quantized encoders (with ``--quantize``)
+- ``analysis_int8`` / ``analysis_fp16``  the analysis graph quantized the same way, so a quantized
+  backend's inner layers and attentions are its own (what ``--compare`` in the viewer shows)
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from ..errors import ArtifactError
 INFO_FILE = "onnx_info.json"
 # graph key -> default file name
 GRAPHS = {"encoder": "encoder.onnx", "head": "head.onnx", "analysis": "analysis.onnx",
-          "encoder_int8": "encoder.int8.onnx", "encoder_fp16": "encoder.fp16.onnx"}
+          "encoder_int8": "encoder.int8.onnx", "encoder_fp16": "encoder.fp16.onnx",
+          "analysis_int8": "analysis.int8.onnx", "analysis_fp16": "analysis.fp16.onnx"}
 
 
 def read_info(directory: Path) -> dict[str, Any]:

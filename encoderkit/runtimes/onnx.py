@@ -1,4 +1,4 @@
-"""ONNX Runtime backend (fp32, int8, fp16 encoders; the fp32 head and analysis graphs)."""
+"""ONNX Runtime backend (fp32, int8, fp16 encoders and analysis graphs; the fp32 head)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -73,7 +73,9 @@ class OnnxRuntime(Runtime):
     @property
     def analysis(self) -> ort.InferenceSession:
         if self._analysis is None:
-            self._analysis = self._session(self.info["files"]["analysis"])
+            # the quantized variants' own analysis graph where the export has one (older exports: fp32)
+            key = self.encoder_key.replace("encoder", "analysis")
+            self._analysis = self._session(self.info["files"].get(key) or self.info["files"]["analysis"])
         return self._analysis
 
     def _feeds(self, input_ids, attention_mask) -> dict[str, np.ndarray]:
