@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             return fail(f"internal error: {type(e).__name__}: {e} (re-run with --debug for the traceback)", 1)
         finally:
-            progress.configure(stream=sys.stderr)
+            progress.reset()
             OUT = sys.stdout
     return 0
 

@@ -108,4 +108,5 @@ if __name__ == "__main__":
             code = main()
         finally:
             sys.stdout = sys.__stdout__
+            progress.reset()
     sys.exit(code)

@@ -61,9 +61,6 @@ class EncoderkitWarning(UserWarning):
     """A warning of ours meant for the user (shown even while third-party warnings are captured)."""
 
 
-# framework module -> the encoderkit extra that installs it
-EXTRAS = {"onnxruntime": "onnx", "onnx": "onnx", "onnxscript": "onnx", "onnx_ir": "onnx",
-          "tensorflow": "tf", "jax": "flax", "flax": "flax"}
 
 
 def import_optional(module: str, what: str):
@@ -71,10 +68,13 @@ def import_optional(module: str, what: str):
     the extra to install (``what`` says who needs it, e.g. "backend 'tf'")."""
     import importlib
 
+    from .registry import EXTRA_MODULES  # the extra -> modules table; inverted here
+
+    extras = {m: extra for extra, mods in EXTRA_MODULES.items() for m in mods}
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as e:
         root = (e.name or "").split(".")[0]
-        if root in EXTRAS:
-            raise MissingDependencyError(f"{what} needs {root}; pip install 'encoderkit[{EXTRAS[root]}]'") from None
+        if root in extras:
+            raise MissingDependencyError(f"{what} needs {root}; pip install 'encoderkit[{extras[root]}]'") from None
         raise

@@ -19,6 +19,11 @@ def configure(*, stream: TextIO | None = None, quiet: bool | None = None) -> Non
         _state["quiet"] = quiet
 
 
+def reset() -> None:
+    """Back to the defaults: whatever ``sys.stderr`` is at each use, not quiet."""
+    _state.update(stream=None, quiet=False)
+
+
 def stream() -> TextIO:
     return _state["stream"] or sys.stderr
 

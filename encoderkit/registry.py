@@ -73,11 +73,12 @@ class FormatInfo:
 
 # extra -> the modules it installs (to tell which backends this environment can run)
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
-    "onnx": ("onnx", "onnxscript", "onnxruntime"),
+    "onnx": ("onnx", "onnxscript", "onnxruntime", "onnx_ir"),
     "tf": ("tensorflow",),
     "flax": ("jax", "flax"),
 }
 
+REFERENCE = "torch"  # the backend every other is validated against
 FP32_ATOL = 1e-4  # every fp32 export against torch: hidden states, logits, embeddings, attentions
 
 FORMATS: dict[str, FormatInfo] = {f.name: f for f in (

@@ -14,7 +14,7 @@ from typing import Any
 from ..checkpoint import resolve_model
 from ..errors import ArtifactError, InputError
 from ..io import read_manifest, verify_manifest
-from ..registry import BACKENDS, resolve
+from ..registry import BACKENDS, REFERENCE, resolve
 from ..registry import backend as backend_info
 from .base import EncoderOutput, Runtime
 
@@ -56,7 +56,7 @@ def available_backends(model: str | Path, *, installed_only: bool = True) -> lis
     path = resolve_model(model)
     manifest = read_manifest(path)
     if manifest is None or manifest.get("kind") != "convert":
-        return ["torch"]
+        return [REFERENCE]
     formats = manifest.get("formats") or []
     variants = manifest.get("variants")
     out = []
@@ -93,7 +93,7 @@ def load(model: str | Path, backend: str | None = None, **options: Any) -> Runti
     path = resolve_model(model)
     manifest = read_manifest(path)
     if manifest is None or manifest.get("kind") != "convert":
-        info = info or BACKENDS["torch"]
+        info = info or BACKENDS[REFERENCE]
         if info.fmt != "safetensors":
             raise ArtifactError(f"{path} is a checkpoint; backend {info.name!r} needs a converted model: "
                                 f"encoderkit convert {model} --to {info.fmt} --out DIR")
