@@ -19,6 +19,12 @@ def configure(*, stream: TextIO | None = None, quiet: bool | None = None) -> Non
         _state["quiet"] = quiet
 
 
+def reset() -> None:
+    """Back to the defaults (stderr as it is at each call, not quiet): after a CLI command, so a
+    later caller in the same process never writes to a stream that command's capture closed."""
+    _state.update(stream=None, quiet=False)
+
+
 def stream() -> TextIO:
     return _state["stream"] or sys.stderr
 
