@@ -40,6 +40,10 @@ class OnnxRuntime(Runtime):
         if self.encoder_key not in self.info["files"]:
             raise ArtifactError(f"{directory} has no {self.encoder_key.replace('_', ' ')} model; "
                                 f"re-run `encoderkit convert --to onnx --quantize {self.encoder_key.split('_')[-1]}`")
+        for key in ("head", "analysis") if spec.has_mlm_head else ("analysis",):
+            if key not in self.info["files"]:
+                raise ArtifactError(f"{directory / 'onnx_info.json'} names no {key} graph; "
+                                    "re-run `encoderkit convert --to onnx`")
         self.encoder = self._session(self.info["files"][self.encoder_key], "encoder")
         self.head = self._session(self.info["files"]["head"], "head") if spec.has_mlm_head else None
         self._analysis = None
