@@ -142,8 +142,11 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
         return out
     except (SafetensorError, OSError, ValueError, TypeError) as e:
         if "bf16" in str(e).lower() or "bfloat16" in str(e).lower():
-            return _read_safetensors_torch(path)
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+            try:  # numpy has no bfloat16: torch reads it (and any other header error stays typed)
+                return _read_safetensors_torch(path)
+            except Exception as e2:  # noqa: BLE001 - safetensors/torch raise several types
+                raise CheckpointError(f"{path}: not a readable safetensors file ({str(e2)[:200]})") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({str(e)[:200]})") from None
 
 
 def _read_safetensors_torch(path: Path) -> dict[str, np.ndarray]:

@@ -39,6 +39,8 @@ def runtime_options(a: argparse.Namespace) -> dict[str, Any]:
             opts[key] = getattr(a, key)
     if getattr(a, "allow_pickle", False):
         opts["allow_pickle"] = True
+    if getattr(a, "trust_artifact", False):
+        opts["trust_artifact"] = True
     return opts
 
 
@@ -175,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--max-tokens", type=int, default=None, help="token budget per batch (positive)")
         s.add_argument("--truncate", action="store_true", help="cut texts longer than the model")
         s.add_argument("--allow-pickle", action="store_true")
+        s.add_argument("--trust-artifact", action="store_true",
+                       help="load a TF SavedModel even if it is not provably one encoderkit exported (it runs code)")
         s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("fill-mask", parents=[common], help="predict the mask token(s)")

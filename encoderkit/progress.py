@@ -20,7 +20,8 @@ def configure(*, stream: TextIO | None = None, quiet: bool | None = None) -> Non
 
 
 def reset() -> None:
-    """Back to the defaults: whatever ``sys.stderr`` is at each use, not quiet."""
+    """Back to the defaults (stderr as it is at each call, not quiet): after a CLI command, so a
+    later caller in the same process never writes to a stream that command's capture closed."""
     _state.update(stream=None, quiet=False)
 
 

@@ -69,6 +69,9 @@ class FormatInfo:
     converter: str  # "module:Class" of its Converter
     extra: str | None
     summary: str
+    # "module:function(directory, spec)" proving an artifact is one this package exported, for
+    # formats whose loading runs code (a SavedModel is a program); skipped only with trust_artifact.
+    origin_check: str | None = None
 
 
 # extra -> the modules it installs (to tell which backends this environment can run)
@@ -86,7 +89,8 @@ FORMATS: dict[str, FormatInfo] = {f.name: f for f in (
                "canonical Hugging Face layout, loadable by from_pretrained"),
     FormatInfo("onnx", "encoderkit.converters.onnx:OnnxConverter", "onnx",
                "fused encoder, head at mask positions, analysis graph; int8/fp16 encoders"),
-    FormatInfo("tf", "encoderkit.converters.tf:TFConverter", "tf", "TensorFlow SavedModel with signatures"),
+    FormatInfo("tf", "encoderkit.converters.tf:TFConverter", "tf", "TensorFlow SavedModel with signatures",
+               origin_check="encoderkit.models.tf_check:check_saved_model"),
     FormatInfo("flax", "encoderkit.converters.flax:FlaxConverter", "flax", "Flax msgpack parameter tree"),
 )}
 

@@ -13,7 +13,8 @@ from typing import Any
 
 from ..checkpoint import resolve_model
 from ..errors import ArtifactError, InputError
-from ..io import read_manifest, verify_manifest
+from ..artifacts import check_directory, check_origin
+from ..io import read_manifest
 from ..registry import BACKENDS, REFERENCE, resolve
 from ..registry import backend as backend_info
 from .base import EncoderOutput, Runtime
@@ -82,17 +83,22 @@ def load(model: str | Path, backend: str | None = None, **options: Any) -> Runti
     Args:
         backend: a name from ``registry.BACKENDS``; default: torch for a checkpoint, else the
             first backend (in table order) whose format the converted directory holds.
-        options: backend options (``threads``, ``max_tokens``, ...).
+        options: backend options (``threads``, ``max_tokens``, ...), and ``trust_artifact``: load
+            a format that runs code (a SavedModel) even when it is not provably this package's export.
     Raises:
-        ArtifactError: the converted directory lacks the backend's format or fails its manifest.
+        ArtifactError: the converted directory lacks the backend's format, fails its manifest (schema,
+            unlisted/missing/changed files, symlinks, paths outside), or holds a foreign program.
         UnknownNameError: unknown backend, listing the valid ones.
         InputError: bad ``threads`` / ``max_tokens``.
     """
     check_options(options)
+    trust = bool(options.pop("trust_artifact", False))
     info = backend_info(backend) if backend is not None else None
     path = resolve_model(model)
     manifest = read_manifest(path)
-    if manifest is None or manifest.get("kind") != "convert":
+    if isinstance(manifest, dict) and manifest.get("kind") == "convert":
+        manifest = check_directory(path)  # schema, completeness, no symlinks, before anything is opened
+    if not isinstance(manifest, dict) or manifest.get("kind") != "convert":
         info = info or BACKENDS[REFERENCE]
         if info.fmt != "safetensors":
             raise ArtifactError(f"{path} is a checkpoint; backend {info.name!r} needs a converted model: "
@@ -108,7 +114,8 @@ def load(model: str | Path, backend: str | None = None, **options: Any) -> Runti
     if info.fmt not in formats:
         raise ArtifactError(f"{path} has no {info.fmt!r} export (it has: {', '.join(formats) or 'none'}); "
                             f"run encoderkit convert --to {info.fmt}")
-    verify_manifest(path, info.fmt)
+    check_directory(path, info.fmt)  # sizes and sha256 of the format's files
+    check_origin(path / info.fmt, info.fmt, trust=trust)
     return backend_class(info.name).load(path / info.fmt, **options)
 
 

@@ -46,9 +46,12 @@ class Runtime(ABC):
     @staticmethod
     def saved_spec_and_tokenizer(directory: Path) -> tuple[ModelSpec, TextTokenizer]:
         """The ModelSpec and tokenizer an exporter stored beside its artifact."""
-        from ..checkpoint import read_saved_spec
+        from ..artifacts import JSON_MAX_BYTES, regular_file
+        from ..checkpoint import SPEC_FILE, read_saved_spec
         from ..tokenization import load_tokenizer
 
+        for name in (SPEC_FILE, "tokenizer.json"):  # never through a symlink, a FIFO or a huge file
+            regular_file(Path(directory) / name, what=name, max_bytes=JSON_MAX_BYTES)
         spec = read_saved_spec(directory)
         return spec, TextTokenizer(load_tokenizer(directory), spec.max_tokens_per_text, spec.mask_token)
 

@@ -40,15 +40,19 @@ class OnnxRuntime(Runtime):
         if self.encoder_key not in self.info["files"]:
             raise ArtifactError(f"{directory} has no {self.encoder_key.replace('_', ' ')} model; "
                                 f"re-run `encoderkit convert --to onnx --quantize {self.encoder_key.split('_')[-1]}`")
-        self.encoder = self._session(self.info["files"][self.encoder_key])
-        self.head = self._session(self.info["files"]["head"]) if spec.has_mlm_head else None
+        for key in ("head", "analysis") if spec.has_mlm_head else ("analysis",):
+            if key not in self.info["files"]:
+                raise ArtifactError(f"{directory / 'onnx_info.json'} names no {key} graph; "
+                                    "re-run `encoderkit convert --to onnx`")
+        self.encoder = self._session(self.info["files"][self.encoder_key], "encoder")
+        self.head = self._session(self.info["files"]["head"], "head") if spec.has_mlm_head else None
         self._analysis = None
 
     @classmethod
     def load(cls, directory: Path, **options: Any) -> OnnxRuntime:
         return cls(Path(directory), **options)
 
-    def _session(self, name: str) -> ort.InferenceSession:
+    def _session(self, name: str, role: str) -> ort.InferenceSession:
         path = graph_path(self.directory, name)
         check_onnx_file(path)
         opts = ort.SessionOptions()
@@ -57,13 +61,22 @@ class OnnxRuntime(Runtime):
             opts.intra_op_num_threads = self.threads
         opts.log_severity_level = 3
         try:
-            return ort.InferenceSession(str(path), opts, providers=self.providers)
+            session = ort.InferenceSession(str(path), opts, providers=self.providers)
         except Exception as e:  # ORT raises its own Fail/InvalidGraph types
             first = (str(e).splitlines() or [""])[0][:200]
             if isinstance(e, MemoryError) or any(w in str(e) for w in _RESOURCE_WORDS):
                 raise ResourceError(f"{path}: ONNX Runtime ran out of resources loading it ({first}); free "
                                     "memory or pass fewer --threads") from None
             raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first})") from None
+        # onnx_info.json may name any graph for any role: its interface must be that role's
+        n = self.spec.num_layers
+        inputs, outputs = {"encoder": ({"input_ids", "attention_mask"}, 1), "head": ({"hidden"}, 1),
+                           "analysis": ({"input_ids", "attention_mask"}, 2 * n + 1)}[role]
+        got_in = {i.name for i in session.get_inputs()}
+        if got_in != inputs or len(session.get_outputs()) != outputs:
+            raise ArtifactError(f"{path}: not an {role} graph (inputs {sorted(got_in)}, "
+                                f"{len(session.get_outputs())} outputs); re-run `encoderkit convert --to onnx`")
+        return session
 
     def artifact_bytes(self) -> int:
         keys = [self.encoder_key] + (["head"] if self.head is not None else [])
@@ -75,7 +88,7 @@ class OnnxRuntime(Runtime):
         if self._analysis is None:
             # the quantized variants' own analysis graph where the export has one (older exports: fp32)
             key = self.encoder_key.replace("encoder", "analysis")
-            self._analysis = self._session(self.info["files"].get(key) or self.info["files"]["analysis"])
+            self._analysis = self._session(self.info["files"].get(key) or self.info["files"]["analysis"], "analysis")
         return self._analysis
 
     def _feeds(self, input_ids, attention_mask) -> dict[str, np.ndarray]:
