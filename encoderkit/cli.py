@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .batch.cli import add_batch_args, run_from_args, wants_batch
 from .errors import EncoderkitError
 
 
@@ -41,6 +42,8 @@ def _runtime(a: argparse.Namespace):
 
 
 def cmd_fill_mask(a: argparse.Namespace) -> None:
+    if wants_batch(a):
+        return run_from_args(a, "fill-mask", {"top_k": a.top_k, "targets": a.targets, "truncate": a.truncate})
     rt = _runtime(a)
     results = rt.fill_mask(a.texts, top_k=a.top_k, targets=a.targets, truncate=a.truncate)
     if a.json:
@@ -56,6 +59,9 @@ def cmd_fill_mask(a: argparse.Namespace) -> None:
 
 
 def cmd_embed(a: argparse.Namespace) -> None:
+    if wants_batch(a):
+        return run_from_args(a, "embed", {"pooling": a.pooling, "layer": a.layer, "normalize": a.normalize,
+                                          "truncate": a.truncate})
     rt = _runtime(a)
     emb = rt.embed(a.texts, pooling=a.pooling, layer=a.layer, normalize=a.normalize, truncate=a.truncate)
     if a.json:
@@ -127,13 +133,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_args(s: argparse.ArgumentParser) -> None:
         s.add_argument("model", help="checkpoint dir, hub id, packaged name (minilm) or convert output")
-        s.add_argument("texts", nargs="+", metavar="TEXT")
+        s.add_argument("texts", nargs="*", metavar="TEXT")
         s.add_argument("--backend", default=None, help="torch, onnx, onnx-int8, onnx-fp16, tf, flax")
         s.add_argument("--threads", type=int, default=None)
         s.add_argument("--max-tokens", type=int, default=None, help="token budget per batch")
         s.add_argument("--truncate", action="store_true", help="cut texts longer than the model")
         s.add_argument("--allow-pickle", action="store_true")
         s.add_argument("--json", action="store_true")
+        add_batch_args(s)
 
     s = sub.add_parser("fill-mask", help="predict the mask token(s)")
     model_args(s)
