@@ -31,6 +31,7 @@ def pyarrow():
     """Import pyarrow, or say which extra installs it."""
     try:
         import pyarrow as pa
+        import pyarrow.fs  # noqa: F401 - registers pa.fs
         import pyarrow.parquet  # noqa: F401 - registers pa.parquet
     except ModuleNotFoundError:
         raise MissingDependencyError("batch jobs need pyarrow; pip install 'encoderkit[batch]'") from None
