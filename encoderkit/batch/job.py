@@ -110,16 +110,18 @@ class Summary:
     resumed_records: int
     seconds: float
     records_this_run: int
-    tokens_this_run: int
+    tokens_this_run: int | None  # counted only while a progress bar shows tokens/s
     engine: str = "local"
 
     def line(self) -> str:
         rate = self.records_this_run / self.seconds if self.seconds > 0 else 0.0
-        tok = self.tokens_this_run / self.seconds if self.seconds > 0 else 0.0
+        tok = ""
+        if self.tokens_this_run is not None and self.seconds > 0:
+            tok = f", {self.tokens_this_run / self.seconds:.0f} tokens/s"
         resumed = f", {self.resumed_records} records resumed from shards" if self.resumed_records else ""
         return (f"{self.task}: {self.rows} rows -> {self.output} ({self.rejected} rejected{resumed}); "
-                f"{self.records_this_run} records in {self.seconds:.1f} s, {rate:.1f} rows/s, "
-                f"{tok:.0f} tokens/s [{self.engine}]")
+                f"{self.records_this_run} records in {self.seconds:.1f} s, {rate:.1f} rows/s"
+                f"{tok} [{self.engine}]")
 
 
 class Progress:

@@ -45,7 +45,8 @@ def run_local(job: Job, runtime: Any = None) -> Summary:
                     break
                 if writer is None:
                     writer = store.writer(index)
-                out = process_batch(rt, job.task, job.task_kwargs, records_table(window, reader.id_type))
+                out = process_batch(rt, job.task, job.task_kwargs, records_table(window, reader.id_type),
+                                    count_tokens=progress.enabled)
                 good, bad = store.split(out)
                 try:
                     store.stop_if_rejects(bad)
@@ -62,11 +63,12 @@ def run_local(job: Job, runtime: Any = None) -> Summary:
                     time.sleep(delay)
             if writer is None:
                 break
-            store.commit(index, writer, rejects, n, tokens)
+            store.commit(index, writer, rejects, n, tokens if progress.enabled else None)
             index += 1
             if n < job.shard_rows:
                 break
     finally:
         seconds = progress.close()
     rows, rejected = store.finish()
-    return Summary(job.task, str(job.output), rows, rejected, done, seconds, progress.records, progress.tokens)
+    return Summary(job.task, str(job.output), rows, rejected, done, seconds, progress.records,
+                   progress.tokens if progress.enabled else None)

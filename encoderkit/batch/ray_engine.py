@@ -46,15 +46,16 @@ def _import_ray():
 class _BatchActor:
     """One Ray actor: loads the runtime once, then runs windows of rows through the task."""
 
-    def __init__(self, job: dict[str, Any], hooks: dict[str, Any]):
+    def __init__(self, job: dict[str, Any], hooks: dict[str, Any], count_tokens: bool):
         self.job = Job(**{**job, "input": Path(job["input"]), "output": Path(job["output"])})
         self.rt = load_runtime(self.job)
         self.delay = float(hooks.get("delay_s", 0))
         self.pid_dir = hooks.get("pid_dir")
         self.calls = 0
+        self.count_tokens = count_tokens
 
     def __call__(self, batch):
-        out = process_batch(self.rt, self.job.task, self.job.task_kwargs, batch)
+        out = process_batch(self.rt, self.job.task, self.job.task_kwargs, batch, count_tokens=self.count_tokens)
         self.calls += 1
         if self.pid_dir:  # test hook: which actor processes (pid -> batches done), to kill one
             Path(self.pid_dir, str(os.getpid())).write_text(str(self.calls))
@@ -167,7 +168,8 @@ def run_ray(job: Job, address: str | None = None, workers: int | None = None) ->
                                 batch_size=1, batch_format="numpy", num_cpus=0.5)  # not fused into the actors
             # Ray Data's actor pools restart a dead actor and retry its batch by default
             # (max_restarts=-1, max_task_retries=-1); the kill test in tests/test_batch.py holds it to that
-            ds = ds.map_batches(_BatchActor, fn_constructor_kwargs={"job": job_dict(job), "hooks": test_hooks()},
+            ds = ds.map_batches(_BatchActor, fn_constructor_kwargs={"job": job_dict(job), "hooks": test_hooks(),
+                                                       "count_tokens": progress.enabled},
                                 batch_size=job.window, batch_format="pyarrow", num_cpus=1,
                                 compute=ray.data.ActorPoolStrategy(size=workers))
             _collect(ds, store, counts, progress)
@@ -177,7 +179,8 @@ def run_ray(job: Job, address: str | None = None, workers: int | None = None) ->
             ray.shutdown()
     shutil.rmtree(store.dir / "staging", ignore_errors=True)
     rows, rejected = store.finish()
-    return Summary(job.task, str(job.output), rows, rejected, done, seconds, progress.records, progress.tokens,
+    return Summary(job.task, str(job.output), rows, rejected, done, seconds, progress.records,
+                   progress.tokens if progress.enabled else None,
                    engine=f"ray, {workers} workers")
 
 
@@ -204,7 +207,7 @@ def _collect(ds, store: ShardStore, counts: list[int], progress: Progress) -> No
                 tokens += t
                 progress.update(piece.num_rows, t)
                 if n == counts[cur]:
-                    store.commit(index, writer, rejects, n, tokens)
+                    store.commit(index, writer, rejects, n, tokens if progress.enabled else None)
                     writer, rejects, n, tokens = None, [], 0, 0
                     cur += 1
                     index += 1

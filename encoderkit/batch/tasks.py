@@ -96,17 +96,18 @@ def _row_reason(e: Exception) -> str:
     return msg
 
 
-def process_batch(rt, task: str, kwargs: dict[str, Any], batch):
+def process_batch(rt, task: str, kwargs: dict[str, Any], batch, *, count_tokens: bool = False):
     """Run ``task`` on one window of rows; the step both engines share.
 
     Args:
         batch: Arrow table with ``line``, ``id``, ``text``, ``read_error`` (from the reader).
+        count_tokens: fill ``tokens`` (for the tokens/s of the progress bar); costs one more
+            tokenization of the window, so it is off when nobody sees the bar.
     Returns:
         Arrow table with ``line``, ``id``, ``error`` (null for good rows), ``text_prefix`` (of
-        rejected rows), ``tokens`` and the
-        task's columns (null for rejected rows), in the input order. Rows are rejected for a
-        reader error, an empty text, a text over the model length without ``truncate``, or any
-        other ``InputError`` the task raises for that row alone.
+        rejected rows), ``tokens`` and the task's columns (null for rejected rows), in input
+        order. Rows are rejected for a reader error, an empty text, a text over the model length
+        without ``truncate``, or any other ``InputError`` the task raises for that row alone.
     """
     pa = pyarrow()
     t = get_task(task)
@@ -117,33 +118,15 @@ def process_batch(rt, task: str, kwargs: dict[str, Any], batch):
         if errors[i] is None and (text is None or not text.strip()):
             errors[i] = "empty text"
     ok = [i for i, e in enumerate(errors) if e is None]
-    if ok:
-        # lengths come from a truncating encode (never raises); only rows at the limit can be
-        # over it, and only those are encoded again without truncation to tell
-        ids = rt.tokenizer.encode([texts[i] for i in ok], truncate=True)
-        for i, seq in zip(ok, ids):
+    if ok and count_tokens:
+        for i, seq in zip(ok, rt.tokenizer.encode([texts[i] for i in ok], truncate=True)):
             tokens[i] = len(seq)
-            if len(seq) >= rt.tokenizer.max_length and not kwargs.get("truncate", False):
-                try:
-                    rt.tokenizer.encode([texts[i]], truncate=False)
-                except InputError as e:
-                    errors[i] = _row_reason(e)
-        ok = [i for i in ok if errors[i] is None]
     result = None
     if ok:
-        try:
+        try:  # the common case: every row is fine, one call, no second tokenization
             result = t.columns(rt, t.call(rt, [texts[i] for i in ok], **kwargs), kwargs)
         except InputError:
-            # a task-specific row problem (e.g. fill-mask without a mask token): find the rows
-            # one by one; only windows holding such a row pay for it
-            good = []
-            for i in ok:
-                try:
-                    t.call(rt, [texts[i]], **kwargs)
-                    good.append(i)
-                except InputError as e:
-                    errors[i] = _row_reason(e)
-            ok = good
+            ok = _find_bad_rows(rt, t, kwargs, texts, ok, errors)
             result = t.columns(rt, t.call(rt, [texts[i] for i in ok], **kwargs), kwargs) if ok else None
     # spread the ok rows' results over the whole window: a null index takes a null row
     where = [None] * len(texts)
@@ -159,6 +142,38 @@ def process_batch(rt, task: str, kwargs: dict[str, Any], batch):
     return pa.table([batch.column("line"), batch.column("id"), pa.array(errors, pa.string()),
                      pa.array(prefix, pa.string()), pa.array(tokens, pa.int64()), *cols],
                     names=["line", "id", "error", "text_prefix", "tokens", *[f.name for f in fields]])
+
+
+def _find_bad_rows(rt, t: BatchTask, kwargs: dict[str, Any], texts: list, ok: list[int],
+                   errors: list[str | None]) -> list[int]:
+    """Mark the rows of a window that the task refused; returns the good ones.
+
+    Only windows holding a bad row pay for this. Over-long texts are found by the tokenizer
+    (a truncating encode says which rows reach the limit; only those are encoded again
+    without truncation); other task-specific problems (e.g. fill-mask without a mask token) by
+    running the task on the remaining rows one by one.
+    """
+    if not kwargs.get("truncate", False):
+        for i, seq in zip(ok, rt.tokenizer.encode([texts[i] for i in ok], truncate=True)):
+            if len(seq) >= rt.tokenizer.max_length:
+                try:
+                    rt.tokenizer.encode([texts[i]], truncate=False)
+                except InputError as e:
+                    errors[i] = _row_reason(e)
+        ok = [i for i in ok if errors[i] is None]
+        try:
+            t.call(rt, [texts[i] for i in ok], **kwargs)
+            return ok
+        except InputError:
+            pass
+    good = []
+    for i in ok:
+        try:
+            t.call(rt, [texts[i]], **kwargs)
+            good.append(i)
+        except InputError as e:
+            errors[i] = _row_reason(e)
+    return good
 
 
 def records_table(records, id_type: str):
