@@ -64,12 +64,12 @@ class _BatchActor:
         return out
 
 
-def _read_part(batch, names: list[str], rows: int):
-    """Ray read step: the staging parts whose indices are in ``batch["id"]``, ``rows`` at a time."""
+def _read_window(batch, items: list[tuple[str, int]]):
+    """Ray read step: the staging row groups (one window each) whose indices are in ``batch["id"]``."""
     pa = pyarrow()
     for k in batch["id"]:
-        for b in pa.parquet.ParquetFile(names[int(k)]).iter_batches(batch_size=rows):
-            yield pa.Table.from_batches([b])
+        name, group = items[int(k)]
+        yield pa.parquet.ParquetFile(name).read_row_group(group)
 
 
 def _stage(job: Job, reader: Reader, store: ShardStore, done: int) -> tuple[list[Path], list[int]]:
@@ -109,7 +109,16 @@ def _init_ray(ray, address: str | None, workers: int) -> bool:
         return False
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
-        ray.init(address=address, **quiet)
+        from ..errors import InputError
+
+        host = address.split("://")[-1].rsplit(":", 1)[0]
+        # a cluster on this machine's loopback: this driver must be on 127.0.0.1 too, not on the
+        # machine's outward address, which that cluster does not listen on
+        local = {"_node_ip_address": "127.0.0.1"} if host in ("127.0.0.1", "localhost") else {}
+        try:
+            ray.init(address=address, **local, **quiet)
+        except ConnectionError as e:
+            raise InputError(f"cannot join the Ray cluster at {address}: {e}") from None
     else:
         # loopback only, no dashboard: nothing listens beyond this machine. One CPU per actor
         # plus one for the read tasks, so the pool never starves the reads that feed it.
@@ -159,12 +168,12 @@ def run_ray(job: Job, address: str | None = None, workers: int | None = None) ->
             ctx.execution_options.preserve_order = True  # shards are ranges of input records
             ctx.enable_progress_bars = False  # ours counts rows and tokens
             logging.getLogger("ray.data").setLevel(logging.WARNING)
-            # one read task per staging part, each yielding window-sized blocks so that every actor
-            # gets work (ray.data.read_parquet would do, but its file listing races on an optional
-            # fsspec import in Ray 2.60 and coalesces small files into one block)
-            names = [str(p) for p in parts]
-            ds = ray.data.range(len(names), override_num_blocks=len(names))
-            ds = ds.map_batches(_read_part, fn_kwargs={"names": names, "rows": job.window},
+            # one read task per window (a staging row group), so every actor gets work however
+            # small the job (ray.data.read_parquet would do, but its file listing races on an
+            # optional fsspec import in Ray 2.60 and coalesces small files into one block)
+            items = [(str(p), g) for p in parts for g in range(pyarrow().parquet.ParquetFile(p).num_row_groups)]
+            ds = ray.data.range(len(items), override_num_blocks=len(items))
+            ds = ds.map_batches(_read_window, fn_kwargs={"items": items},
                                 batch_size=1, batch_format="numpy", num_cpus=0.5)  # not fused into the actors
             # Ray Data's actor pools restart a dead actor and retry its batch by default
             # (max_restarts=-1, max_task_retries=-1); the kill test in tests/test_batch.py holds it to that
