@@ -145,6 +145,13 @@ def _bad_row_case(tmp_path, tiny_roberta, rt, inp: Path, line: int, reason: str,
         run_job(job(tmp_path, tiny_roberta, inp, "stop.parquet", window=4, shard_rows=8, **kw), runtime=rt)
     assert f"{inp}:{line}: " in str(e.value) and reason in str(e.value)
     assert not (tmp_path / "stop.parquet").exists()
+    if line <= 8:  # the bad row is in the first shard: nothing to resume is left behind
+        assert not (tmp_path / "stop.parquet.shards").exists()
+    else:  # finished shards are kept, and the run continues from them with --on-error skip
+        assert "1 finished shard(s) kept: rerun with --resume --on-error skip" in str(e.value)
+        s = run_job(job(tmp_path, tiny_roberta, inp, "stop.parquet", window=4, shard_rows=8, resume=True,
+                        on_error="skip", **kw), runtime=rt)
+        assert (s.resumed_records, s.rejected, s.rows) == (8, 1, 19)
     s = run_job(job(tmp_path, tiny_roberta, inp, "skip.parquet", on_error="skip", window=4, shard_rows=8, **kw),
                 runtime=rt)
     rejects = [json.loads(x) for x in (tmp_path / "skip.parquet.rejects.jsonl").read_text().splitlines()]
@@ -175,7 +182,7 @@ def test_bad_row_malformed_json(tmp_path, tiny_roberta, rt):
     inp = tmp_path / "in.jsonl"
     inp.write_text("\n".join(lines) + "\n")
     r = _bad_row_case(tmp_path, tiny_roberta, rt, inp, 3, "malformed JSON")
-    assert r["id"] == 3
+    assert r["id"] == 3 and r["text"] == lines[2]  # the raw line, to find and fix it
 
 
 def test_bad_row_too_long(tmp_path, tiny_roberta, rt):

@@ -43,8 +43,8 @@ class Record:
     """One input row.
 
     ``line`` is where it starts in the file, 1-based (for .parquet: its 1-based row number); ``id``
-    is the id column's value or, without an id column, ``line``; ``error`` is set (and ``text``
-    may be None) when the reader could not get a text out of the row.
+    is the id column's value or, without an id column, ``line``; ``error`` is set when the reader
+    could not get a text out of the row (``text`` is then None or the raw line, for the rejects).
     """
 
     line: int
@@ -156,8 +156,8 @@ class Reader:
                 else:
                     if not isinstance(obj, dict):
                         err = f"a JSON {type(obj).__name__}, expected an object with a {self.text_column!r} field"
-            if err is not None:
-                yield Record(n, n if self.id_column is None else None, None, err)
+            if err is not None:  # the raw line goes to the rejects file with the reason
+                yield Record(n, n if self.id_column is None else None, line, err)
                 continue
             yield self._from_fields(n, obj)
 

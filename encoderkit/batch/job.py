@@ -173,7 +173,7 @@ class ShardStore:
         return {"input": str(Path(j.input).resolve()), "input_bytes": st.st_size, "input_mtime_ns": st.st_mtime_ns,
                 "task": j.task, "task_kwargs": j.task_kwargs, "model": str(j.model), "backend": j.backend,
                 "text_column": j.text_column, "id_column": j.id_column, "shard_rows": j.shard_rows,
-                "output_format": self.ext, "on_error": j.on_error}
+                "output_format": self.ext}  # on_error may change: resume a stopped run with skip
 
     def _write_ledger(self, complete: bool = False) -> None:
         atomic_write_text(self.dir / LEDGER, json.dumps(
@@ -255,9 +255,14 @@ class ShardStore:
         """With --on-error stop, the first bad row ends the job, naming its file and line."""
         if rejects and self.job.on_error == "stop":
             r = rejects[0]
-            raise InputError(f"{self.reader.where(r['line'])}: {r['reason']} (finished shards are kept: fix the "
-                             f"row and rerun, or pass --on-error skip to set bad rows aside in "
-                             f"{self.job.rejects_path.name})")
+            skip = f"--on-error skip to set bad rows aside in {self.job.rejects_path.name}"
+            if self.shards:
+                hint = (f"{len(self.shards)} finished shard(s) kept: rerun with --resume {skip}, "
+                        "or fix the file and rerun with --force")
+            else:  # nothing worth resuming: leave no unfinished run behind
+                shutil.rmtree(self.dir, ignore_errors=True)
+                hint = f"fix the row, or rerun with {skip}"
+            raise InputError(f"{self.reader.where(r['line'])}: {r['reason']} ({hint})")
 
     def commit(self, index: int, writer: ShardWriter, rejects: list[dict[str, Any]], records: int,
                tokens: int) -> None:
