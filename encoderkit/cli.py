@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .batch.cli import add_batch_args, run_from_args, wants_batch
 from .errors import EncoderkitError
 
 OUT = sys.stdout  # results; main() points it at the real stdout while third-party output is captured
@@ -51,6 +52,8 @@ def _runtime(a: argparse.Namespace):
 
 
 def cmd_fill_mask(a: argparse.Namespace) -> None:
+    if wants_batch(a):
+        return run_from_args(a, "fill-mask", {"top_k": a.top_k, "targets": a.targets, "truncate": a.truncate})
     rt = _runtime(a)
     results = rt.fill_mask(a.texts, top_k=a.top_k, targets=a.targets, truncate=a.truncate)
     if a.json:
@@ -66,6 +69,9 @@ def cmd_fill_mask(a: argparse.Namespace) -> None:
 
 
 def cmd_embed(a: argparse.Namespace) -> None:
+    if wants_batch(a):
+        return run_from_args(a, "embed", {"pooling": a.pooling, "layer": a.layer, "normalize": a.normalize,
+                                          "truncate": a.truncate})
     rt = _runtime(a)
     emb = rt.embed(a.texts, pooling=a.pooling, layer=a.layer, normalize=a.normalize, truncate=a.truncate)
     if a.json:
@@ -171,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def model_args(s: argparse.ArgumentParser) -> None:
         s.add_argument("model", help="checkpoint dir, hub id, packaged name (minilm) or convert output")
-        s.add_argument("texts", nargs="+", metavar="TEXT")
+        s.add_argument("texts", nargs="*", metavar="TEXT", help="texts (or --input FILE)")
         s.add_argument("--backend", default=None, type=backend_name, help=_backend_help())
         s.add_argument("--threads", type=int, default=None, help="intra-op threads (positive)")
         s.add_argument("--max-tokens", type=int, default=None, help="token budget per batch (positive)")
@@ -180,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--trust-artifact", action="store_true",
                        help="load a TF SavedModel even if it is not provably one encoderkit exported (it runs code)")
         s.add_argument("--json", action="store_true")
+        add_batch_args(s)
 
     s = sub.add_parser("fill-mask", parents=[common], help="predict the mask token(s)")
     model_args(s)

@@ -64,15 +64,9 @@ def available_backends(model: str | Path, *, installed_only: bool = True) -> lis
     for b in BACKENDS.values():
         if b.fmt not in formats or (installed_only and not extra_installed(b.extra)):
             continue
-        if b.variant is not None:
-            if isinstance(variants, dict):
-                if b.variant not in (variants.get(b.fmt) or []):
-                    continue
-            else:  # written before manifests listed variants: ask the backend's loader
-                try:
-                    backend_class(b.name).load(path / b.fmt)
-                except Exception:  # noqa: BLE001 - absent variant
-                    continue
+        # a variant (int8, fp16) counts only where the manifest lists it (manifests before 0.2 did not)
+        if b.variant is not None and not (isinstance(variants, dict) and b.variant in (variants.get(b.fmt) or [])):
+            continue
         out.append(b.name)
     return out
 
