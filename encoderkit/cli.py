@@ -180,6 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--quick", action="store_true", help="small workloads (tests)")
     s.set_defaults(func=cmd_bench)
+
+    from .deploy.cli import add_parser as _add_package  # `encoderkit package` (deploy/)
+
+    _add_package(sub)
     return p
 
 
