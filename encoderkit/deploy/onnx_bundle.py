@@ -147,7 +147,7 @@ def to_ort_format(model: Path, out_dir: Path) -> Path:
     return dst
 
 
-def package_onnx(source: Converted, out: Path, p: Plan, say, *, target: str = "onnx") -> dict[str, Any]:
+def package_onnx(source: Converted, out: Path, p: Plan, say) -> dict[str, Any]:
     """Write the onnx bundle into ``out``; return bundle.json's content."""
     say(f"writing the {p.options.quantize if p.options.quantize != 'none' else 'fp32'} encoder"
         + (f" with in-graph {p.options.pooling} pooling" if p.options.pooling else "") + " ...")
