@@ -216,15 +216,27 @@ def reference_outputs(source: Converted, p: Plan, embed_probes: list[dict], fill
     spec = source.spec
     tok = TextTokenizer(load_tokenizer(source.path / source.formats[0]), p.max_length, spec.mask_token)
     out: dict[str, Any] = {"reference": reference, "embed": [], "fill_mask": []}
+    def encode(probe: dict) -> tuple[dict, list[int]]:
+        # a probe is truncated when it is longer than this bundle's max length (tiny BPEs make
+        # many tokens of the short probes too)
+        try:
+            (ids,) = tok.encode([probe["text"]])
+            return {**probe, "truncate": False}, ids
+        except InputError:  # longer than max_length
+            (ids,) = tok.encode([probe["text"]], truncate=True)
+            return {**probe, "truncate": True}, ids
+
     for probe in embed_probes:
-        (ids,) = tok.encode([probe["text"]], truncate=probe["truncate"])
+        probe, ids = encode(probe)
         input_ids, mask = pad_batch([ids], spec.pad_token_id)
         e = pool(rt.forward(input_ids, mask).last_hidden_state.astype(np.float32), mask, pooling)[0]
         if normalize:
             e = e / max(float(np.linalg.norm(e)), 1e-12)
         out["embed"].append({**probe, "ids": ids, "embedding": [float(x) for x in e]})
     for probe in fill_probes:
-        (ids,) = tok.encode([probe["text"]], truncate=probe["truncate"])
+        probe, ids = encode(probe)
+        if spec.mask_token_id not in ids:
+            continue  # its mask was cut away at a small --max-length
         input_ids, mask = pad_batch([ids], spec.pad_token_id)
         rows = np.argwhere(input_ids == spec.mask_token_id)
         probs = _softmax(rt.mask_logits(input_ids, mask, rows).astype(np.float32))
