@@ -220,10 +220,18 @@ def test_option_errors(tiny, minilm, tmp_path):
 
 
 def test_cli_package(tiny, tmp_path, capsys):
+    import onnxruntime as ort
+
     out = tmp_path / "b"
-    assert cli_main(["package", str(tiny), "--target", "onnx", "--out", str(out), "--tasks", "embed", "--quiet"]) == 0
+    assert cli_main(["package", str(tiny), "--target", "onnx", "--out", str(out), "--tasks", "embed", "--ort",
+                     "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert f"wrote {out} (onnx, none" in printed and "self-test: token ids: identical" in printed
+    # --ort: ONNX Runtime Mobile's format of the same encoder gives the same hidden states
+    feeds = {"input_ids": np.array([[0, 5, 9, 2]], np.int64), "attention_mask": np.ones((1, 4), np.int64)}
+    a, b = (ort.InferenceSession(str(out / f), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+            for f in ("model.onnx", "model.ort"))
+    assert np.abs(a - b).max() <= 1e-5
     assert cli_main(["package", str(tiny), "--target", "onnx", "--out", str(out)]) == 2  # exists, no --force
     assert "already exists" in capsys.readouterr().err
 
