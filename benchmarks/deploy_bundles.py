@@ -5,8 +5,8 @@
 
 Every figure comes from the bundle's own runner (`run.py --self-test --measure`, and
 `node run.mjs --self-test --measure` when --node-modules points at an installed node_modules):
-load = reading bundle.json + sha256 of every file + tokenizer + sessions; latency = one embed
-call on one short text after loading (first call, so it includes any lazy initialisation).
+load = reading bundle.json + sha256 of every file + tokenizer + sessions; latency = median of
+5 embed calls on one short text (10 tokens), after the self-test warmed the sessions up.
 """
 from __future__ import annotations
 

@@ -126,8 +126,9 @@ class Converted:
 
     @property
     def default_name(self) -> str:
-        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(self.source).name).strip("-.") or "encoder"
-        return name[0].isalnum() and name or f"m{name}"
+        """A serving-safe model name from the source's last path part (letters, digits, _ . -)."""
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(self.source).name).strip("-._")
+        return name or "encoder"
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,6 @@ from typing import Any
 from .common import Converted, Plan, template
 from .onnx_bundle import package_onnx
 
-NODE_DEPENDENCIES = {"@huggingface/tokenizers": "0.2.0", "onnxruntime-node": "1.30.0"}
-
-
 def package_node(source: Converted, out: Path, p: Plan, say) -> dict[str, Any]:
     """Write the node bundle into ``out``; return bundle.json's content."""
     (out / "run.mjs").write_text(template("run.mjs"), encoding="utf-8")
