@@ -319,9 +319,9 @@ def finish(root: Path, bundle: dict[str, Any], probes: dict[str, Any], quantize:
     write_bundle_json(root, bundle)
     if bundle.get("runner") == "run.py":
         say("self-test of the packaged runner ...")
-        lines = run_self_test(root)
-        bundle["self_test"] = [ln for ln in lines.splitlines() if ln and ln != "self-test passed"]
-        fp = json.loads(run_self_test(root, measure=True).strip().splitlines()[-1])
+        *lines, measured = run_self_test(root, measure=True).strip().splitlines()
+        bundle["self_test"] = [ln for ln in lines if ln and ln != "self-test passed"]
+        fp = json.loads(measured)
     else:
         fp = {}
     bundle["footprint"] = {"bundle_bytes": sum(m["bytes"] for m in bundle["files"].values()),

@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", type=Path, default=HERE, help="bundle directory (default: this file's)")
     p.add_argument("--self-test", action="store_true", help="check the bundle against its stored probe outputs")
-    p.add_argument("--measure", action="store_true", help="with --self-test: print load time, latency, peak RSS as JSON")
+    p.add_argument("--measure", action="store_true", help="with --self-test: then print load time, latency, peak RSS as a JSON line")
     p.add_argument("--threads", type=int, default=None)
     sub = p.add_subparsers(dest="command")
     for name in ("embed", "fill-mask", "tokenize"):
@@ -359,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             except AssertionError as e:
                 print(f"self-test FAILED: {e}", file=sys.stderr)
                 return 1
+            print("\n".join(lines + ["self-test passed"]))
             if a.measure:  # after the self-test ran: the median of 5 calls on one short text
                 text = b.info["probes"]["embed"][0]["text"]
                 times = []
@@ -369,8 +370,6 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps({"load_seconds": round(b.load_seconds, 4),
                                   "embed_one_text_seconds": round(sorted(times)[2], 5),
                                   "peak_rss_mb": peak_rss_mb()}))
-            else:
-                print("\n".join(lines + ["self-test passed"]))
             if not a.command:
                 return 0
         if a.command == "tokenize":
