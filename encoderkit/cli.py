@@ -230,6 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .viewer.cli import add_parser as attention_parser
 
     attention_parser(sub, parents=[common])
+
+    from .deploy.cli import add_parser as package_parser  # `encoderkit package` (deploy/)
+
+    package_parser(sub, parents=[common])
     return p
 
 
