@@ -114,12 +114,12 @@ def test_fill_mask_output_equals_fill_mask(tmp_path, tiny_roberta, rt):
                                    rtol=0, atol=ATOL)
 
 
-def test_cli_input_output(tmp_path, tiny_roberta, rt, texts, capsys):
+def test_cli_input_output(tmp_path, tiny_roberta, rt, texts, capfd):
     inp = write_input(tmp_path / "in.txt", texts[:20])
     out = tmp_path / "out.jsonl"
     assert main(["embed", str(tiny_roberta), "--input", str(inp), "--output", str(out), "--threads", "1",
                  "--normalize"]) == 0
-    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    summary = capfd.readouterr().err.strip().splitlines()[-1]
     assert summary.startswith(f"embed: 20 rows -> {out} (0 rejected); 20 records in ")
     assert "rows/s [local]" in summary  # no tokens/s: stderr is no TTY, so no bar counts them
     got = np.array([r["embedding"] for r in map(json.loads, out.read_text().splitlines())], dtype=np.float32)
@@ -128,13 +128,13 @@ def test_cli_input_output(tmp_path, tiny_roberta, rt, texts, capsys):
     assert main(["embed", str(tiny_roberta), "hello", "--input", str(inp), "--output", str(out)]) == 2
     assert main(["embed", str(tiny_roberta)]) == 2
     assert main(["fill-mask", str(tiny_roberta), "--input", str(inp)]) == 2  # no --output
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert "not both" in err and "needs --output" in err
     # the output exists: refused without --force; --quiet prints nothing
     assert main(["embed", str(tiny_roberta), "--input", str(inp), "--output", str(out)]) == 2
-    assert "already exists" in capsys.readouterr().err
+    assert "already exists" in capfd.readouterr().err
     assert main(["embed", str(tiny_roberta), "--input", str(inp), "--output", str(out), "--force", "--quiet"]) == 0
-    assert capsys.readouterr().err == ""
+    assert capfd.readouterr().err == ""
 
 
 # --------------------------------------------------------------------------- bad rows, one test each

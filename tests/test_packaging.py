@@ -38,12 +38,12 @@ def test_installed_wheel_runs_bench_without_the_checkout(tiny_onnx, tmp_path):
     py = venv / "bin" / "python"
     # a non-editable install of the wheel; its dependencies come from this environment's site
     # directory (added as a plain path: its editable-install hooks are not run)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # nothing of the checkout leaks in
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True,
-                   capture_output=True, timeout=300)
+                   capture_output=True, timeout=300, env=env)
     site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     Path(site, "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     where = subprocess.run([str(py), "-c", "import encoderkit, sys, json; print(encoderkit.__file__); "
                             "print(json.dumps(sys.path))"],
                            capture_output=True, text=True, cwd=tmp_path, env=env, check=True).stdout
