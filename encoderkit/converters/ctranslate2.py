@@ -36,7 +36,7 @@ OTHER_FORMATS_ONLY = ("fp16",)
 @dataclass(frozen=True)
 class CTranslate2Options(NoOptions):
     quantize: tuple[str, ...] | str | None = option(
-        None, "also write quantized encoders: int8 (onnx: int8, fp16 or int8,fp16)", type=str)
+        None, "int8 (int8 weights, fp32 activations); fp16 is written by onnx only", type=str)
 
     def __post_init__(self):
         q = self.quantize or ()
