@@ -211,8 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model")
     s.add_argument("--to", required=True, help=f"comma list of {','.join(FORMATS)} or 'all'")
     s.add_argument("--out", required=True)
+    seen: dict = {}  # flags several formats share (--quantize) are added once
     for owner, cls in conversion_option_classes():
-        add_cli_flags(s.add_argument_group(f"{owner} options"), cls)
+        add_cli_flags(s.add_argument_group(f"{owner} options"), cls, seen, owner)
     s.add_argument("--force", action="store_true")
     s.add_argument("--allow-pickle", action="store_true")
     s.set_defaults(func=cmd_convert)

@@ -51,21 +51,29 @@ def cli_flag(f: dataclasses.Field) -> str:
     return f"--{name}"
 
 
-def add_cli_flags(parser: argparse.ArgumentParser | Any, cls: type) -> None:
+def add_cli_flags(parser: argparse.ArgumentParser | Any, cls: type,
+                  seen: dict[str, argparse.Action] | None = None, owner: str | None = None) -> None:
     """Add one flag per CLI option of ``cls``; only flags the user gives end up in the namespace
-    (``default=SUPPRESS``), so the dataclass defaults stay the one set of defaults."""
+    (``default=SUPPRESS``), so the dataclass defaults stay the one set of defaults.
+
+    ``seen`` (flag -> action) is shared across calls: an option several formats have (``--quantize``)
+    is one flag whose help names each ``owner``'s use of it, and every one of them receives it."""
+    seen = {} if seen is None else seen
     for f in dataclasses.fields(cls):
         if not f.metadata.get("cli", True):
             continue
         flag, kw = cli_flag(f), {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata["help"]}
+        if flag in seen:
+            seen[flag].help = f"{seen[flag].help}; {owner or cls.__name__}: {f.metadata['help']}"
+            continue
         if f.default is True:
-            parser.add_argument(flag, action="store_false", **kw)
+            seen[flag] = parser.add_argument(flag, action="store_false", **kw)
         elif f.default is False:
-            parser.add_argument(flag, action="store_true", **kw)
+            seen[flag] = parser.add_argument(flag, action="store_true", **kw)
         else:
             typ = f.metadata.get("type") or (type(f.default) if f.default is not None else str)
             choices = f.metadata.get("choices")
-            parser.add_argument(flag, type=typ, choices=choices, **kw)
+            seen[flag] = parser.add_argument(flag, type=typ, choices=choices, **kw)
 
 
 def values_from_namespace(ns: argparse.Namespace, cls: type) -> dict[str, Any]:

@@ -36,9 +36,11 @@ def build_converters(formats: list[str], options: dict[str, Any]) -> tuple[list[
     from .validate import ValidationOptions
 
     classes = {f: converter(f) for f in formats}  # unknown formats fail here, before any work
-    owners: dict[str, str] = {n: "validation" for n in option_names(ValidationOptions)}
+    # An option name may belong to several formats (--quantize: onnx and ctranslate2): each gets it.
+    owners: dict[str, list[str]] = {n: ["validation"] for n in option_names(ValidationOptions)}
     for f, cls in classes.items():
-        owners |= {n: f for n in option_names(cls.Options)}
+        for n in option_names(cls.Options):
+            owners.setdefault(n, []).append(f)
     for key in options:
         if key in owners:
             continue
@@ -48,9 +50,9 @@ def build_converters(formats: list[str], options: dict[str, Any]) -> tuple[list[
                              f"({', '.join(formats)})")
         raise UnknownNameError(f"unknown conversion option {key!r}; valid options for --to "
                                f"{','.join(formats)}: {', '.join(sorted(owners))}")
-    convs = [cls(make_options(cls.Options, {k: v for k, v in options.items() if owners[k] == f},
+    convs = [cls(make_options(cls.Options, {k: v for k, v in options.items() if f in owners[k]},
                               owner=f"format {f!r}")) for f, cls in classes.items()]
-    validation = make_options(ValidationOptions, {k: v for k, v in options.items() if owners[k] == "validation"},
+    validation = make_options(ValidationOptions, {k: v for k, v in options.items() if "validation" in owners[k]},
                               owner="validation")
     return convs, validation
 

@@ -57,6 +57,9 @@ class BackendInfo:
     compiles_per_shape: bool = False
     # Load options that keep it on the CPU (the benchmark's peers run there).
     cpu_options: tuple[tuple[str, Any], ...] = ()
+    # Gives the last hidden state only: no inner layers (embed layer=k), no attention probabilities.
+    # Parity tests, the attention viewer and validation ask only what such a backend provides.
+    last_layer_only: bool = False
 
     @property
     def quantized(self) -> bool:
@@ -79,6 +82,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "onnx": ("onnx", "onnxscript", "onnxruntime", "onnx_ir"),
     "tf": ("tensorflow",),
     "flax": ("jax", "flax"),
+    "ctranslate2": ("ctranslate2",),
 }
 
 REFERENCE = "torch"  # the backend every other is validated against
@@ -92,6 +96,8 @@ FORMATS: dict[str, FormatInfo] = {f.name: f for f in (
     FormatInfo("tf", "encoderkit.converters.tf:TFConverter", "tf", "TensorFlow SavedModel with signatures",
                origin_check="encoderkit.models.tf_check:check_saved_model"),
     FormatInfo("flax", "encoderkit.converters.flax:FlaxConverter", "flax", "Flax msgpack parameter tree"),
+    FormatInfo("ctranslate2", "encoderkit.converters.ctranslate2:CTranslate2Converter", "ctranslate2",
+               "CTranslate2 encoder (fp32; int8 with --quantize int8) and the MLM head as safetensors"),
 )}
 
 # Order matters: it is the preference when a converted directory holds several formats.
@@ -113,6 +119,14 @@ BACKENDS: dict[str, BackendInfo] = {b.name: b for b in (
                 "TensorFlow SavedModel signatures"),
     BackendInfo("flax", "encoderkit.runtimes.flax:FlaxRuntime", "flax", "flax", Tolerance(atol=FP32_ATOL),
                 "JAX/Flax, jit over shape buckets", compiles_per_shape=True),
+    BackendInfo("ctranslate2", "encoderkit.runtimes.ctranslate2:CTranslate2Runtime", "ctranslate2", "ctranslate2",
+                Tolerance(atol=FP32_ATOL), "CTranslate2 encoder (last layer only), encoderkit's MLM head",
+                last_layer_only=True),
+    # Same thresholds as onnx-int8: the convert gate both int8 backends must pass.
+    BackendInfo("ctranslate2-int8", "encoderkit.runtimes.ctranslate2:CTranslate2Int8Runtime", "ctranslate2",
+                "ctranslate2", Tolerance(min_top1=0.75, min_top5=0.6, min_cosine=0.98),
+                "CTranslate2 int8 encoder (int8_float32, last layer only), fp32 head", variant="int8",
+                last_layer_only=True),
 )}
 
 # task name (as the CLI spells it) -> "module:function(runtime, ...)"

@@ -151,6 +151,9 @@ def validate_export(directory: Path, name: str, probes: list[ProbeBatch],
     """
     info = backend(name)
     cand = backend_class(name).load(directory)
+    # The probes ask for the last hidden state and mask logits only, which every backend gives;
+    # a last-layer-only backend's report says what it does not give.
+    scope = {"last_layer_only": True} if info.last_layer_only else {}
     if info.quantized:
         thresholds = info.tolerance.thresholds() | (options.overrides() if options else {})
         acc = quant_accuracy(cand, probes)
@@ -158,8 +161,8 @@ def validate_export(directory: Path, name: str, probes: list[ProbeBatch],
         if failed:
             raise ParityError(f"{name} export is below its accuracy thresholds: {'; '.join(failed)} "
                               "(change them with --min-top1/--min-top5/--min-cosine)")
-        return {"kind": "quantized", "variant": info.variant, "thresholds": thresholds, **acc}
-    return fp32_parity(cand, probes, info.tolerance.atol)
+        return {"kind": "quantized", "variant": info.variant, "thresholds": thresholds, **acc, **scope}
+    return fp32_parity(cand, probes, info.tolerance.atol) | scope
 
 
 def _size(path: Path) -> int:
@@ -200,6 +203,9 @@ def render_report(report: dict[str, Any], root: Path) -> str:
                         ref = ", ".join(f"{k} {v:.4f}" for k, v in RANDOM_WEIGHT_INT8.items())
                         lines.append(f"| {backend} | same checks, random-weight roberta-large | {ref} | "
                                      "(noise floor, for comparison) |")
+                if res.get("last_layer_only"):
+                    lines.append(f"| {backend} | outputs | last hidden state and mask logits only | inner layers "
+                                 "and attentions: not provided |")
         lines.append("")
     lines.append("Probe inputs: 8 masked sentences of mixed length (padded together) and one sequence "
                  "at the model's maximum length.")

@@ -12,6 +12,11 @@ def fp32_backends() -> list[str]:
     return [b for b in installed_backends() if b != "torch" and not BACKENDS[b].quantized]
 
 
+def last_layer_only(backend: str) -> bool:
+    """The backend gives the last hidden state only (registry row): no inner layers, no attentions."""
+    return BACKENDS[backend].last_layer_only
+
+
 def quantized_backends() -> list[str]:
     return [b for b in installed_backends() if BACKENDS[b].quantized]
 

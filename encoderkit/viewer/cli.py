@@ -97,12 +97,30 @@ def cmd_attention(a: argparse.Namespace) -> None:
          + (f" and {a.png}" if a.png else ""))
 
 
-def add_parser(sub, parents: list | None = None) -> argparse.ArgumentParser:
-    """Register the ``attention`` subcommand on the CLI's subparsers."""
+def attention_backend(value: str) -> str:
+    """A backend name that gives attention probabilities (its registry row is not last-layer-only).
+
+    Raises:
+        UnknownNameError: unknown name. argparse.ArgumentTypeError: a last-layer-only backend,
+            naming the ones to use (argparse prints it as the flag's error).
+    """
     from ..cli import backend_name
     from ..registry import BACKENDS
 
-    names = ", ".join(BACKENDS)
+    name = backend_name(value)
+    if BACKENDS[name].last_layer_only:
+        raise argparse.ArgumentTypeError(
+            f"backend {name} gives the last layer only, no attention probabilities; choose one of: "
+            f"{', '.join(b.name for b in BACKENDS.values() if not b.last_layer_only)}")
+    return name
+
+
+def add_parser(sub, parents: list | None = None) -> argparse.ArgumentParser:
+    """Register the ``attention`` subcommand on the CLI's subparsers."""
+    from ..registry import BACKENDS
+
+    backend_name = attention_backend
+    names = ", ".join(b.name for b in BACKENDS.values() if not b.last_layer_only)
     s = sub.add_parser("attention", parents=parents or [],
                        help="write an interactive attention page (self-contained HTML)")
     s.add_argument("model", help="checkpoint dir, hub id, packaged name (minilm) or convert output")
