@@ -219,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .viewer.cli import add_parser as attention_parser
 
     attention_parser(sub, parents=[common])
+    from .finetune.cli import add_parsers as finetune_parsers  # classify + finetune
+
+    finetune_parsers(sub, parents=[common])
     return p
 
 

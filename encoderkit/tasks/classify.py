@@ -66,12 +66,20 @@ def classify(rt: Runtime, texts: Sequence[str], pairs: Sequence[str] | None = No
         TypeError / InputError: bad texts, bad ``top_k``, or a model without a classification head.
     """
     rt.require_classifier()
-    n = rt.spec.num_labels
+    check_top_k(top_k)
+    return ranked(scores_of(classify_logits(rt, texts, pairs, truncate=truncate)), rt.spec.labels, top_k)
+
+
+def check_top_k(top_k: int | None) -> None:
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise InputError(f"top_k must be a positive integer, got {top_k!r}")
+
+
+def ranked(scores: np.ndarray, labels: Sequence[str], top_k: int | None) -> list[list[dict[str, Any]]]:
+    """Per row, the ``top_k`` ``{"label", "score"}`` dicts, best first (None: every label)."""
+    check_top_k(top_k)
+    n = len(labels)
     k = n if top_k is None else min(top_k, n)
-    scores = scores_of(classify_logits(rt, texts, pairs, truncate=truncate))
-    labels = rt.spec.labels
     results = []
     for row in scores:
         # a stable sort, as the pipeline's list.sort: equal scores keep label order
