@@ -20,7 +20,9 @@ def configure(*, stream: TextIO | None = None, quiet: bool | None = None) -> Non
 
 
 def stream() -> TextIO:
-    return _state["stream"] or sys.stderr
+    s = _state["stream"]
+    # a stream configured by an earlier in-process CLI call may be closed since (tests' captures)
+    return sys.stderr if s is None or getattr(s, "closed", False) else s
 
 
 def quiet() -> bool:
