@@ -283,4 +283,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m encoderkit.cli`: run the importable module's main, so that subcommands living in
+    # other modules (viewer, classify, finetune) emit through the same OUT as this one
+    from encoderkit.cli import main as _main
+
+    sys.exit(_main())
