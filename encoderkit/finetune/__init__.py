@@ -87,6 +87,8 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: st
             from ..checkpoint import resolve_model
 
             directory = resolve_model(model)
+            if (directory / "safetensors").is_dir() and not (directory / "config.json").is_file():
+                directory = directory / "safetensors"  # a `convert` output: train from its HF layout
             cfg = TrainConfig(
                 model_dir=str(directory), method=method, train=_payload(train, labels),
                 eval=_payload(ev, labels) if ev is not None else None, labels=list(labels), epochs=float(epochs),
