@@ -235,6 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .deploy.cli import add_parser as package_parser  # `encoderkit package` (deploy/)
 
     package_parser(sub, parents=[common])
+
+    from .finetune.cli import add_parsers as finetune_parsers  # classify + finetune
+
+    finetune_parsers(sub, parents=[common])
     return p
 
 
@@ -296,4 +300,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m encoderkit.cli`: run the importable module's main, so that subcommands living in
+    # other modules (viewer, classify, finetune) emit through the same OUT as this one
+    from encoderkit.cli import main as _main
+
+    sys.exit(_main())
