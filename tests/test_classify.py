@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 
+import encoderkit
 from encoderkit.registry import BACKENDS, installed_backends
 
 TEXTS = ["The striker scored twice in the second half.", "Add the garlic once the onions turn golden.",
@@ -161,3 +162,21 @@ def test_bad_top_k_and_pair_count(tuned):
         rt.classify(["a", "b"], ["c"])
     with pytest.raises(InputError, match="empty"):
         rt.classify([""])
+
+
+def test_classify_runs_as_a_batch_job(tuned, tmp_path, capfd):
+    pytest.importorskip("pyarrow")
+    from encoderkit.cli import main
+
+    _, tuned_dir, conv = tuned
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"id": f"r{i}", "text": t}) + "\n" for i, t in enumerate(TEXTS)))
+    out = tmp_path / "out.jsonl"
+    assert main(["classify", str(conv), "--input", str(inp), "--output", str(out), "--id-column", "id",
+                 "--top-k", "2", "--quiet"]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    want = encoderkit.load(conv).classify(TEXTS, top_k=2)
+    assert [r["id"] for r in rows] == [f"r{i}" for i in range(len(TEXTS))]
+    for r, w in zip(rows, want):
+        assert [p["label"] for p in r["predictions"]] == [p["label"] for p in w]
+        assert max(abs(p["score"] - q["score"]) for p, q in zip(r["predictions"], w)) <= 1e-6

@@ -1,7 +1,7 @@
 """The one table of tasks a batch job can run, and the per-window step both engines share.
 
 A row of ``TASKS`` says which runtime method to call and how its result becomes output columns.
-Adding ``classify`` later is one more row: a callable over the runtime and a ``columns`` function.
+A task is one row: a callable over the runtime and how its result becomes columns.
 """
 from __future__ import annotations
 
@@ -57,6 +57,17 @@ def _fill_mask_columns(rt, result, kw):
     return [pa.array(result, type=_fill_mask_fields(rt, kw)[0].type)]
 
 
+def _classify_fields(rt, kw):
+    pa = pyarrow()
+    # the top-k labels of each text, best first (pipeline("text-classification")'s shape)
+    return [pa.field("predictions", pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())])))]
+
+
+def _classify_columns(rt, result, kw):
+    pa = pyarrow()
+    return [pa.array(result, type=_classify_fields(rt, kw)[0].type)]
+
+
 TASKS: dict[str, BatchTask] = {
     "embed": BatchTask(
         call=lambda rt, texts, **kw: rt.embed(texts, **kw),
@@ -65,6 +76,9 @@ TASKS: dict[str, BatchTask] = {
         call=lambda rt, texts, **kw: rt.fill_mask(texts, **kw),
         fields=_fill_mask_fields, columns=_fill_mask_columns,
         probe=lambda rt: f"hello {rt.tokenizer.mask_token} world"),
+    "classify": BatchTask(
+        call=lambda rt, texts, **kw: rt.classify(texts, **kw),
+        fields=_classify_fields, columns=_classify_columns, probe=lambda rt: "hello world"),
 }
 
 

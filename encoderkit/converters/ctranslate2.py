@@ -19,7 +19,8 @@ from typing import Any
 from ..architectures import ARCHITECTURES, Architecture
 from ..checkpoint import Checkpoint, copy_model_files, hf_config
 from ..errors import InputError
-from ..models.ct2_layout import COMPUTE_TYPES, HEAD_FILE, MODEL_DIRS, head_tensors
+from ..models.ct2_layout import (CLASSIFIER_FILE, COMPUTE_TYPES, HEAD_FILE, MODEL_DIRS, classifier_tensors,
+                                 head_tensors)
 from ..options import option
 from .base import Converter, NoOptions
 from .safetensors import write_safetensors
@@ -84,6 +85,8 @@ class CTranslate2Converter(Converter):
         copy_model_files(ckpt.directory, out, spec)
         if spec.has_mlm_head:
             save_file(head_tensors(spec, ckpt.state), str(out / HEAD_FILE))
+        if spec.has_classifier:  # CTranslate2's Encoder has no task heads: encoderkit runs them
+            save_file(classifier_tensors(spec, ckpt.state), str(out / CLASSIFIER_FILE))
         variants = ["fp32"] + sorted(self.options.variants())
         candidates = [spec.architecture, *_kin(spec.architecture)]
         report: dict[str, Any] = {"ctranslate2": ctranslate2.__version__}

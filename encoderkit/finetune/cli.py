@@ -7,9 +7,17 @@ from pathlib import Path
 
 
 def cmd_classify(a: argparse.Namespace) -> None:
+    from ..batch.cli import run_from_args, wants_batch
     from ..cli import emit, runtime_options
     from . import load_classifier
 
+    if wants_batch(a):
+        if a.pair is not None or a.base is not None:
+            from ..errors import InputError
+
+            raise InputError("--input runs single texts on a model with a classification head "
+                             "(no --pair, no probe --base)")
+        return run_from_args(a, "classify", {"top_k": a.top_k, "truncate": a.truncate})
     if a.pair is not None and len(a.pair) != len(a.texts):
         from ..errors import InputError
 
@@ -40,6 +48,7 @@ def cmd_finetune(a: argparse.Namespace) -> None:
 
 
 def add_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
+    from ..batch.cli import add_batch_args
     from ..cli import _backend_help, backend_name
     from ..tasks.embed import POOLINGS
     from .trainer import METHODS
@@ -47,7 +56,7 @@ def add_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
     s = sub.add_parser("classify", parents=parents,
                        help="sequence classification (pipeline('text-classification') semantics)")
     s.add_argument("model", help="checkpoint / convert output with a classification head, or a probe dir")
-    s.add_argument("texts", nargs="+", metavar="TEXT")
+    s.add_argument("texts", nargs="*", metavar="TEXT", help="texts (or --input FILE)")
     s.add_argument("--pair", nargs="+", default=None, metavar="TEXT_B", help="the second text of each pair")
     s.add_argument("--backend", default=None, type=backend_name, help=_backend_help())
     s.add_argument("--top-k", type=int, default=1, help="labels per text, best first")
@@ -56,6 +65,7 @@ def add_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
     s.add_argument("--max-tokens", type=int, default=None, help="token budget per batch (positive)")
     s.add_argument("--truncate", action="store_true", help="cut texts longer than the model")
     s.add_argument("--json", action="store_true", help="one list of {label, score} per text")
+    add_batch_args(s)
     s.set_defaults(func=cmd_classify)
 
     s = sub.add_parser("finetune", parents=parents, help="probe / freeze / LoRA / full fine-tuning of a classifier")

@@ -42,6 +42,18 @@ def head_tensors(spec: ModelSpec, state: dict[str, np.ndarray]) -> dict[str, np.
             "decoder.bias": state.get(f"{head}.decoder.bias", state[f"{head}.bias"])}
 
 
+CLASSIFIER_FILE = "classifier_head.safetensors"
+CLASSIFIER_KEYS = ("dense.weight", "dense.bias", "out.weight", "out.bias")
+
+
+def classifier_tensors(spec: ModelSpec, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The sequence-classification head ([CLS] row -> dense -> tanh -> out: RoBERTa's classifier and
+    BERT's pooler + classifier alike) of canonical ``state`` under ``CLASSIFIER_KEYS``."""
+    arch = spec.architecture
+    return {"dense.weight": state[f"{arch.cls_dense}.weight"], "dense.bias": state[f"{arch.cls_dense}.bias"],
+            "out.weight": state[f"{arch.cls_out}.weight"], "out.bias": state[f"{arch.cls_out}.bias"]}
+
+
 def model_dir(directory: Path, variant: str) -> Path:
     """The CTranslate2 model folder of ``variant`` inside a ``ctranslate2/`` export.
 

@@ -49,12 +49,16 @@ def expected_signatures(spec: ModelSpec) -> dict[str, tuple[dict, dict]]:
     """signature -> ({input: (dtype, dims)}, {output: (dtype, dims)}); -1 is a dynamic dim."""
     i64, f32 = 9, 1  # DT_INT64, DT_FLOAT
     ids = {"input_ids": (i64, (-1, -1)), "attention_mask": (i64, (-1, -1))}
+    if spec.architecture.segment_types:  # BERT's signatures take the pair's token types too
+        ids["token_type_ids"] = (i64, (-1, -1))
     h, n = spec.hidden_size, spec.num_layers
     sigs = {"serving_default": (ids, {"last_hidden_state": (f32, (-1, -1, h))}),
             "hidden_states": (ids, {"hidden_states": (f32, (n + 1, -1, -1, h))}),
             "attentions": (ids, {"attentions": (f32, (n, -1, spec.num_heads, -1, -1))})}
     if spec.has_mlm_head:
         sigs["fill_mask"] = (ids | {"mask_positions": (i64, (-1, 2))}, {"logits": (f32, (-1, spec.vocab_size))})
+    if spec.has_classifier:
+        sigs["classify"] = (ids, {"logits": (f32, (-1, spec.num_labels))})
     return sigs
 
 

@@ -15,7 +15,7 @@ import ctranslate2
 import numpy as np
 
 from ..errors import ArtifactError, InputError
-from ..models.ct2_layout import COMPUTE_TYPES, HEAD_FILE, HEAD_KEYS, model_dir
+from ..models.ct2_layout import CLASSIFIER_FILE, CLASSIFIER_KEYS, COMPUTE_TYPES, HEAD_FILE, HEAD_KEYS, model_dir
 from .base import EncoderOutput, Runtime, gather_rows
 
 
@@ -43,21 +43,21 @@ class CTranslate2Runtime(Runtime):
         except (RuntimeError, ValueError) as e:
             raise ArtifactError(f"{self.model_path}: CTranslate2 cannot load it "
                                 f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
-        self.head = self._load_head() if self.spec.has_mlm_head else None
+        self.head = self._load_head(HEAD_FILE, HEAD_KEYS) if self.spec.has_mlm_head else None
+        self.classifier = self._load_head(CLASSIFIER_FILE, CLASSIFIER_KEYS) if self.spec.has_classifier else None
 
     @classmethod
     def load(cls, directory: Path, **options: Any) -> CTranslate2Runtime:
         return cls(Path(directory), **options)
 
-    def _load_head(self) -> dict[str, Any]:
-        import torch
+    def _load_head(self, name: str, keys: tuple[str, ...]) -> dict[str, Any]:
         from safetensors.torch import load_file
 
-        path = self.directory / HEAD_FILE
+        path = self.directory / name
         if not path.is_file():
             raise ArtifactError(f"{path} is missing; re-run `encoderkit convert --to ctranslate2`")
         head = load_file(str(path))
-        missing = [k for k in HEAD_KEYS if k not in head]
+        missing = [k for k in keys if k not in head]
         if missing:
             raise ArtifactError(f"{path} lacks {', '.join(missing)}; re-run `encoderkit convert --to ctranslate2`")
         return head
@@ -120,6 +120,18 @@ class CTranslate2Runtime(Runtime):
             x = F.gelu(x)  # exact (erf) gelu: the only activation a ModelSpec admits
             x = F.layer_norm(x, x.shape[-1:], h["norm.weight"], h["norm.bias"], self.spec.layer_norm_eps)
             return F.linear(x, h["decoder.weight"], h["decoder.bias"]).numpy()
+
+
+    def classify_logits(self, input_ids, attention_mask, token_type_ids=None) -> np.ndarray:
+        self.require_classifier()
+        import torch
+        import torch.nn.functional as F  # noqa: N812
+
+        cls_rows = self._run(input_ids, attention_mask, token_type_ids)[:, 0]
+        h = self.classifier
+        with torch.inference_mode():
+            x = torch.tanh(F.linear(torch.from_numpy(np.ascontiguousarray(cls_rows)), h["dense.weight"], h["dense.bias"]))
+            return F.linear(x, h["out.weight"], h["out.bias"]).numpy()
 
 
 class CTranslate2Int8Runtime(CTranslate2Runtime):
