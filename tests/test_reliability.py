@@ -83,15 +83,17 @@ if kind == "plain":  # any SavedModel: a module whose signature writes a file wh
     m = M()
     sigs = {"serving_default": m.serving_default}
 else:  # our exact model, signatures and variables, whose serving function also writes a file
-    class M(TFMaskedLM):
-        @tf.function(input_signature=[IDS, IDS])
-        def serving_default(self, input_ids, attention_mask):
-            tf.io.write_file(marker, "pwned")
-            hidden, _ = self._encode(input_ids, attention_mask)
-            return {"last_hidden_state": hidden[-1]}
-    m = M(spec)
+    m = TFMaskedLM(spec)
+
+    @tf.function(input_signature=[IDS, IDS])
+    def evil(input_ids, attention_mask):
+        tf.io.write_file(marker, "pwned")
+        hidden, _ = m._encode(input_ids, attention_mask)
+        return {"last_hidden_state": hidden[-1]}
+
+    m.serving_default = evil  # signatures are instance attributes: replace ours with the evil one
     sigs = m.signatures()
-    sigs["serving_default"] = m.serving_default
+    assert sigs["serving_default"] is evil
 target = tf_dir / "saved_model" / "1"
 import shutil; shutil.rmtree(target)
 tf.saved_model.save(m, str(target), signatures=sigs)
