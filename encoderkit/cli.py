@@ -219,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .viewer.cli import add_parser as attention_parser
 
     attention_parser(sub, parents=[common])
+    from .deploy.cli import add_parser as _add_package  # `encoderkit package` (deploy/)
+
+    _add_package(sub)
     return p
 
 

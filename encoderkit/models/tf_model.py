@@ -39,7 +39,9 @@ class Node(tf.Module):
 
 def mask_bias(mask):
     """Additive attention bias: 0 for real tokens, float32's minimum for padding (as transformers)."""
-    return tf.cast(1 - mask, tf.float32)[:, None, None, :] * tf.float32.min
+    # expand_dims, not [:, None, None, :]: TFLite's builtin strided_slice has no new_axis_mask (the
+    # slice would need TF Select ops, which LiteRT's interpreter does not carry).
+    return tf.expand_dims(tf.expand_dims(tf.cast(1 - mask, tf.float32), 1), 1) * tf.float32.min
 
 
 def _var(shape, name):

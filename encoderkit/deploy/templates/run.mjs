@@ -1,0 +1,339 @@
+#!/usr/bin/env node
+// Standalone Node.js runner of an encoderkit bundle: onnxruntime-node + @huggingface/tokenizers
+// (tokenizer.json loaded from the bundle, offline). The same commands as run.py:
+//
+//   node run.mjs embed "a sentence" [--pooling mean|cls|max] [--normalize] [--json]
+//   node run.mjs fill-mask "Paris is the <mask> of France." [--top-k 5] [--json]
+//   node run.mjs tokenize "a sentence"
+//   node run.mjs --self-test
+//
+// Install with scripts off: `npm install --ignore-scripts` (onnxruntime-node's postinstall
+// downloads CUDA binaries from outside the npm registry; its CPU binaries ship in the package).
+// Every file in bundle.json is checked by sha256 before loading; a changed file is refused (exit 2).
+import { createHash } from "node:crypto";
+import { createReadStream, readFileSync, existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { performance } from "node:perf_hooks";
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const POOLINGS = ["mean", "cls", "max"];
+
+class BundleError extends Error {}
+
+function sha256File(path) {
+  return new Promise((resolve, reject) => {
+    const h = createHash("sha256");
+    createReadStream(path).on("data", (d) => h.update(d)).on("end", () => resolve(h.digest("hex"))).on("error", reject);
+  });
+}
+
+async function readBundle(root) {
+  let bundle;
+  try {
+    bundle = JSON.parse(readFileSync(join(root, "bundle.json"), "utf8"));
+  } catch (e) {
+    throw new BundleError(`${join(root, "bundle.json")}: unreadable (${e.message})`);
+  }
+  for (const [rel, meta] of Object.entries(bundle.files)) {
+    const p = join(root, rel);
+    if (!existsSync(p)) throw new BundleError(`${rel}: listed in bundle.json but missing`);
+    if ((await sha256File(p)) !== meta.sha256) {
+      throw new BundleError(`${rel}: sha256 differs from bundle.json (corrupted or edited); refusing to load it`);
+    }
+  }
+  return bundle;
+}
+
+// The same input policy as encoderkit: specials added; empty or over-long texts refused unless
+// truncation is asked for, which keeps the specials and cuts the text's tokens at the end
+// (what the `tokenizers` library's truncation does for one sequence).
+class TextTokenizer {
+  constructor(tok, maxLength) {
+    this.tok = tok;
+    this.maxLength = maxLength;
+  }
+  encodeOne(text, truncate, i) {
+    const ids = this.tok.encode(text, { add_special_tokens: true }).ids;
+    if (ids.length <= this.maxLength) return ids;
+    if (!truncate) {
+      throw new BundleError(`texts[${i}] has ${ids.length} tokens, more than the bundle's ${this.maxLength}; shorten it or pass --truncate`);
+    }
+    const plain = this.tok.encode(text, { add_special_tokens: false }).ids;
+    const extra = ids.length - plain.length;
+    let p = 0; // where the plain tokens start inside the full encoding
+    while (p <= extra && !plain.every((t, j) => ids[p + j] === t)) p++;
+    return [...ids.slice(0, p), ...plain.slice(0, this.maxLength - extra), ...ids.slice(p + plain.length)];
+  }
+  encode(texts, truncate = false) {
+    if (!texts.length) throw new BundleError("no texts given");
+    texts.forEach((t, i) => {
+      if (!t.trim()) throw new BundleError(`texts[${i}] is empty`);
+    });
+    return texts.map((t, i) => this.encodeOne(t, truncate, i).map(Number));
+  }
+  decode(ids, skipSpecial = true) {
+    return this.tok.decode(ids.map(Number), { skip_special_tokens: skipSpecial, clean_up_tokenization_spaces: false });
+  }
+}
+
+class Bundle {
+  static async load(root = HERE, threads = 0) {
+    const t0 = performance.now();
+    const b = new Bundle();
+    b.root = root;
+    b.info = await readBundle(root);
+    const { Tokenizer } = await import("@huggingface/tokenizers");
+    const ort = (await import("onnxruntime-node")).default;
+    b.ort = ort;
+    const tokDir = dirname(join(root, b.info.tokenizer));
+    const cfgPath = join(tokDir, "tokenizer_config.json");
+    const tokJson = JSON.parse(readFileSync(join(root, b.info.tokenizer), "utf8"));
+    const cfg = existsSync(cfgPath) ? JSON.parse(readFileSync(cfgPath, "utf8")) : {};
+    b.tokenizer = new TextTokenizer(new Tokenizer(tokJson, cfg), b.info.max_length);
+    const opts = { executionProviders: ["cpu"], graphOptimizationLevel: "all" };
+    if (threads) opts.intraOpNumThreads = threads;
+    b.encoder = await ort.InferenceSession.create(join(root, b.info.graphs.encoder), opts);
+    b.head = b.info.graphs.head ? await ort.InferenceSession.create(join(root, b.info.graphs.head), opts) : null;
+    b.loadSeconds = (performance.now() - t0) / 1000;
+    return b;
+  }
+
+  pad(ids) {
+    const n = Math.max(...ids.map((x) => x.length));
+    const inputIds = new BigInt64Array(ids.length * n).fill(BigInt(this.info.pad_token_id));
+    const mask = new BigInt64Array(ids.length * n);
+    ids.forEach((x, i) => x.forEach((t, j) => {
+      inputIds[i * n + j] = BigInt(t);
+      mask[i * n + j] = 1n;
+    }));
+    return { inputIds, mask, b: ids.length, n };
+  }
+
+  async run(batch) {
+    const T = this.ort.Tensor;
+    return this.encoder.run({
+      input_ids: new T("int64", batch.inputIds, [batch.b, batch.n]),
+      attention_mask: new T("int64", batch.mask, [batch.b, batch.n]),
+    });
+  }
+
+  async embed(texts, pooling = null, normalize = null, truncate = false) {
+    const pooled = this.info.pooling;
+    pooling = pooling ?? pooled.default;
+    normalize = normalize ?? pooled.normalize;
+    if (!POOLINGS.includes(pooling)) throw new BundleError(`pooling must be one of ${POOLINGS.join(", ")}, got ${pooling}`);
+    const inGraph = pooled.in_graph && pooling === pooled.default && normalize === pooled.normalize;
+    const H = this.info.model.hidden_size;
+    const out = [];
+    for (const ids of this.tokenizer.encode(texts, truncate)) { // one text per run: no padding to reason about
+      const batch = this.pad([ids]);
+      const res = await this.run(batch);
+      let e;
+      if (inGraph) {
+        e = Array.from(res.sentence_embedding.data.slice(0, H));
+      } else {
+        const h = res.last_hidden_state.data;
+        const n = batch.n;
+        e = new Array(H).fill(pooling === "max" ? -Infinity : 0);
+        const rows = pooling === "cls" ? 1 : n;
+        for (let t = 0; t < rows; t++) {
+          for (let k = 0; k < H; k++) {
+            const v = h[t * H + k];
+            e[k] = pooling === "max" ? Math.max(e[k], v) : e[k] + v;
+          }
+        }
+        if (pooling === "mean") e = e.map((v) => Math.fround(v / n));
+        e = e.map(Math.fround);
+        if (normalize) {
+          const norm = Math.max(Math.sqrt(e.reduce((s, v) => s + v * v, 0)), 1e-12);
+          e = e.map((v) => Math.fround(v / norm));
+        }
+      }
+      out.push(e);
+    }
+    return out;
+  }
+
+  async maskProbs(ids) {
+    const batch = this.pad([ids]);
+    const H = this.info.model.hidden_size;
+    const h = (await this.run(batch)).last_hidden_state.data;
+    const positions = ids.flatMap((t, j) => (t === this.info.mask_token_id ? [j] : []));
+    const rows = new Float32Array(positions.length * H);
+    positions.forEach((pos, r) => rows.set(h.subarray(pos * H, (pos + 1) * H), r * H));
+    const logits = (await this.head.run({ hidden: new this.ort.Tensor("float32", rows, [positions.length, H]) })).logits.data;
+    const V = logits.length / positions.length;
+    return positions.map((pos, r) => {
+      const l = logits.subarray(r * V, (r + 1) * V);
+      let mx = -Infinity;
+      for (const v of l) mx = Math.max(mx, v);
+      const e = Array.from(l, (v) => Math.exp(v - mx));
+      const s = e.reduce((a, b) => a + b, 0);
+      return { pos, probs: e.map((v) => Math.fround(v / s)) };
+    });
+  }
+
+  async fillMask(texts, topK = 5, truncate = false) {
+    if (!this.head) throw new BundleError("this bundle has no masked-LM head (package it with --tasks fill-mask from a *ForMaskedLM model)");
+    if (!(topK >= 1)) throw new BundleError(`top_k must be a positive integer, got ${topK}`);
+    const maskId = this.info.mask_token_id, pad = this.info.pad_token_id;
+    const all = this.tokenizer.encode(texts, truncate);
+    all.forEach((seq, i) => {
+      if (!seq.includes(maskId)) throw new BundleError(`texts[${i}]: the mask token ${this.info.mask_token} is missing; write ${this.info.mask_token} where a word should be predicted`);
+    });
+    const results = [];
+    for (const seq of all) {
+      const single = seq.filter((t) => t === maskId).length === 1;
+      const perMask = [];
+      for (const { pos, probs } of await this.maskProbs(seq)) {
+        const k = Math.min(topK, probs.length);
+        const order = probs.map((p, j) => j).sort((a, b) => probs[b] - probs[a] || a - b).slice(0, k);
+        perMask.push(order.map((j) => {
+          const filled = seq.map((t, q) => (q === pos ? j : t)).filter((t) => t !== pad);
+          return { token: j, token_str: this.tokenizer.decode([j], false), score: probs[j],
+                   sequence: this.tokenizer.decode(filled, single) };
+        }));
+      }
+      results.push(perMask);
+    }
+    return results;
+  }
+}
+
+async function selfTest(b) {
+  const probes = b.info.probes, tol = probes.tolerance, lines = [];
+  const all = [...probes.embed, ...(probes.fill_mask || [])];
+  for (const p of all) {
+    const got = b.tokenizer.encode([p.text], p.truncate)[0];
+    if (got.length !== p.ids.length || got.some((t, j) => t !== p.ids[j])) {
+      throw new Error(`token ids differ from encoderkit's for ${JSON.stringify(p.text.slice(0, 40))}: ${got.slice(0, 12)} vs ${p.ids.slice(0, 12)}`);
+    }
+  }
+  lines.push(`token ids: identical on ${all.length} probes`);
+  let worst = 0, cos = 1;
+  for (const p of probes.embed) {
+    const [e] = await b.embed([p.text], null, null, p.truncate);
+    let dot = 0, ne = 0, nr = 0;
+    e.forEach((v, k) => {
+      worst = Math.max(worst, Math.abs(v - p.embedding[k]));
+      dot += v * p.embedding[k]; ne += v * v; nr += p.embedding[k] ** 2;
+    });
+    cos = Math.min(cos, dot / Math.max(Math.sqrt(ne * nr), 1e-12));
+  }
+  if (tol.kind === "atol") {
+    if (worst > tol.atol) throw new Error(`embed: max |diff| ${worst} > ${tol.atol} against the ${probes.reference} reference`);
+    lines.push(`embed: ${probes.embed.length} probes, max |diff| ${worst.toExponential(2)} <= ${tol.atol} vs ${probes.reference}`);
+  } else {
+    if (cos < tol.cosine) throw new Error(`embed: min cosine ${cos} < ${tol.cosine}`);
+    lines.push(`embed: ${probes.embed.length} probes, min cosine ${cos.toFixed(4)} >= ${tol.cosine} vs ${probes.reference}`);
+  }
+  if ((probes.fill_mask || []).length) {
+    let w = 0, agree = 0, n = 0;
+    for (const p of probes.fill_mask) {
+      const masks = await b.maskProbs(p.ids);
+      masks.forEach(({ probs }, r) => {
+        const top = p.top[r];
+        top.forEach((t) => { w = Math.max(w, Math.abs(probs[t.token] - t.score)); });
+        let best = 0;
+        probs.forEach((v, j) => { if (v > probs[best]) best = j; });
+        agree += best === top[0].token ? 1 : 0;
+        n += 1;
+      });
+    }
+    if (tol.kind === "atol") {
+      if (w > tol.atol) throw new Error(`fill-mask: max |score diff| ${w} > ${tol.atol}`);
+      lines.push(`fill-mask: ${n} masks, max |score diff| of the reference top-5 ${w.toExponential(2)} <= ${tol.atol}`);
+    } else {
+      if (agree / n < tol.top1) throw new Error(`fill-mask: top-1 agreement ${agree / n} < ${tol.top1}`);
+      lines.push(`fill-mask: ${n} masks, top-1 agreement ${(agree / n).toFixed(3)} >= ${tol.top1}`);
+    }
+  }
+  return lines;
+}
+
+// Peak resident memory in MB. Linux: VmHWM (getrusage's maxRSS would include the memory of the
+// process that started us, which Linux carries across exec).
+function peakRssMb() {
+  try {
+    const m = readFileSync("/proc/self/status", "utf8").match(/^VmHWM:\s+(\d+)/m);
+    if (m) return Number(m[1]) / 1024;
+  } catch {}
+  return process.resourceUsage().maxRSS / 1024;
+}
+
+async function main(argv) {
+  const { values: a, positionals } = parseArgs({
+    args: argv, allowPositionals: true,
+    options: {
+      bundle: { type: "string", default: HERE }, "self-test": { type: "boolean" }, measure: { type: "boolean" },
+      threads: { type: "string" }, json: { type: "boolean" }, truncate: { type: "boolean" },
+      pooling: { type: "string" }, normalize: { type: "boolean" }, "no-normalize": { type: "boolean" },
+      "top-k": { type: "string", default: "5" },
+    },
+  });
+  const [command, ...texts] = positionals;
+  if (!a["self-test"] && !command) {
+    console.error("usage: node run.mjs embed|fill-mask|tokenize TEXT... [--json] | --self-test");
+    return 2;
+  }
+  try {
+    const b = await Bundle.load(a.bundle, Number(a.threads || 0));
+    if (a["self-test"]) {
+      let lines;
+      try {
+        lines = await selfTest(b);
+      } catch (e) {
+        if (e instanceof BundleError) throw e;
+        console.error(`self-test FAILED: ${e.message}`);
+        return 1;
+      }
+      console.log([...lines, "self-test passed"].join("\n"));
+      if (a.measure) { // after the self-test ran: the median of 5 calls on one short text
+        const times = [];
+        for (let i = 0; i < 5; i++) {
+          const t = performance.now();
+          await b.embed([b.info.probes.embed[0].text]);
+          times.push((performance.now() - t) / 1000);
+        }
+        times.sort((x, y) => x - y);
+        console.log(JSON.stringify({ load_seconds: b.loadSeconds, embed_one_text_seconds: times[2],
+                                     peak_rss_mb: peakRssMb() }));
+      }
+      if (!command) return 0;
+    }
+    if (command === "tokenize") {
+      console.log(JSON.stringify(b.tokenizer.encode(texts, !!a.truncate)));
+    } else if (command === "embed") {
+      const normalize = a.normalize ? true : a["no-normalize"] ? false : null;
+      const emb = await b.embed(texts, a.pooling ?? null, normalize, !!a.truncate);
+      if (a.json) console.log(JSON.stringify(emb));
+      else emb.forEach((e, i) => {
+        const head = e.slice(0, 6).map((x) => (x >= 0 ? "+" : "") + x.toFixed(4)).join(" ");
+        console.log(`[${head} ...] dim ${e.length} norm ${Math.sqrt(e.reduce((s, v) => s + v * v, 0)).toFixed(4)}  ${texts[i]}`);
+      });
+    } else if (command === "fill-mask") {
+      const res = await b.fillMask(texts, Number(a["top-k"]), !!a.truncate);
+      if (a.json) console.log(JSON.stringify(res));
+      else res.forEach((perMask, i) => {
+        console.log(texts[i]);
+        perMask.forEach((preds, m) => {
+          if (perMask.length > 1) console.log(`  mask ${m + 1}:`);
+          preds.forEach((q) => console.log(`  ${q.score.toFixed(4)}  ${JSON.stringify(q.token_str).padEnd(16)} ${q.sequence}`));
+        });
+      });
+    } else {
+      throw new BundleError(`unknown command ${command}; use embed, fill-mask or tokenize`);
+    }
+  } catch (e) {
+    if (e instanceof BundleError) {
+      console.error(`error: ${e.message}`);
+      return 2;
+    }
+    throw e;
+  }
+  return 0;
+}
+
+process.exitCode = await main(process.argv.slice(2));
