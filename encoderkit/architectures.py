@@ -13,6 +13,8 @@ from .errors import UnsupportedArchitectureError
 
 # Head names a ModelSpec can carry in ``heads``.
 MLM = "mlm"
+# A sequence-classification head (*ForSequenceClassification): [CLS] row -> dense -> tanh -> out.
+CLASSIFICATION = "classification"
 DEFAULT_ARCH = "roberta"  # what `init-random` builds unless told otherwise
 
 
@@ -53,7 +55,13 @@ class Architecture:
     tokenizer_class: str  # tokenizer_config.json's tokenizer_class
     random_tokenizer: str  # "bpe" | "wordpiece": what `init-random` builds for this architecture
     lowercase: bool
-    # Tensors known and deliberately not used (pooler, next-sentence head).
+    # The sequence-classification head: the [CLS] hidden row -> ``cls_dense`` -> tanh ->
+    # ``cls_out`` (RoBERTa: classifier.dense / classifier.out_proj; BERT: its pooler, then
+    # classifier). Both are tensor prefixes of the *ForSequenceClassification class.
+    cls_dense: str = ""
+    cls_out: str = ""
+    # Tensors known and deliberately not used (pooler, next-sentence head), unless they are a part
+    # of a head the checkpoint carries (BERT's pooler feeds its classification head).
     ignored: tuple[str, ...] = ()
     # Extra config.json keys transformers expects for this architecture.
     config_extra: tuple[tuple[str, int], ...] = ()
@@ -61,6 +69,15 @@ class Architecture:
     @property
     def masked_lm_class(self) -> str:
         return f"{self.hf_class_prefix}ForMaskedLM"
+
+    @property
+    def classification_class(self) -> str:
+        return f"{self.hf_class_prefix}ForSequenceClassification"
+
+    @property
+    def classification_tensors(self) -> tuple[str, ...]:
+        """The tensor names of the classification head (weights and biases, PyTorch layout)."""
+        return tuple(f"{m}.{w}" for m in (self.cls_dense, self.cls_out) for w in ("weight", "bias"))
 
     @property
     def base_class(self) -> str:
@@ -84,6 +101,7 @@ _ROBERTA_LIKE = dict(
     positions_from_pad=True, default_pad_token_id=1, segment_types=False,
     special=SpecialTokens(cls="<s>", sep="</s>", pad="<pad>", mask="<mask>", unk="<unk>"),
     random_tokenizer="bpe", lowercase=False, ignored=(r"^roberta\.pooler\.",),
+    cls_dense="classifier.dense", cls_out="classifier.out_proj",
     config_extra=(("bos_token_id", 0), ("eos_token_id", 2)),
 )
 
@@ -100,6 +118,7 @@ ARCHITECTURES: dict[str, Architecture] = {
             default_pad_token_id=0, segment_types=True,
             special=SpecialTokens(cls="[CLS]", sep="[SEP]", pad="[PAD]", mask="[MASK]", unk="[UNK]"),
             tokenizer_class="BertTokenizer", random_tokenizer="wordpiece", lowercase=True,
+            cls_dense="bert.pooler.dense", cls_out="classifier",
             ignored=(r"^bert\.pooler\.", r"^cls\.seq_relationship\.")),
     )
 }

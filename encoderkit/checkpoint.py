@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .architectures import MLM, Architecture, architecture
+from .architectures import CLASSIFICATION, MLM, Architecture, architecture
 from .errors import CheckpointError, HubUnavailableError, PickleRefusedError
 from .spec import ModelSpec, spec_from_config
 from .tokenization import TOKENIZER_FILES, TextTokenizer, load_tokenizer
@@ -62,11 +62,19 @@ def expected_shapes(spec: ModelSpec, *, with_head: bool | None = None) -> dict[s
         dense, norm = spec.architecture.mlm_dense, spec.architecture.mlm_norm
         shapes |= {f"{e}.{dense}.weight": (h, h), f"{e}.{dense}.bias": (h,),
                    f"{e}.{norm}.weight": (h,), f"{e}.{norm}.bias": (h,), f"{e}.bias": (spec.vocab_size,)}
+    if spec.has_classifier:
+        dense, out = spec.architecture.cls_dense, spec.architecture.cls_out
+        shapes |= {f"{dense}.weight": (h, h), f"{dense}.bias": (h,),
+                   f"{out}.weight": (spec.num_labels, h), f"{out}.bias": (spec.num_labels,)}
     return shapes
 
 
 def _heads(raw_keys, arch: Architecture) -> tuple[str, ...]:
-    return (MLM,) if any(k.startswith(arch.mlm_head + ".") for k in raw_keys) else ()
+    keys = set(raw_keys)
+    heads = [MLM] if any(k.startswith(arch.mlm_head + ".") for k in keys) else []
+    if f"{arch.cls_out}.weight" in keys:
+        heads.append(CLASSIFICATION)
+    return tuple(heads)
 
 
 def canonicalize(raw: Mapping[str, np.ndarray], config: dict[str, Any], *, source: str
@@ -99,7 +107,9 @@ def canonicalize(raw: Mapping[str, np.ndarray], config: dict[str, Any], *, sourc
     dec_b = state.pop(f"{head}.decoder.bias", None)
     if dec_b is not None:
         state.setdefault(f"{head}.bias", dec_b)
-    for name in [n for n in state if n.endswith("position_ids") or arch.is_ignored(n)]:
+    # A classification checkpoint keeps its head, even where it is otherwise ignored (BERT's pooler).
+    keep = set(arch.classification_tensors) if CLASSIFICATION in _heads(state, arch) else set()
+    for name in [n for n in state if n.endswith("position_ids") or (arch.is_ignored(n) and n not in keep)]:
         del state[name]
     state = {k: v.astype(np.float32, copy=False) for k, v in state.items()}
     for name, value in state.items():  # NaN/inf weights would pass every parity check as NaN
@@ -304,8 +314,14 @@ def packaged_model_dir(name: str) -> Path:
 def hf_config(spec: ModelSpec) -> dict[str, Any]:
     """A config.json that transformers reads as the same model."""
     arch = spec.architecture
+    labels = {}
+    if spec.has_classifier:  # what pipeline("text-classification") names its answers with
+        labels = {"id2label": {str(i): lab for i, lab in enumerate(spec.labels)},
+                  "label2id": {lab: i for i, lab in enumerate(spec.labels)}}
+    cls = (arch.classification_class if spec.has_classifier else
+           arch.masked_lm_class if spec.has_mlm_head else arch.base_class)
     return {
-        "architectures": [arch.masked_lm_class if spec.has_mlm_head else arch.base_class],
+        "architectures": [cls], **labels,
         "model_type": spec.arch, "vocab_size": spec.vocab_size, "hidden_size": spec.hidden_size,
         "num_hidden_layers": spec.num_layers, "num_attention_heads": spec.num_heads,
         "intermediate_size": spec.intermediate_size, "hidden_act": spec.hidden_act,

@@ -222,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .deploy.cli import add_parser as _add_package  # `encoderkit package` (deploy/)
 
     _add_package(sub)
+    from .finetune.cli import add_parsers as finetune_parsers  # classify + finetune
+
+    finetune_parsers(sub, parents=[common])
     return p
 
 

@@ -36,7 +36,7 @@ def target_path(name: str, spec: ModelSpec) -> tuple[str, Transform]:
     for pattern, template, transform, _ in RULES:
         if pattern.match(name):
             path = pattern.sub(template, name).replace(".", "/")
-            if not spec.has_mlm_head:  # a bare *Model's tree has no "roberta/" / "bert/" level
+            if spec.bare:  # a bare *Model's tree has no "roberta/" / "bert/" level
                 path = path.removeprefix(spec.prefix + "/")
             return path, transform
     raise MappingError(f"no mapping rule for tensor {name}")

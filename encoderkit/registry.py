@@ -116,6 +116,7 @@ TASKS: dict[str, str] = {
     "fill-mask": "encoderkit.tasks.fill_mask:fill_mask",
     "embed": "encoderkit.tasks.embed:embed",
     "attentions": "encoderkit.tasks.attentions:attentions",
+    "classify": "encoderkit.tasks.classify:classify",
 }
 
 

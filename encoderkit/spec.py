@@ -8,7 +8,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .architectures import MLM, Architecture, architecture
+from .architectures import CLASSIFICATION, MLM, Architecture, architecture
 from .errors import UnsupportedArchitectureError
 
 
@@ -33,9 +33,13 @@ class ModelSpec:
     mask_token_id: int
     cls_token_id: int
     sep_token_id: int
+    # The classification head's label names, index = logit row (config.json's id2label); () when
+    # the model has no classification head.
+    labels: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "heads", tuple(self.heads))
+        object.__setattr__(self, "labels", tuple(self.labels))
 
     @property
     def architecture(self) -> Architecture:
@@ -54,6 +58,19 @@ class ModelSpec:
         return MLM in self.heads
 
     @property
+    def has_classifier(self) -> bool:
+        return CLASSIFICATION in self.heads
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+    @property
+    def bare(self) -> bool:
+        """No head at all: a bare *Model, whose tensor names and trees have no encoder prefix level."""
+        return not self.heads
+
+    @property
     def max_tokens_per_text(self) -> int:
         """Longest sequence (special tokens included) the position table can hold."""
         return self.max_position_embeddings - self.position_offset
@@ -65,6 +82,7 @@ class ModelSpec:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["heads"] = list(self.heads)
+        d["labels"] = list(self.labels)
         return d
 
     @classmethod
@@ -73,6 +91,26 @@ class ModelSpec:
         if "has_mlm_head" in d:  # written by encoderkit 0.1 before heads existed
             d["heads"] = (MLM,) if d.pop("has_mlm_head") else ()
         return cls(**d)
+
+
+def config_labels(config: dict[str, Any]) -> tuple[str, ...]:
+    """Label names from config.json's ``id2label`` (keys "0".."n-1"), else ``num_labels`` x LABEL_i
+    (what transformers names them).
+
+    Raises:
+        UnsupportedArchitectureError: id2label whose keys are not 0..n-1.
+    """
+    id2label = config.get("id2label")
+    if isinstance(id2label, dict) and id2label:
+        try:
+            by_index = {int(k): str(v) for k, v in id2label.items()}
+        except (TypeError, ValueError):
+            raise UnsupportedArchitectureError("config.json: id2label keys must be integers") from None
+        if sorted(by_index) != list(range(len(by_index))):
+            raise UnsupportedArchitectureError("config.json: id2label keys must be 0..n-1")
+        return tuple(by_index[i] for i in range(len(by_index)))
+    n = int(config.get("num_labels", 2))
+    return tuple(f"LABEL_{i}" for i in range(n))
 
 
 def spec_from_config(config: dict[str, Any], *, heads: tuple[str, ...], mask_token: str,
@@ -110,6 +148,7 @@ def spec_from_config(config: dict[str, Any], *, heads: tuple[str, ...], mask_tok
             mask_token_id=mask_token_id,
             cls_token_id=cls_token_id,
             sep_token_id=sep_token_id,
+            labels=config_labels(config) if CLASSIFICATION in heads else (),
         )
     except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise UnsupportedArchitectureError(f"{source}: missing or invalid field {e}") from None

@@ -76,15 +76,34 @@ class ProbeBatch:
     rows: np.ndarray  # (row, position) of every mask token
     hidden: np.ndarray  # reference last hidden state
     logits: np.ndarray | None  # reference logits at ``rows`` (None without an MLM head)
+    # reference sequence-classification logits [batch, labels] (None without that head)
+    class_logits: np.ndarray | None = None
+    types: np.ndarray | None = None  # token types (a pair batch of a segment-typed model), else None
+
+
+def pair_probe_batch(runtime: Runtime) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Text pairs (ids, mask, token types), padded together: BERT's type-1 segment reaches the export."""
+    lines = corpus_lines()[:6]
+    enc = runtime.tokenizer.encode_pairs(lines[:3], lines[3:6])
+    ids, mask = pad_batch([e[0] for e in enc], runtime.spec.pad_token_id)
+    types = np.zeros_like(ids)
+    for row, e in enumerate(enc):
+        types[row, : len(e[1])] = e[1]
+    return ids, mask, types
 
 
 def reference_probes(ref: Runtime) -> list[ProbeBatch]:
     """Run the reference once on the probe batches; every validated backend reuses the result."""
     out = []
-    for ids, mask in probe_batches(ref):
+    batches = [(ids, mask, None) for ids, mask in probe_batches(ref)]
+    if ref.spec.architecture.segment_types:
+        batches.append(pair_probe_batch(ref))
+    for ids, mask, types in batches:
         rows = np.argwhere(ids == ref.spec.mask_token_id)
-        logits = ref.mask_logits(ids, mask, rows) if ref.spec.has_mlm_head else None
-        out.append(ProbeBatch(ids, mask, rows, ref.forward(ids, mask).last_hidden_state, logits))
+        logits = ref.mask_logits(ids, mask, rows, token_type_ids=types) if ref.spec.has_mlm_head else None
+        cls = ref.classify_logits(ids, mask, types) if ref.spec.has_classifier else None
+        out.append(ProbeBatch(ids, mask, rows, ref.forward(ids, mask, token_type_ids=types).last_hidden_state,
+                              logits, cls, types))
     return out
 
 
@@ -97,7 +116,7 @@ def fp32_parity(cand: Runtime, probes: list[ProbeBatch], atol: float) -> dict[st
     Raises:
         ParityError: naming the worst difference and where it is, when it exceeds ``atol``.
     """
-    worst = {"hidden": (0.0, None), "logits": (0.0, None)}
+    worst = {"hidden": (0.0, None), "logits": (0.0, None), "classification logits": (0.0, None)}
 
     def record(what: str, d: np.ndarray, where) -> None:
         if not np.isfinite(d).all():
@@ -108,14 +127,20 @@ def fp32_parity(cand: Runtime, probes: list[ProbeBatch], atol: float) -> dict[st
             worst[what] = (float(d[idx]), where(idx))
 
     for b, p in enumerate(probes):
-        d = np.abs(cand.forward(p.ids, p.mask).last_hidden_state - p.hidden) * p.mask[:, :, None]
+        d = np.abs(cand.forward(p.ids, p.mask, token_type_ids=p.types).last_hidden_state - p.hidden) \
+            * p.mask[:, :, None]
         record("hidden", d, lambda i, b=b: f"probe batch {b}, row {i[0]}, position {i[1]}")
-        if p.logits is not None:
-            d = np.abs(cand.mask_logits(p.ids, p.mask, p.rows) - p.logits)
+        if p.logits is not None and len(p.rows):
+            d = np.abs(cand.mask_logits(p.ids, p.mask, p.rows, token_type_ids=p.types) - p.logits)
             record("logits", d, lambda i, b=b, p=p: f"probe batch {b}, mask {tuple(p.rows[i[0]])}, token {i[1]}")
+        if p.class_logits is not None:
+            d = np.abs(cand.classify_logits(p.ids, p.mask, p.types) - p.class_logits)
+            record("classification logits", d, lambda i, b=b: f"probe batch {b}, row {i[0]}, label {i[1]}")
     has_head = probes[0].logits is not None
+    has_cls = probes[0].class_logits is not None
     result = {"kind": "fp32", "atol": atol, "max_abs_diff_hidden": worst["hidden"][0],
-              "max_abs_diff_logits": worst["logits"][0] if has_head else None}
+              "max_abs_diff_logits": worst["logits"][0] if has_head else None,
+              "max_abs_diff_class_logits": worst["classification logits"][0] if has_cls else None}
     for what, (diff, where) in worst.items():
         if not diff <= atol:
             raise ParityError(f"{cand.name} export disagrees with torch: max |diff| of {what} "
@@ -125,19 +150,24 @@ def fp32_parity(cand: Runtime, probes: list[ProbeBatch], atol: float) -> dict[st
 
 def quant_accuracy(cand: Runtime, probes: list[ProbeBatch]) -> dict[str, float]:
     """Top-1 agreement, top-5 overlap of mask predictions and mean-pooled cosine vs the reference."""
-    top1, top5, cos = [], [], []
+    top1, top5, cos, label_agree = [], [], [], []
     for p in probes:
-        if p.logits is not None:
-            for a, b in zip(p.logits, cand.mask_logits(p.ids, p.mask, p.rows)):
+        if p.logits is not None and len(p.rows):
+            for a, b in zip(p.logits, cand.mask_logits(p.ids, p.mask, p.rows, token_type_ids=p.types)):
                 ta, tb = np.argsort(-a)[:5], np.argsort(-b)[:5]
                 top1.append(float(ta[0] == tb[0]))
                 top5.append(len(set(ta) & set(tb)) / 5)
+        if p.class_logits is not None:
+            got = cand.classify_logits(p.ids, p.mask, p.types)
+            label_agree += list((np.argmax(got, 1) == np.argmax(p.class_logits, 1)).astype(float))
         er = pool(p.hidden, p.mask, "mean")
-        ec = pool(cand.forward(p.ids, p.mask).last_hidden_state, p.mask, "mean")
+        ec = pool(cand.forward(p.ids, p.mask, token_type_ids=p.types).last_hidden_state, p.mask, "mean")
         cos += list(np.sum(er * ec, 1) / (np.linalg.norm(er, axis=1) * np.linalg.norm(ec, axis=1)))
     out = {"cosine": float(np.min(cos)), "cosine_mean": float(np.mean(cos))}
     if top1:
         out |= {"top1": float(np.mean(top1)), "top5": float(np.mean(top5))}
+    if label_agree:  # reported (not a threshold): label agreement of the classification head
+        out["label_agreement"] = float(np.mean(label_agree))
     return out
 
 
@@ -190,12 +220,18 @@ def render_report(report: dict[str, Any], root: Path) -> str:
                     if res["max_abs_diff_logits"] is not None:
                         lines.append(f"| {backend} | max abs diff, mask logits | "
                                      f"{res['max_abs_diff_logits']:.2e} | {res['atol']:g} |")
+                    if res.get("max_abs_diff_class_logits") is not None:
+                        lines.append(f"| {backend} | max abs diff, classification logits | "
+                                     f"{res['max_abs_diff_class_logits']:.2e} | {res['atol']:g} |")
                 else:
                     for k in ("top1", "top5", "cosine"):
                         if k in res:
                             name = {"top1": "fill-mask top-1 agreement", "top5": "fill-mask top-5 overlap",
                                     "cosine": "min cosine, mean-pooled"}[k]
                             lines.append(f"| {backend} | {name} | {res[k]:.4f} | ≥ {res['thresholds'][k]} |")
+                    if "label_agreement" in res:
+                        lines.append(f"| {backend} | classification label agreement | "
+                                     f"{res['label_agreement']:.4f} | (reported) |")
                     if res.get("variant") == "int8":
                         ref = ", ".join(f"{k} {v:.4f}" for k, v in RANDOM_WEIGHT_INT8.items())
                         lines.append(f"| {backend} | same checks, random-weight roberta-large | {ref} | "

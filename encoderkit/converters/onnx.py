@@ -11,7 +11,13 @@ Files written to ``onnx/``:
 - ``analysis.onnx``  input_ids, attention_mask -> every hidden state and every attention
   probability (unfused: fused attention does not expose its probabilities). Used by
   ``embed(layer=k)`` for inner layers and by ``attentions()``.
+- ``classifier.onnx`` hidden [m, hidden] -> logits [m, labels]: the sequence-classification head
+  (dense -> tanh -> out), fed the [CLS] rows of the encoder's output; every encoder (fp32, int8,
+  fp16) shares this fp32 head, as they share the MLM head.
 - ``encoder.int8.onnx`` / ``encoder.fp16.onnx`` with ``--quantize``.
+
+Architectures with segment types (BERT) get a third input, ``token_type_ids``, on the encoder and
+analysis graphs, so text pairs run on ONNX as they do on torch.
 
 Weights go to external data (``*.onnx.data``, same directory) above EXTERNAL_DATA_BYTES.
 """
@@ -90,7 +96,8 @@ class OnnxConverter(Converter):
     def export(self, ckpt: Checkpoint, out: Path) -> dict[str, Any]:
         import torch
 
-        from ..models.torch_model import ExportEncoder, build_torch_model, encoder_of, mlm_head_of
+        from ..models.torch_model import (ExportEncoder, build_torch_model, classifier_head_of, encoder_of,
+                                          mlm_head_of)
 
         o: OnnxOptions = self.options
         quantize, fuse, external = o.quantize, o.fuse, o.external_data
@@ -102,11 +109,15 @@ class OnnxConverter(Converter):
         ids = torch.full((2, 8), 5, dtype=torch.long)
         mask = torch.ones(2, 8, dtype=torch.long)
         dyn = {"input_ids": {0: b, 1: s}, "attention_mask": {0: b, 1: s}}
+        inputs, args = ["input_ids", "attention_mask"], (ids, mask)
+        if spec.architecture.segment_types:  # BERT pairs: token types 0/1 are an input of the graph
+            inputs.append("token_type_ids")
+            args = (ids, mask, torch.zeros(2, 8, dtype=torch.long))
+            dyn["token_type_ids"] = {0: b, 1: s}
         info: dict[str, Any] = {"opset": OPSET, "fused": fuse, "files": {}}
 
         encoder.set_attn_implementation("sdpa")
-        enc = _export(ExportEncoder(encoder, False), (ids, mask), ["input_ids", "attention_mask"], dyn,
-                      ["last_hidden_state"])
+        enc = _export(ExportEncoder(encoder, False), args, inputs, dyn, ["last_hidden_state"])
         if "int8" in quantize and (o.int8_source == "unfused" or not fuse):
             # From the unfused graph every projection (QKV included) becomes MatMulInteger: on
             # random roberta-large here 17.0 vs 14.7 sentences/s (benchmarks/onnx_ablation.py),
@@ -138,8 +149,7 @@ class OnnxConverter(Converter):
         encoder.set_attn_implementation("eager")  # explicit softmax: probabilities as outputs
         n = spec.num_layers
         outputs = [f"hidden_state_{i}" for i in range(n + 1)] + [f"attention_{i}" for i in range(n)]
-        analysis = _export(ExportEncoder(encoder, True), (ids, mask), ["input_ids", "attention_mask"], dyn,
-                           outputs)
+        analysis = _export(ExportEncoder(encoder, True), args, inputs, dyn, outputs)
         _save(analysis, out / GRAPHS["analysis"], external=external)
         del analysis
         info["files"]["analysis"] = GRAPHS["analysis"]
@@ -158,6 +168,12 @@ class OnnxConverter(Converter):
             head_model = _export(head, (hidden,), ["hidden"], ({0: torch.export.Dim("masks")},), ["logits"])
             _save(head_model, out / GRAPHS["head"], external=external)
             info["files"]["head"] = GRAPHS["head"]
+        classifier = classifier_head_of(model, spec)
+        if classifier is not None:
+            hidden = torch.zeros(3, spec.hidden_size)
+            cls_model = _export(classifier, (hidden,), ["hidden"], ({0: torch.export.Dim("rows")},), ["logits"])
+            _save(cls_model, out / GRAPHS["classifier"], external=external)
+            info["files"]["classifier"] = GRAPHS["classifier"]
         del model
 
         if "fp16" in quantize:

@@ -116,8 +116,9 @@ class Embeddings(nn.Module):
     spec: ModelSpec
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask):
+    def __call__(self, input_ids, attention_mask, token_type_ids=None):
         s = self.spec
+        types = jnp.zeros_like(input_ids) if token_type_ids is None else token_type_ids
         if s.architecture.positions_from_pad:  # real tokens count from pad_token_id + 1, pads sit at pad_token_id
             real = (input_ids != s.pad_token_id).astype(jnp.int32)
             positions = jnp.cumsum(real, axis=1) * real + s.pad_token_id
@@ -125,21 +126,52 @@ class Embeddings(nn.Module):
             positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
         x = (nn.Embed(s.vocab_size, s.hidden_size, name="word_embeddings")(input_ids)
              + nn.Embed(s.max_position_embeddings, s.hidden_size, name="position_embeddings")(positions)
-             + nn.Embed(s.type_vocab_size, s.hidden_size, name="token_type_embeddings")(jnp.zeros_like(input_ids)))
+             + nn.Embed(s.type_vocab_size, s.hidden_size, name="token_type_embeddings")(types))
         return nn.LayerNorm(epsilon=s.layer_norm_eps, name="LayerNorm")(x)
 
 
+def grow(module: nn.Module, leaves: tuple[tuple[str, int], ...]) -> None:
+    """In ``setup``: a Dense of ``features`` at each dotted path of ``leaves`` (sub-blocks on the
+    way), so the parameter tree carries head tensors where Hugging Face's Flax classes had them."""
+    groups: dict[str, list[tuple[str, int]]] = {}
+    for path, features in leaves:
+        first, _, rest = path.partition(".")
+        groups.setdefault(first, []).append((rest, features))
+    for first, items in groups.items():
+        if len(items) == 1 and not items[0][0]:
+            setattr(module, first, nn.Dense(items[0][1]))
+        else:
+            setattr(module, first, DenseTree(tuple(items)))
+
+
+def lookup(module: nn.Module, dotted: str) -> nn.Module:
+    for part in dotted.split("."):
+        module = getattr(module, part)
+    return module
+
+
+class DenseTree(nn.Module):
+    leaves: tuple[tuple[str, int], ...]
+
+    def setup(self):
+        grow(self, self.leaves)
+
+
 class Encoder(nn.Module):
-    """Embeddings + layers: returns (hidden states of every layer, attention probabilities)."""
+    """Embeddings + layers: returns (hidden states of every layer, attention probabilities).
+
+    ``extra``: head Dense layers that live inside the encoder's tree (BERT's pooler)."""
 
     spec: ModelSpec
+    extra: tuple[tuple[str, int], ...] = ()
 
     def setup(self):
         self.embeddings = Embeddings(self.spec)
         self.encoder = EncoderBody(self.spec)
+        grow(self, self.extra)
 
-    def __call__(self, input_ids, attention_mask):
-        return self.encoder(self.embeddings(input_ids, attention_mask), mask_bias(attention_mask))
+    def __call__(self, input_ids, attention_mask, token_type_ids=None):
+        return self.encoder(self.embeddings(input_ids, attention_mask, token_type_ids), mask_bias(attention_mask))
 
 
 class MLMHead(nn.Module):
@@ -188,39 +220,60 @@ class Nested(nn.Module):
 
 
 class MaskedLM(nn.Module):
-    """The whole model; its parameter tree is HF's Flax *ForMaskedLM tree (or *Model without head).
+    """The whole model; its parameter tree is HF's Flax *ForMaskedLM / *ForSequenceClassification
+    tree (or *Model without a head).
 
-    ``encode`` runs the encoder; ``head`` projects hidden vectors [m, hidden] onto the vocabulary.
+    ``encode`` runs the encoder; ``head`` projects hidden vectors [m, hidden] onto the vocabulary;
+    ``classify`` maps [CLS] rows [m, hidden] to label logits (dense -> tanh -> out).
     """
 
     spec: ModelSpec
 
+    def _classifier_leaves(self) -> tuple[tuple[str, int], ...]:
+        s = self.spec
+        if not s.has_classifier:
+            return ()
+        a = s.architecture
+        return ((a.cls_dense, s.hidden_size), (a.cls_out, s.num_labels))
+
     def setup(self):
         s = self.spec
-        if s.has_mlm_head:
-            setattr(self, s.prefix, Encoder(s))
-            first, *rest = s.head_prefix.split(".")  # lm_head | cls.predictions
-            setattr(self, first, MLMHead(s) if not rest else Nested(s, tuple(rest)))
+        inner = tuple((p.removeprefix(s.prefix + "."), f) for p, f in self._classifier_leaves()
+                      if p.startswith(s.prefix + "."))
+        outer = tuple((p, f) for p, f in self._classifier_leaves() if not p.startswith(s.prefix + "."))
+        if not s.bare:
+            setattr(self, s.prefix, Encoder(s, inner))
+            grow(self, outer)
         else:  # bare model: embeddings/encoder at the top of the tree
             self.embeddings = Embeddings(s)
             self.encoder = EncoderBody(s)
-
-    def encode(self, input_ids, attention_mask):
-        s = self.spec
         if s.has_mlm_head:
-            return getattr(self, s.prefix)(input_ids, attention_mask)
-        return self.encoder(self.embeddings(input_ids, attention_mask), mask_bias(attention_mask))
+            first, *rest = s.head_prefix.split(".")  # lm_head | cls.predictions
+            setattr(self, first, MLMHead(s) if not rest else Nested(s, tuple(rest)))
+
+    def encode(self, input_ids, attention_mask, token_type_ids=None):
+        s = self.spec
+        if not s.bare:
+            return getattr(self, s.prefix)(input_ids, attention_mask, token_type_ids)
+        return self.encoder(self.embeddings(input_ids, attention_mask, token_type_ids), mask_bias(attention_mask))
 
     def head(self, hidden):
         s = self.spec
         table = self.variables["params"][s.prefix]["embeddings"]["word_embeddings"]["embedding"]
         return getattr(self, s.head_prefix.split(".")[0])(hidden, table)
 
-    def __call__(self, input_ids, attention_mask):
-        hidden, _ = self.encode(input_ids, attention_mask)
+    def classify(self, cls_rows):
+        a = self.spec.architecture
+        return lookup(self, a.cls_out)(jnp.tanh(lookup(self, a.cls_dense)(cls_rows)))
+
+    def __call__(self, input_ids, attention_mask, token_type_ids=None):
+        hidden, _ = self.encode(input_ids, attention_mask, token_type_ids)
+        out = [hidden[-1]]
         if self.spec.has_mlm_head:
-            return self.head(hidden[-1][:, 0])
-        return hidden[-1]
+            out.append(self.head(hidden[-1][:, 0]))
+        if self.spec.has_classifier:
+            out.append(self.classify(hidden[-1][:, 0]))
+        return tuple(out)
 
 
 # --------------------------------------------------------------------------- the artifact on disk

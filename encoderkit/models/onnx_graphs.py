@@ -4,6 +4,7 @@
 
 - ``encoder``       input_ids, attention_mask -> last_hidden_state (fused for ONNX Runtime)
 - ``head``          hidden [m, hidden] -> logits [m, vocab]: the MLM head at mask positions only
+- ``classifier``    hidden [m, hidden] -> logits [m, labels]: the classification head on [CLS] rows
 - ``analysis``      input_ids, attention_mask -> every hidden state and attention probability
 - ``encoder_int8`` / ``encoder_fp16``  the quantized encoders (with ``--quantize``)
 - ``analysis_int8`` / ``analysis_fp16``  the analysis graph quantized the same way, so a quantized
@@ -21,7 +22,8 @@ from ..errors import ArtifactError
 
 INFO_FILE = "onnx_info.json"
 # graph key -> default file name
-GRAPHS = {"encoder": "encoder.onnx", "head": "head.onnx", "analysis": "analysis.onnx",
+GRAPHS = {"encoder": "encoder.onnx", "head": "head.onnx", "classifier": "classifier.onnx",
+          "analysis": "analysis.onnx",
           "encoder_int8": "encoder.int8.onnx", "encoder_fp16": "encoder.fp16.onnx",
           "analysis_int8": "analysis.int8.onnx", "analysis_fp16": "analysis.fp16.onnx"}
 

@@ -87,7 +87,7 @@ class Embeddings(Node):
         self.token_type_embeddings = Embed(s.type_vocab_size, s.hidden_size)
         self.LayerNorm = LayerNorm(s.hidden_size, s.layer_norm_eps)
 
-    def __call__(self, ids):
+    def __call__(self, ids, types=None):
         s = self._s
         if s.architecture.positions_from_pad:  # positions count real tokens from pad_token_id + 1
             real = tf.cast(tf.not_equal(ids, s.pad_token_id), tf.int64)
@@ -95,7 +95,7 @@ class Embeddings(Node):
         else:
             positions = tf.broadcast_to(tf.range(tf.shape(ids, out_type=tf.int64)[1]), tf.shape(ids, out_type=tf.int64))
         x = (self.word_embeddings(ids) + self.position_embeddings(positions)
-             + self.token_type_embeddings(tf.zeros_like(ids)))
+             + self.token_type_embeddings(tf.zeros_like(ids) if types is None else types))
         return self.LayerNorm(x)
 
 
@@ -178,8 +178,8 @@ class Encoder(Node):
         super().__init__()
         self.embeddings, self.encoder = Embeddings(s), EncoderBody(s)
 
-    def __call__(self, ids, mask):
-        return self.encoder(self.embeddings(ids), mask_bias(mask))
+    def __call__(self, ids, mask, types=None):
+        return self.encoder(self.embeddings(ids, types), mask_bias(mask))
 
 
 class MLMHead(Node):
@@ -202,61 +202,92 @@ class MLMHead(Node):
         return self._norm(tf.nn.gelu(self._dense(h), approximate=False))
 
 
+def place(root: Node, dotted: str, module: Node) -> Node:
+    """Put ``module`` at tree path ``dotted`` under ``root`` (creating plain Nodes on the way)."""
+    *parents, leaf = dotted.split(".")
+    node = root
+    for name in parents:
+        if not isinstance(getattr(node, name, None), Node):
+            setattr(node, name, Node())
+        node = getattr(node, name)
+    setattr(node, leaf, module)
+    return module
+
+
 class TFMaskedLM(Node):
     """The whole model and its serving signatures.
 
-    Signatures (all take int64 ``input_ids`` and ``attention_mask`` of shape [batch, length]):
+    Signatures (all take int64 ``input_ids`` and ``attention_mask`` of shape [batch, length], and
+    ``token_type_ids`` too where the architecture has segment types, e.g. BERT):
     ``serving_default`` -> last_hidden_state; ``fill_mask`` (+ ``mask_positions`` [m, 2] of
-    (row, position)) -> logits [m, vocab] at the masks only; ``hidden_states`` -> [layers + 1,
-    batch, length, hidden]; ``attentions`` -> [layers, batch, heads, length, length].
+    (row, position)) -> logits [m, vocab] at the masks only; ``classify`` -> logits [batch,
+    labels] of the sequence-classification head; ``hidden_states`` -> [layers + 1, batch,
+    length, hidden]; ``attentions`` -> [layers, batch, heads, length, length].
     """
 
     def __init__(self, s: ModelSpec):
         super().__init__()
         self._s = s
-        if s.has_mlm_head:
+        self._typed = s.architecture.segment_types
+        if not s.bare:
             setattr(self, s.prefix, Encoder(s))
             self._body = getattr(self, s.prefix)
-            self._mlm = MLMHead(s)
-            *parents, leaf = s.head_prefix.split(".")  # lm_head | cls.predictions
-            node = self
-            for name in parents:
-                setattr(node, name, Node())
-                node = getattr(node, name)
-            setattr(node, leaf, self._mlm)
         else:
             self.embeddings, self.encoder = Embeddings(s), EncoderBody(s)
             self._body = None
-        if s.has_mlm_head:  # only then: saving traces every tf.function the module holds
-            self.fill_mask = tf.function(self._fill_mask, input_signature=[
-                IDS, IDS, tf.TensorSpec([None, 2], tf.int64)])
+        if s.has_mlm_head:
+            self._mlm = place(self, s.head_prefix, MLMHead(s))  # lm_head | cls.predictions
+        if s.has_classifier:
+            a = s.architecture
+            self._cls_dense = place(self, a.cls_dense, Dense(s.hidden_size, s.hidden_size))
+            self._cls_out = place(self, a.cls_out, Dense(s.hidden_size, s.num_labels))
+        # Signatures are built per model: their inputs depend on the architecture (token types).
+        # Only the heads the model has get one: saving traces every tf.function the module holds.
+        self.serving_default = self._signature(self._serving)
+        self.hidden_states = self._signature(self._hidden_states)
+        self.attentions = self._signature(self._attentions)
+        if s.has_mlm_head:
+            self.fill_mask = self._signature(self._fill_mask, mask_positions=tf.TensorSpec([None, 2], tf.int64))
+        if s.has_classifier:
+            self.classify = self._signature(self._classify)
 
-    def _encode(self, ids, mask):
+    def _signature(self, fn, **extra):
+        names = ["input_ids", "attention_mask"] + (["token_type_ids"] if self._typed else []) + list(extra)
+        specs = [IDS, IDS] + ([IDS] if self._typed else []) + list(extra.values())
+        specs = [tf.TensorSpec(x.shape, x.dtype, name=n) for x, n in zip(specs, names)]
+
+        def call(*args):
+            kw = dict(zip(names, args))
+            return fn(kw.pop("input_ids"), kw.pop("attention_mask"), kw.pop("token_type_ids", None), **kw)
+        return tf.function(call, input_signature=specs)
+
+    def _encode(self, ids, mask, types=None):
         if self._body is not None:
-            return self._body(ids, mask)
-        return self.encoder(self.embeddings(ids), mask_bias(mask))
+            return self._body(ids, mask, types)
+        return self.encoder(self.embeddings(ids, types), mask_bias(mask))
 
     def _head(self, h):
         table = self._body.embeddings.word_embeddings.embedding  # the tied decoder
         return tf.matmul(self._mlm(h), table, transpose_b=True) + self._mlm.bias
 
-    @tf.function(input_signature=[IDS, IDS])
-    def serving_default(self, input_ids, attention_mask):
-        hidden, _ = self._encode(input_ids, attention_mask)
+    def _serving(self, input_ids, attention_mask, token_type_ids):
+        hidden, _ = self._encode(input_ids, attention_mask, token_type_ids)
         return {"last_hidden_state": hidden[-1]}
 
-    def _fill_mask(self, input_ids, attention_mask, mask_positions):
-        hidden, _ = self._encode(input_ids, attention_mask)
+    def _fill_mask(self, input_ids, attention_mask, token_type_ids, mask_positions):
+        hidden, _ = self._encode(input_ids, attention_mask, token_type_ids)
         return {"logits": self._head(tf.gather_nd(hidden[-1], mask_positions))}
 
-    @tf.function(input_signature=[IDS, IDS])
-    def hidden_states(self, input_ids, attention_mask):
-        hidden, _ = self._encode(input_ids, attention_mask)
+    def _classify(self, input_ids, attention_mask, token_type_ids):
+        hidden, _ = self._encode(input_ids, attention_mask, token_type_ids)
+        return {"logits": self._cls_out(tf.math.tanh(self._cls_dense(hidden[-1][:, 0])))}
+
+    def _hidden_states(self, input_ids, attention_mask, token_type_ids):
+        hidden, _ = self._encode(input_ids, attention_mask, token_type_ids)
         return {"hidden_states": tf.stack(hidden)}
 
-    @tf.function(input_signature=[IDS, IDS])
-    def attentions(self, input_ids, attention_mask):
-        _, probs = self._encode(input_ids, attention_mask)
+    def _attentions(self, input_ids, attention_mask, token_type_ids):
+        _, probs = self._encode(input_ids, attention_mask, token_type_ids)
         return {"attentions": tf.stack(probs)}
 
     def signatures(self) -> dict:
@@ -264,6 +295,8 @@ class TFMaskedLM(Node):
                 "attentions": self.attentions}
         if self._s.has_mlm_head:
             sigs["fill_mask"] = self.fill_mask
+        if self._s.has_classifier:
+            sigs["classify"] = self.classify
         return sigs
 
 

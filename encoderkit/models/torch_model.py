@@ -10,7 +10,8 @@ from ..spec import ModelSpec
 
 
 def build_torch_model(spec: ModelSpec, state: dict[str, np.ndarray]) -> torch.nn.Module:
-    """transformers' *ForMaskedLM (or bare *Model without a head) holding ``state``, in eval mode.
+    """transformers' *ForMaskedLM, *ForSequenceClassification (or bare *Model without a head)
+    holding ``state``, in eval mode.
 
     Raises:
         RuntimeError: the state does not fill the model exactly (a mapping bug, not user input:
@@ -22,11 +23,13 @@ def build_torch_model(spec: ModelSpec, state: dict[str, np.ndarray]) -> torch.nn
     config = transformers.AutoConfig.for_model(**hf_config(spec))
     arch = spec.architecture
     with no_init_weights():  # every weight is overwritten below; random init of 355M params costs ~10 s
-        if spec.has_mlm_head:
+        if spec.has_classifier:
+            model = getattr(transformers, arch.classification_class)(config)
+        elif spec.has_mlm_head:
             model = getattr(transformers, arch.masked_lm_class)(config)
         else:
             model = getattr(transformers, arch.base_class)(config, add_pooling_layer=False)
-    cut = 0 if spec.has_mlm_head else len(spec.prefix) + 1
+    cut = 0 if not spec.bare else len(spec.prefix) + 1
     sd = {k[cut:]: torch.from_numpy(v) for k, v in state.items()}
     missing, unexpected = model.load_state_dict(sd, strict=False)
     tied = {f"{spec.head_prefix}.decoder.weight", f"{spec.head_prefix}.decoder.bias"}
@@ -39,7 +42,7 @@ def build_torch_model(spec: ModelSpec, state: dict[str, np.ndarray]) -> torch.nn
 
 def encoder_of(model: torch.nn.Module, spec: ModelSpec) -> torch.nn.Module:
     """The bare encoder (*Model) inside a *ForMaskedLM, or the model itself."""
-    return getattr(model, spec.prefix) if spec.has_mlm_head else model
+    return getattr(model, spec.prefix) if not spec.bare else model
 
 
 def mlm_head_of(model: torch.nn.Module, spec: ModelSpec) -> torch.nn.Module | None:
@@ -47,17 +50,38 @@ def mlm_head_of(model: torch.nn.Module, spec: ModelSpec) -> torch.nn.Module | No
     return getattr(model, spec.architecture.mlm_module) if spec.has_mlm_head else None
 
 
+class ClassifierHead(torch.nn.Module):
+    """[CLS] hidden rows [m, hidden] -> label logits [m, labels]: dense -> tanh -> out, the math
+    of RoBERTa's classification head and of BERT's pooler + classifier (dropout is off in eval)."""
+
+    def __init__(self, dense: torch.nn.Module, out: torch.nn.Module):
+        super().__init__()
+        self.dense, self.out = dense, out
+
+    def forward(self, hidden):
+        return self.out(torch.tanh(self.dense(hidden)))
+
+
+def classifier_head_of(model: torch.nn.Module, spec: ModelSpec) -> ClassifierHead | None:
+    """The classification head of a *ForSequenceClassification (its own modules), or None."""
+    if not spec.has_classifier:
+        return None
+    arch = spec.architecture
+    return ClassifierHead(model.get_submodule(arch.cls_dense), model.get_submodule(arch.cls_out))
+
+
 class ExportEncoder(torch.nn.Module):
-    """input_ids, attention_mask -> last hidden state, or (analysis) every hidden state and
-    attention probability: the signature the ONNX graphs have."""
+    """input_ids, attention_mask (and token_type_ids where the architecture has segment types)
+    -> last hidden state, or (analysis) every hidden state and attention probability: the
+    signature the ONNX graphs have."""
 
     def __init__(self, encoder: torch.nn.Module, analysis: bool):
         super().__init__()
         self.encoder, self.analysis = encoder, analysis
 
-    def forward(self, input_ids, attention_mask):
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                           token_type_ids=torch.zeros_like(input_ids),
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        types = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=types,
                            output_hidden_states=self.analysis, output_attentions=self.analysis)
         if self.analysis:
             return (*out.hidden_states, *out.attentions)

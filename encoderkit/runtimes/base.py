@@ -77,6 +77,22 @@ class Runtime(ABC):
         out = self.forward(input_ids, attention_mask, token_type_ids=token_type_ids, output_hidden_states=True)
         return out.hidden_states[layer]
 
+    def classify_logits(self, input_ids: np.ndarray, attention_mask: np.ndarray,
+                        token_type_ids: np.ndarray | None = None) -> np.ndarray:
+        """Sequence-classification logits [batch, num_labels] (the head on the [CLS] row).
+
+        Raises:
+            InputError: the model has no classification head (or this backend cannot run one).
+        """
+        self.require_classifier()
+        raise InputError(f"backend {self.name} cannot run a classification head")
+
+    def require_classifier(self) -> None:
+        """Raises InputError (one line) when the model carries no classification head."""
+        if not self.spec.has_classifier:
+            raise InputError("this model has no sequence-classification head; fine-tune one "
+                             "(encoderkit finetune) or use a *ForSequenceClassification checkpoint")
+
     def artifact_bytes(self) -> int | None:
         """Bytes of the files this runtime loaded, where they are a part of its format directory
         (e.g. one ONNX encoder of several); None: the whole directory."""
@@ -111,6 +127,13 @@ class Runtime(ABC):
 
         return embed(self, texts, pooling, layer, normalize, truncate=truncate)
 
+    def classify(self, texts: Sequence[str], pairs: Sequence[str] | None = None, top_k: int | None = 1,
+                 *, truncate: bool = False) -> list[list[dict[str, Any]]]:
+        """See ``encoderkit.tasks.classify.classify``."""
+        from ..tasks.classify import classify
+
+        return classify(self, texts, pairs, top_k, truncate=truncate)
+
     def attentions(self, text: str, pair: str | None = None, *, truncate: bool = False):
         """See ``encoderkit.tasks.attentions.attentions``: an ``AttentionRecord``."""
         from ..tasks.attentions import attentions
@@ -119,14 +142,15 @@ class Runtime(ABC):
 
 
 def single_segment(rt: Runtime, token_type_ids: np.ndarray | None) -> None:
-    """Backends whose exported graph has no token_type_ids input accept only all-zero types.
+    """Exports written before token types were an input (and architectures without segment
+    types) accept only all-zero types.
 
     Raises:
         InputError: non-zero token types (a BERT text pair) on such a backend.
     """
     if token_type_ids is not None and np.any(np.asarray(token_type_ids) != 0):
         raise InputError(f"backend {rt.name} takes single-segment input only (its export has no "
-                         "token_type_ids); run text pairs of this model on the torch backend")
+                         "token_type_ids); re-run `encoderkit convert` to get a pair-capable export")
 
 
 def gather_rows(hidden: np.ndarray, mask_index: np.ndarray) -> np.ndarray:

@@ -74,11 +74,13 @@ class FlaxRuntime(Runtime):
         return cls(Path(directory), **options)
 
     # -- jitted pieces: `what` selects which outputs XLA keeps (the rest is dead code).
-    @partial(jax.jit, static_argnums=(0, 4))
-    def _run(self, params, ids, mask, what: str):
+    @partial(jax.jit, static_argnums=(0, 5))
+    def _run(self, params, ids, mask, types, what: str):
         self.compilations += 1  # runs only while tracing
         with jax.default_matmul_precision(MATMUL_PRECISION):
-            hidden, probs = self.model.apply({"params": params}, ids, mask, method=MaskedLM.encode)
+            hidden, probs = self.model.apply({"params": params}, ids, mask, types, method=MaskedLM.encode)
+        if what == "classify":
+            return self.model.apply({"params": params}, hidden[-1][:, 0], method=MaskedLM.classify)
         if what == "last":
             return hidden[-1]
         if what == "hidden":
@@ -105,19 +107,24 @@ class FlaxRuntime(Runtime):
         """Every (batch, length) shape a planned batch can be padded to."""
         return [(B, T) for T in self.buckets for B in batch_buckets(self.full_batch(T))]
 
-    def _padded(self, input_ids, attention_mask):
+    def _padded(self, input_ids, attention_mask, token_type_ids=None):
         b, t = input_ids.shape
         T = self.padded_length(t)
         # a planned batch never exceeds the full size; a caller's own larger batch is padded to a power of two
         B = next((x for x in batch_buckets(self.full_batch(T)) if x >= b), _next_pow2(b))
         ids = np.full((B, T), self.spec.pad_token_id, np.int32)
         mask = np.zeros((B, T), np.int32)
+        types = np.zeros((B, T), np.int32)  # always an input (zeros for single texts): one trace per shape
         ids[:b, :t], mask[:b, :t] = input_ids, attention_mask
-        return ids, mask, b, t
+        if token_type_ids is not None:
+            types[:b, :t] = token_type_ids
+        return ids, mask, types, b, t
 
-    def _call(self, input_ids, attention_mask, what):
-        ids, mask, b, t = self._padded(input_ids, attention_mask)
-        out = np.asarray(self._run(self.params, ids, mask, what))
+    def _call(self, input_ids, attention_mask, what, token_type_ids=None):
+        ids, mask, types, b, t = self._padded(input_ids, attention_mask, token_type_ids)
+        out = np.asarray(self._run(self.params, ids, mask, types, what))
+        if what == "classify":
+            return out[:b]
         if what == "last":
             return out[:b, :t]
         if what == "hidden":
@@ -126,24 +133,35 @@ class FlaxRuntime(Runtime):
 
     def forward(self, input_ids, attention_mask, *, token_type_ids=None, output_hidden_states=False,
                 output_attentions=False):
-        single_segment(self, token_type_ids)
+        types = self._types(token_type_ids)
         if output_hidden_states:
-            hidden = tuple(self._call(input_ids, attention_mask, "hidden"))
+            hidden = tuple(self._call(input_ids, attention_mask, "hidden", types))
             last = hidden[-1]
         else:
-            hidden, last = None, self._call(input_ids, attention_mask, "last")
-        att = tuple(self._call(input_ids, attention_mask, "probs")) if output_attentions else None
+            hidden, last = None, self._call(input_ids, attention_mask, "last", types)
+        att = tuple(self._call(input_ids, attention_mask, "probs", types)) if output_attentions else None
         return EncoderOutput(last, hidden, att)
 
+    def _types(self, token_type_ids):
+        """Token types reach the model where the architecture has segment types (BERT); elsewhere
+        only all-zero types are meaningful."""
+        if not self.spec.architecture.segment_types:
+            single_segment(self, token_type_ids)
+            return None
+        return token_type_ids
+
     def hidden_layer(self, input_ids, attention_mask, layer, *, token_type_ids=None):
-        single_segment(self, token_type_ids)
+        types = self._types(token_type_ids)
         if layer == self.spec.num_layers:
-            return self._call(input_ids, attention_mask, "last")
-        return self._call(input_ids, attention_mask, "hidden")[layer]
+            return self._call(input_ids, attention_mask, "last", types)
+        return self._call(input_ids, attention_mask, "hidden", types)[layer]
+
+    def classify_logits(self, input_ids, attention_mask, token_type_ids=None):
+        self.require_classifier()
+        return self._call(input_ids, attention_mask, "classify", self._types(token_type_ids))
 
     def mask_logits(self, input_ids, attention_mask, mask_index, *, token_type_ids=None):
-        single_segment(self, token_type_ids)
-        rows = gather_rows(self._call(input_ids, attention_mask, "last"), mask_index)
+        rows = gather_rows(self._call(input_ids, attention_mask, "last", self._types(token_type_ids)), mask_index)
         m = rows.shape[0]
         padded = np.zeros((_next_pow2(m), rows.shape[1]), np.float32)
         padded[:m] = rows

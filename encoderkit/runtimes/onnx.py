@@ -42,6 +42,9 @@ class OnnxRuntime(Runtime):
                                 f"re-run `encoderkit convert --to onnx --quantize {self.encoder_key.split('_')[-1]}`")
         self.encoder = self._session(self.info["files"][self.encoder_key])
         self.head = self._session(self.info["files"]["head"]) if spec.has_mlm_head else None
+        self.classifier = self._session(self.info["files"]["classifier"]) if spec.has_classifier else None
+        # Exports before token types were a graph input take single-segment input only.
+        self.typed = "token_type_ids" in {i.name for i in self.encoder.get_inputs()}
         self._analysis = None
 
     @classmethod
@@ -66,7 +69,8 @@ class OnnxRuntime(Runtime):
             raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first})") from None
 
     def artifact_bytes(self) -> int:
-        keys = [self.encoder_key] + (["head"] if self.head is not None else [])
+        keys = [self.encoder_key] + (["head"] if self.head is not None else []) + \
+            (["classifier"] if self.classifier is not None else [])
         paths = [self.directory / self.info["files"][k] for k in keys]
         return sum(p.stat().st_size for p in paths + [p.with_name(p.name + ".data") for p in paths] if p.is_file())
 
@@ -78,33 +82,44 @@ class OnnxRuntime(Runtime):
             self._analysis = self._session(self.info["files"].get(key) or self.info["files"]["analysis"])
         return self._analysis
 
-    def _feeds(self, input_ids, attention_mask) -> dict[str, np.ndarray]:
-        return {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
-                "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64)}
+    def _feeds(self, input_ids, attention_mask, token_type_ids=None) -> dict[str, np.ndarray]:
+        feeds = {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
+                 "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64)}
+        if not self.typed:
+            single_segment(self, token_type_ids)
+            return feeds
+        feeds["token_type_ids"] = (np.zeros_like(feeds["input_ids"]) if token_type_ids is None
+                                   else np.ascontiguousarray(token_type_ids, dtype=np.int64))
+        return feeds
 
     def forward(self, input_ids, attention_mask, *, token_type_ids=None, output_hidden_states=False,
                 output_attentions=False):
-        single_segment(self, token_type_ids)
+        feeds = self._feeds(input_ids, attention_mask, token_type_ids)
         if not (output_hidden_states or output_attentions):
-            (last,) = self.encoder.run(None, self._feeds(input_ids, attention_mask))
+            (last,) = self.encoder.run(None, feeds)
             return EncoderOutput(last)
-        outs = self.analysis.run(None, self._feeds(input_ids, attention_mask))
+        outs = self.analysis.run(None, feeds)
         n = self.spec.num_layers
         hidden, att = tuple(outs[: n + 1]), tuple(outs[n + 1:])
         return EncoderOutput(hidden[-1], hidden if output_hidden_states else None,
                              att if output_attentions else None)
 
     def hidden_layer(self, input_ids, attention_mask, layer, *, token_type_ids=None):
-        single_segment(self, token_type_ids)
         if layer == self.spec.num_layers:
-            return self.forward(input_ids, attention_mask).last_hidden_state
-        return self.analysis.run([f"hidden_state_{layer}"], self._feeds(input_ids, attention_mask))[0]
+            return self.forward(input_ids, attention_mask, token_type_ids=token_type_ids).last_hidden_state
+        feeds = self._feeds(input_ids, attention_mask, token_type_ids)
+        return self.analysis.run([f"hidden_state_{layer}"], feeds)[0]
 
     def mask_logits(self, input_ids, attention_mask, mask_index, *, token_type_ids=None):
-        single_segment(self, token_type_ids)
-        (last,) = self.encoder.run(None, self._feeds(input_ids, attention_mask))
+        (last,) = self.encoder.run(None, self._feeds(input_ids, attention_mask, token_type_ids))
         rows = np.ascontiguousarray(gather_rows(last, mask_index), dtype=np.float32)
         return self.head.run(None, {"hidden": rows})[0]
+
+    def classify_logits(self, input_ids, attention_mask, token_type_ids=None):
+        self.require_classifier()
+        (last,) = self.encoder.run(None, self._feeds(input_ids, attention_mask, token_type_ids))
+        rows = np.ascontiguousarray(last[:, 0], dtype=np.float32)  # the [CLS] / <s> row
+        return self.classifier.run(None, {"hidden": rows})[0]
 
 
 class OnnxInt8Runtime(OnnxRuntime):

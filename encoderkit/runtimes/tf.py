@@ -36,19 +36,25 @@ class TFRuntime(Runtime):
             raise ArtifactError(f"{path}: not a loadable SavedModel ({type(e).__name__}); "
                                 "re-run `encoderkit convert --to tf`") from None
         self.sig = self.model.signatures
+        # SavedModels written before token types were an input take single-segment input only.
+        self.typed = "token_type_ids" in self.sig["serving_default"].structured_input_signature[1]
 
     @classmethod
     def load(cls, directory: Path, **options: Any) -> TFRuntime:
         return cls(Path(directory), **options)
 
-    @staticmethod
-    def _feeds(input_ids, attention_mask):
-        return {"input_ids": tf.constant(input_ids, tf.int64), "attention_mask": tf.constant(attention_mask, tf.int64)}
+    def _feeds(self, input_ids, attention_mask, token_type_ids=None):
+        feeds = {"input_ids": tf.constant(input_ids, tf.int64), "attention_mask": tf.constant(attention_mask, tf.int64)}
+        if not self.typed:
+            single_segment(self, token_type_ids)
+        else:
+            types = np.zeros_like(np.asarray(input_ids)) if token_type_ids is None else token_type_ids
+            feeds["token_type_ids"] = tf.constant(types, tf.int64)
+        return feeds
 
     def forward(self, input_ids, attention_mask, *, token_type_ids=None, output_hidden_states=False,
                 output_attentions=False):
-        single_segment(self, token_type_ids)
-        feeds = self._feeds(input_ids, attention_mask)
+        feeds = self._feeds(input_ids, attention_mask, token_type_ids)
         hidden = att = None
         if output_hidden_states:
             hidden = tuple(self.sig["hidden_states"](**feeds)["hidden_states"].numpy())
@@ -60,13 +66,16 @@ class TFRuntime(Runtime):
         return EncoderOutput(last, hidden, att)
 
     def hidden_layer(self, input_ids, attention_mask, layer, *, token_type_ids=None):
-        single_segment(self, token_type_ids)
+        feeds = self._feeds(input_ids, attention_mask, token_type_ids)
         if layer == self.spec.num_layers:
-            return self.forward(input_ids, attention_mask).last_hidden_state
-        return self.sig["hidden_states"](**self._feeds(input_ids, attention_mask))["hidden_states"][layer].numpy()
+            return self.sig["serving_default"](**feeds)["last_hidden_state"].numpy()
+        return self.sig["hidden_states"](**feeds)["hidden_states"][layer].numpy()
 
     def mask_logits(self, input_ids, attention_mask, mask_index, *, token_type_ids=None):
-        single_segment(self, token_type_ids)
-        out = self.sig["fill_mask"](**self._feeds(input_ids, attention_mask),
+        out = self.sig["fill_mask"](**self._feeds(input_ids, attention_mask, token_type_ids),
                                     mask_positions=tf.constant(np.asarray(mask_index), tf.int64))
         return out["logits"].numpy()
+
+    def classify_logits(self, input_ids, attention_mask, token_type_ids=None):
+        self.require_classifier()
+        return self.sig["classify"](**self._feeds(input_ids, attention_mask, token_type_ids))["logits"].numpy()

@@ -65,3 +65,13 @@ class TorchRuntime(Runtime):
         hidden = self._encode(input_ids, attention_mask, token_type_ids).last_hidden_state
         rows = torch.from_numpy(np.asarray(mask_index, dtype=np.int64)).to(self.device)
         return self.head(hidden[rows[:, 0], rows[:, 1]]).float().cpu().numpy()
+
+    @torch.inference_mode()
+    def classify_logits(self, input_ids, attention_mask, token_type_ids=None):
+        self.require_classifier()
+        ids = torch.from_numpy(np.asarray(input_ids, dtype=np.int64)).to(self.device)
+        mask = torch.from_numpy(np.asarray(attention_mask, dtype=np.int64)).to(self.device)
+        types = torch.zeros_like(ids) if token_type_ids is None else \
+            torch.from_numpy(np.asarray(token_type_ids, dtype=np.int64)).to(self.device)
+        # transformers' own *ForSequenceClassification forward: the reference, as pipeline runs it
+        return self.model(input_ids=ids, attention_mask=mask, token_type_ids=types).logits.float().cpu().numpy()

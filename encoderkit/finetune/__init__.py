@@ -1,0 +1,242 @@
+"""Transfer learning: linear probes on frozen embeddings, and freeze / LoRA / full fine-tuning.
+
+``finetune(model, data, out, method=...)``:
+
+- ``probe``: pooled embeddings from any backend (``embed``: ``pooling``, ``layer``) into a
+  scikit-learn logistic regression; the head is written as safetensors + JSON (no pickle).
+- ``freeze`` / ``lora`` / ``full``: ``*ForSequenceClassification`` trained with transformers'
+  ``Trainer`` (``encoderkit.finetune.trainer``); ``nproc > 1`` runs it as DDP processes through
+  torchrun. The output is a standard Hugging Face checkpoint directory, which every encoderkit
+  backend classifies with after ``encoderkit convert``.
+
+Every output directory is written atomically (``io.atomic_dir``), with ``train_report.md``, a
+loss/accuracy PNG and a sha256 manifest.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .data import Examples, label_names, read_examples
+from .trainer import METHODS, TRAINER_METHODS, TrainConfig
+
+REPORT = "train_report.md"
+CURVE = "train_curve.png"
+# The labelled data set the project ships (package data): 280 hand-written sentences in four
+# topics (sports, food, technology, weather), 70 each; every fifth sentence of each topic is held out.
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+TOPICS_TRAIN = DATA_DIR / "topics_train.jsonl"
+TOPICS_TEST = DATA_DIR / "topics_test.jsonl"
+
+
+def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: str = "lora",
+             eval_data: str | Path | None = None, text_column: str = "text", pair_column: str | None = None,
+             label_column: str = "label", unfreeze_top: int = 0, lora_r: int = 8, lora_alpha: int = 16,
+             lora_targets: tuple[str, ...] | str = ("query", "value"), epochs: float = 3.0, lr: float | None = None,
+             batch_size: int = 16, seed: int = 0, nproc: int = 1, backend: str | None = None,
+             pooling: str = "mean", layer: int = -1, normalize: bool = False, dropout: float | None = None,
+             group_by_length: bool = True, max_steps: int = -1, force: bool = False,
+             quiet: bool = False) -> dict[str, Any]:
+    """Fine-tune ``model`` on labelled ``data`` and write the result to ``out`` (atomically).
+
+    Args:
+        method: probe | freeze | lora | full.
+        backend: (probe) the backend computing the embeddings; ``model`` must then be loadable on it.
+        nproc: (freeze/lora/full) DDP processes via torchrun (gloo on CPU, NCCL on GPU).
+        dropout: None keeps the checkpoint's dropout; 0 turns it off (deterministic runs).
+        lr: default 1e-3 for lora, 5e-5 otherwise.
+    Returns:
+        The metrics (eval accuracy, train seconds, peak RSS, ...).
+    Raises:
+        InputError: bad data (naming file and row), bad arguments, an existing ``out`` without ``force``.
+    """
+    from ..io import atomic_dir, write_manifest
+
+    if method not in METHODS:
+        raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    for name, v in (("epochs", epochs), ("batch_size", batch_size), ("nproc", nproc), ("lora_r", lora_r)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+            raise InputError(f"{name} must be positive, got {v!r}")
+    if isinstance(lora_targets, str):
+        lora_targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
+    train = read_examples(data, text_column=text_column, pair_column=pair_column, label_column=label_column)
+    labels = label_names(train)
+    ev = read_examples(eval_data, text_column=text_column, pair_column=pair_column,
+                       label_column=label_column) if eval_data is not None else None
+    if ev is not None:
+        ev.label_ids(labels)  # an eval label the training set lacks: an error naming its row
+    out = Path(out)
+    if out.exists() and not force:
+        raise InputError(f"{out} already exists; pass --force to replace it")
+    with atomic_dir(out, force=force) as tmp:
+        if method == "probe":
+            if nproc != 1:
+                raise InputError("--nproc applies to freeze/lora/full (a probe trains a logistic regression)")
+            metrics = _probe(model, backend, train, ev, labels, tmp, pooling=pooling, layer=layer,
+                             normalize=normalize, seed=seed)
+        else:
+            from ..checkpoint import resolve_model
+
+            directory = resolve_model(model)
+            cfg = TrainConfig(
+                model_dir=str(directory), method=method, train=_payload(train, labels),
+                eval=_payload(ev, labels) if ev is not None else None, labels=list(labels), epochs=float(epochs),
+                lr=lr if lr is not None else (1e-3 if method == "lora" else 5e-5), batch_size=batch_size, seed=seed,
+                unfreeze_top=unfreeze_top, lora_r=lora_r, lora_alpha=lora_alpha, lora_targets=tuple(lora_targets),
+                dropout=dropout, group_by_length=group_by_length, max_steps=max_steps, nproc=nproc, quiet=quiet)
+            if method == "lora":
+                _require("peft", "--method lora")
+            _require("accelerate", f"--method {method}")
+            metrics = _train(cfg, tmp)
+        metrics["model"], metrics["data"] = str(model), str(data)
+        (tmp / REPORT).write_text(render_report(metrics, labels, train, ev))
+        _curve(metrics, tmp / CURVE)
+        write_manifest(tmp, {"kind": "finetune", "method": method, "source": str(model)})
+    return metrics
+
+
+def _require(module: str, what: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise InputError(f"{what} needs {module}; pip install 'encoderkit[train]'")
+
+
+def _payload(ex: Examples, labels: tuple[str, ...]) -> dict:
+    return {"texts": list(ex.texts), "pairs": list(ex.pairs) if ex.pairs else None, "labels": ex.label_ids(labels)}
+
+
+def _probe(model, backend, train: Examples, ev: Examples | None, labels, out: Path, *, pooling, layer,
+           normalize, seed) -> dict[str, Any]:
+    import numpy as np
+
+    from ..progress import say
+    from ..runtimes import load
+    from .probe import ProbeConfig, fit_probe, save_probe
+
+    if train.pairs is not None:
+        raise InputError("--method probe takes single texts (no --pair-column): it pools one text's embedding")
+    _require("sklearn", "--method probe")
+    rt = load(model, backend)
+    t0 = time.perf_counter()
+    say(f"embedding {len(train)} training texts on {rt.name} ...")
+    x = rt.embed(list(train.texts), pooling=pooling, layer=layer, normalize=normalize, truncate=True)
+    y = train.label_ids(labels)
+    w, b = fit_probe(x, y, len(labels), seed=seed)
+    seconds = time.perf_counter() - t0
+    config = ProbeConfig(base=str(model), labels=tuple(labels), pooling=pooling, layer=layer, normalize=normalize)
+    save_probe(out, config, w, b)
+    train_acc = float(np.mean(np.argmax(x @ w.T + b, 1) == np.asarray(y)))
+    acc = None
+    if ev is not None:
+        xe = rt.embed(list(ev.texts), pooling=pooling, layer=layer, normalize=normalize, truncate=True)
+        acc = float(np.mean(np.argmax(xe @ w.T + b, 1) == np.asarray(ev.label_ids(labels))))
+    return {"method": "probe", "backend": rt.name, "train_seconds": seconds, "eval_accuracy": acc,
+            "train_accuracy": train_acc, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "trainable_parameters": int(w.size + b.size), "history": [], "world_size": 1}
+
+
+def _train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
+    """One process: in this one. Several: torchrun workers, which write into ``out`` (rank 0)."""
+    from .trainer import train_into
+
+    if cfg.nproc == 1:
+        return train_into(cfg, out)
+    with tempfile.TemporaryDirectory() as td:
+        cfg_path = Path(td) / "train_config.json"
+        d = cfg.__dict__ | {"lora_targets": list(cfg.lora_targets)}
+        cfg_path.write_text(json.dumps(d))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={cfg.nproc}",
+               "-m", "encoderkit.finetune.trainer", str(cfg_path), str(out)]
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[2])  # this encoderkit, also for the workers
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            raise InputError(f"DDP training with {cfg.nproc} processes failed (exit {proc.returncode}):\n{tail}")
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    metrics["launcher_seconds"] = time.perf_counter() - t0
+    return metrics
+
+
+def rank_digests(out: str | Path) -> dict[int, str]:
+    """{rank: sha256 of its final weights} written by each training process."""
+    return {int(p.stem.removeprefix("rank")): json.loads(p.read_text())["sha256"]
+            for p in sorted((Path(out) / "ranks").glob("rank*.json"))}
+
+
+def render_report(m: dict[str, Any], labels, train: Examples, ev: Examples | None) -> str:
+    from collections import Counter
+
+    counts = Counter(train.labels)
+    majority = max(Counter(ev.labels).values()) / len(ev) if ev is not None else None
+    lines = ["# encoderkit fine-tuning report", "",
+             f"- model: `{m['model']}`", f"- method: {m['method']}", f"- data: `{m['data']}` ({len(train)} examples)",
+             f"- labels: {', '.join(f'{lab} ({counts[lab]})' for lab in labels)}",
+             f"- held-out examples: {len(ev) if ev is not None else 'none'}"]
+    if m.get("eval_accuracy") is not None:
+        lines.append(f"- held-out accuracy: {m['eval_accuracy']:.4f} (majority-class baseline {majority:.4f})")
+    lines += [f"- train time: {m['train_seconds']:.1f} s" + (f" ({m['steps']} steps)" if "steps" in m else ""),
+              f"- peak RSS: {m['peak_rss_mb']:.0f} MB", f"- processes: {m.get('world_size', 1)}",
+              f"- trainable parameters: {m.get('trainable_parameters')}" +
+              (f" of {m['parameters']}" if m.get("parameters") else "")]
+    if m.get("backend"):
+        lines.append(f"- embeddings from backend: {m['backend']}")
+    lines += ["", f"![loss and accuracy]({CURVE})", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _curve(m: dict[str, Any], path: Path) -> None:
+    """Training loss per step and held-out accuracy per epoch (one PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hist = m.get("history") or []
+    steps = [(h["step"], h["loss"]) for h in hist if "loss" in h and "step" in h]
+    acc = [(h["epoch"], h["eval_accuracy"]) for h in hist if "eval_accuracy" in h]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
+    if steps:
+        a1.plot(*zip(*steps), lw=1)
+    else:
+        a1.text(0.5, 0.5, "no gradient steps\n(linear probe)", ha="center", va="center")
+    a1.set_xlabel("step")
+    a1.set_ylabel("training loss")
+    if acc:
+        a2.plot(*zip(*acc), marker="o")
+    elif m.get("eval_accuracy") is not None:
+        a2.bar(["held-out"], [m["eval_accuracy"]])
+    a2.set_ylim(0, 1)
+    a2.set_ylabel("held-out accuracy")
+    a2.set_xlabel("epoch")
+    fig.suptitle(f"{m['method']}: {Path(str(m.get('model', ''))).name}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def load_classifier(model: str | Path, backend: str | None = None, *, base: str | Path | None = None,
+                    **options: Any):
+    """Something with ``.classify(texts, pairs, top_k)``: a probe directory's ``ProbeClassifier``,
+    else ``encoderkit.load(model, backend)`` (a checkpoint or `convert` output with the head)."""
+    from .probe import ProbeClassifier, is_probe_dir
+
+    if is_probe_dir(model):
+        return ProbeClassifier(model, backend, base=base, **options)
+    from ..runtimes import load
+
+    return load(model, backend, **options)
+
+
+__all__ = ["METHODS", "TRAINER_METHODS", "finetune", "load_classifier", "rank_digests"]

@@ -1,0 +1,250 @@
+"""freeze / lora / full: train ``*ForSequenceClassification`` with transformers' ``Trainer``.
+
+Dynamic padding through ``DataCollatorWithPadding``, length-grouped batches (``group_by_length``),
+evaluation accuracy per epoch. ``train_into`` writes a standard Hugging Face checkpoint directory
+(safetensors, config.json with id2label, tokenizer) into a directory the caller made atomic.
+Under torchrun (``--nproc``) every rank runs ``train_into``; the Trainer wraps the model in DDP
+(gloo on CPU, NCCL on GPU) and only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+METHODS = ("probe", "freeze", "lora", "full")
+TRAINER_METHODS = ("freeze", "lora", "full")
+ADAPTER_DIR = "adapter"  # the unmerged LoRA adapter, beside the merged checkpoint
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs; JSON-serialisable (it is handed to torchrun workers)."""
+
+    model_dir: str  # the base checkpoint directory (resolved)
+    method: str
+    train: dict  # {"texts", "pairs", "labels"} (label indices)
+    eval: dict | None
+    labels: list[str]
+    epochs: float = 3.0
+    lr: float = 5e-5
+    batch_size: int = 16  # the global batch: split across --nproc processes
+    seed: int = 0
+    unfreeze_top: int = 0
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_targets: tuple[str, ...] = ("query", "value")
+    dropout: float | None = None  # None: the checkpoint's own; 0 turns every dropout off
+    group_by_length: bool = True
+    max_steps: int = -1
+    nproc: int = 1
+    quiet: bool = False
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+class _Dataset:
+    """Tokenized examples as the Trainer wants them (dicts of lists; the collator pads)."""
+
+    def __init__(self, tokenizer, data: dict, max_length: int):
+        pairs = data.get("pairs")
+        enc = tokenizer(list(data["texts"]), list(pairs) if pairs else None, truncation=True, max_length=max_length)
+        self.rows = [{k: enc[k][i] for k in enc} | {"labels": int(data["labels"][i])}
+                     for i in range(len(data["texts"]))]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+
+def build_model(cfg: TrainConfig):
+    """The *ForSequenceClassification from the base checkpoint, with labels and the method applied.
+
+    Returns:
+        (model to train, tokenizer, the architecture record)
+    """
+    import transformers
+
+    from ..checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(cfg.model_dir)  # validates the checkpoint the encoderkit way first
+    arch = ckpt.spec.architecture
+    config = transformers.AutoConfig.from_pretrained(cfg.model_dir)
+    config.num_labels = len(cfg.labels)
+    config.id2label = {i: lab for i, lab in enumerate(cfg.labels)}
+    config.label2id = {lab: i for i, lab in enumerate(cfg.labels)}
+    config.architectures = [arch.classification_class]
+    config.problem_type = "single_label_classification"
+    if cfg.dropout is not None:
+        config.hidden_dropout_prob = config.attention_probs_dropout_prob = cfg.dropout
+        config.classifier_dropout = cfg.dropout
+    transformers.set_seed(cfg.seed)  # the head's random init is the same on every rank and run
+    cls = getattr(transformers, arch.classification_class)
+    model = cls.from_pretrained(cfg.model_dir, config=config)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(cfg.model_dir)
+    if cfg.method == "freeze":
+        apply_freeze(model, arch, ckpt.spec.num_layers, cfg.unfreeze_top)
+    elif cfg.method == "lora":
+        model = apply_lora(model, arch, cfg)
+    return model, tokenizer, arch
+
+
+def head_modules(arch) -> list[str]:
+    """Top-level module names (below the encoder prefix) that hold the classification head:
+    RoBERTa ``classifier``; BERT ``pooler`` and ``classifier``."""
+    names = []
+    for path in (arch.cls_dense, arch.cls_out):
+        first = path.removeprefix(arch.prefix + ".").split(".")[0]
+        if first not in names:
+            names.append(first)
+    return names
+
+
+def apply_freeze(model, arch, num_layers: int, unfreeze_top: int) -> list[str]:
+    """Freeze the encoder except its top ``unfreeze_top`` layers; the head stays trainable.
+
+    Returns:
+        The names of the trainable parameters.
+    Raises:
+        InputError: ``unfreeze_top`` outside 0..num_layers.
+    """
+    if not 0 <= unfreeze_top <= num_layers:
+        raise InputError(f"--unfreeze-top must be in 0..{num_layers} (the model has {num_layers} layers), "
+                         f"got {unfreeze_top}")
+    top = {f"{arch.prefix}.encoder.layer.{i}." for i in range(num_layers - unfreeze_top, num_layers)}
+    head = tuple(arch.classification_tensors)
+    trainable = []
+    for name, p in model.named_parameters():
+        p.requires_grad = name.startswith(tuple(top)) or name in head
+        if p.requires_grad:
+            trainable.append(name)
+    return trainable
+
+
+def apply_lora(model, arch, cfg: TrainConfig):
+    """peft LoRA on the named projections; the classification head is trained in full
+    (``modules_to_save``)."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in cfg.lora_targets if t not in names]
+    if missing:
+        raise InputError(f"--lora-targets {missing[0]!r} names no module of this model "
+                         "(RoBERTa/BERT: query, key, value, dense)")
+    lc = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                    target_modules=list(cfg.lora_targets), modules_to_save=head_modules(arch))
+    return get_peft_model(model, lc)
+
+
+def merged_lora(peft_model):
+    """A plain model with every adapter merged in: W' = W + (alpha / r) * B @ A."""
+    return peft_model.merge_and_unload()
+
+
+def state_digest(model) -> str:
+    """sha256 over every parameter's bytes, in name order (ranks compare their final weights)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def train_into(cfg: TrainConfig, out: Path) -> dict[str, Any]:
+    """Train and (on rank 0) write the checkpoint, adapter (lora), metrics and curves into ``out``.
+
+    Returns:
+        Metrics: eval accuracy, train seconds, steps, peak RSS, loss/accuracy history.
+    """
+    import torch
+    import transformers
+
+    if cfg.nproc > 1 and not torch.cuda.is_available():
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.nproc))
+    model, tokenizer, arch = build_model(cfg)
+    max_len = min(tokenizer.model_max_length or 512, 512, model.config.max_position_embeddings - 2)
+    train_ds = _Dataset(tokenizer, cfg.train, max_len)
+    eval_ds = _Dataset(tokenizer, cfg.eval, max_len) if cfg.eval else None
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.batch_size % world:
+        raise InputError(f"--batch-size {cfg.batch_size} is not divisible by --nproc {world}")
+
+    def accuracy(pred) -> dict[str, float]:
+        return {"accuracy": float((np.argmax(pred.predictions, -1) == pred.label_ids).mean())}
+
+    args = transformers.TrainingArguments(
+        output_dir=str(out / ".trainer"), per_device_train_batch_size=cfg.batch_size // world,
+        per_device_eval_batch_size=64, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+        learning_rate=cfg.lr, seed=cfg.seed, data_seed=cfg.seed,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        logging_steps=1, eval_strategy="epoch" if eval_ds is not None else "no", save_strategy="no",
+        report_to=[], disable_tqdm=cfg.quiet or _rank() != 0, use_cpu=not torch.cuda.is_available(),
+        ddp_backend=None if world == 1 else ("nccl" if torch.cuda.is_available() else "gloo"),
+        dataloader_num_workers=0, weight_decay=0.0, warmup_steps=0, lr_scheduler_type="linear",
+        remove_unused_columns=False)
+    trainer = transformers.Trainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+        data_collator=transformers.DataCollatorWithPadding(tokenizer), compute_metrics=accuracy)
+    t0 = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - t0
+    final = trainer.evaluate() if eval_ds is not None else {}
+    trained = trainer.model
+    digest = state_digest(trained)
+    (out / "ranks").mkdir(exist_ok=True)  # every rank's final-weight digest (DDP: all equal)
+    (out / "ranks" / f"rank{_rank()}.json").write_text(json.dumps({"rank": _rank(), "sha256": digest}) + "\n")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    history = [h for h in trainer.state.log_history]
+    metrics = {"method": cfg.method, "train_seconds": seconds, "steps": trainer.state.global_step,
+               "eval_accuracy": final.get("eval_accuracy"), "peak_rss_mb": peak, "world_size": world,
+               "trainable_parameters": sum(p.numel() for p in trained.parameters() if p.requires_grad),
+               "parameters": sum(p.numel() for p in trained.parameters()), "history": history}
+    if _rank() == 0:
+        if cfg.method == "lora":
+            trained.save_pretrained(str(out / ADAPTER_DIR))  # the unmerged adapter, kept beside
+            trained = merged_lora(trained)
+        for p in trained.parameters():
+            p.requires_grad = True
+        trained.save_pretrained(str(out), safe_serialization=True)
+        tokenizer.save_pretrained(str(out))
+        (out / "train_metrics.json").write_text(json.dumps(metrics | {"config": _public(cfg)}, indent=2) + "\n")
+    import shutil
+
+    shutil.rmtree(out / ".trainer", ignore_errors=True)
+    return metrics
+
+
+def _public(cfg: TrainConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    d["train"] = {"examples": len(cfg.train["texts"])}
+    d["eval"] = {"examples": len(cfg.eval["texts"])} if cfg.eval else None
+    return d
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    """torchrun entry: ``python -m encoderkit.finetune.trainer CONFIG.json OUT``."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    cfg_path, out = Path(argv[0]), Path(argv[1])
+    d = json.loads(cfg_path.read_text())
+    d["lora_targets"] = tuple(d["lora_targets"])
+    train_into(TrainConfig(**d), out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(worker_main())
