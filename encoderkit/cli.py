@@ -286,4 +286,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the imported module's main, not __main__'s: subcommands' `from ..cli import emit` must see
+    # the OUT that main() sets (else `python -m encoderkit.cli` loses their result lines)
+    from encoderkit.cli import main as _main
+
+    sys.exit(_main())

@@ -30,15 +30,17 @@ def cmd_package(a: argparse.Namespace) -> None:
     finally:
         if bar is not None:
             bar.close()
+    from ..cli import emit  # results go to the real stdout (main() captures third-party output)
+
     fp = bundle["footprint"]
     mb = fp["bundle_bytes"] / 1e6
     line = f"wrote {a.out} ({a.target}, {bundle['quantize']}, {mb:.1f} MB"
     if "load_seconds" in fp:
         line += (f"; runner loads in {fp['load_seconds']:.2f} s, one text {fp['embed_one_text_seconds'] * 1e3:.1f} ms, "
                  f"peak RSS {fp['peak_rss_mb']:.0f} MB")
-    print(line + ")")
+    emit(line + ")")
     for ln in bundle.get("self_test", []):
-        print(f"  self-test: {ln}")
+        emit(f"  self-test: {ln}")
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
