@@ -60,6 +60,9 @@ TOOLS = ("encoderkit", "torch", "transformers", "onnx", "onnxruntime", "onnxscri
          "twine")
 # extras the install stage installs the wheel with (what the unit tests import)
 INSTALL_EXTRAS = "onnx,tf,flax,bench,viewer,test,deploy"
+# the unit tests run against the wheel: all of tests/ except test_packaging.py, which builds its own
+# wheel from the source tree (the copy the install stage runs from has no source, by design)
+DEFAULT_INSTALL_TESTS = "tests --ignore=tests/test_packaging.py"
 
 
 class StageFailure(Exception):
@@ -229,12 +232,14 @@ def stage_install(ctx: Context) -> str:
     # the tests run from a copy outside the checkout, so their rootdir puts nothing of it on sys.path
     run = ctx.work / "tests-run"
     run.mkdir()
-    shutil.copytree(REPO / "tests", run / "tests", ignore=shutil.ignore_patterns("__pycache__"))
+    for d in ("tests", "parity_tests"):  # tests import parity_tests' helpers
+        if (REPO / d).is_dir():
+            shutil.copytree(REPO / d, run / d, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(REPO / "pyproject.toml", run / "pyproject.toml")  # markers, addopts, filterwarnings
     (run / "release_guard.py").write_text(GUARD)
     tenv = {**env, "PYTHONPATH": str(run), "ENCODERKIT_RELEASE_CHECKOUT": str(REPO),
             "ENCODERKIT_RELEASE_INSTALL": "1"}
-    selection = ctx.args.install_tests.split() if ctx.args.install_tests else ["tests"]
+    selection = (ctx.args.install_tests or DEFAULT_INSTALL_TESTS).split()
     out = sh(ctx, "install", [py, "-m", "pytest", "-p", "release_guard", "-p", "no:cacheprovider", "-q",
                               "-m", "not slow", *selection], env=tenv, cwd=run, what="unit tests (installed wheel)")
     summary = next((ln.strip("= ") for ln in reversed(out.splitlines()) if " passed" in ln or " failed" in ln), "?")
@@ -464,7 +469,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "line) instead of installing them; the wheel itself is still installed. "
                         "Default: a full install of wheel[extras]")
     p.add_argument("--install-tests", default=None,
-                   help="install stage: pytest selection run against the wheel (default: all of tests/)")
+                   help=f"install stage: pytest selection run against the wheel (default: {DEFAULT_INSTALL_TESTS!r})")
     p.add_argument("--no-build-isolation", action="store_true",
                    help="build stage: use this environment's setuptools (no download)")
     p.add_argument("--from-converted", default=None, metavar="DIR",
@@ -516,6 +521,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             secs = time.perf_counter() - t
             print(f"[{i}/{len(a.selected)}] {stage} FAILED in {secs:.1f} s", flush=True)
+            log = ctx.tmp / "logs" / f"{stage}.log"
+            if log.is_file():  # kept outside OUT (nothing is published), for the reason's details
+                kept = Path(tempfile.gettempdir()) / f"encoderkit-release-{name}-{stage}.log"
+                shutil.copy2(log, kept)
+                reason = reason.replace(f"logs/{stage}.log", str(kept))
             print(f"release failed at stage {stage}: {reason}", file=sys.stderr, flush=True)
             print(f"nothing published; {final} not written", file=sys.stderr, flush=True)
             return 1
