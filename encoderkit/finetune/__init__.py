@@ -43,7 +43,8 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: st
              lora_targets: tuple[str, ...] | str = ("query", "value"), epochs: float = 3.0, lr: float | None = None,
              batch_size: int = 16, seed: int = 0, nproc: int = 1, backend: str | None = None,
              pooling: str = "mean", layer: int = -1, normalize: bool = False, dropout: float | None = None,
-             group_by_length: bool = True, max_steps: int = -1, force: bool = False,
+             group_by_length: bool = True, shuffle: bool = True, optimizer: str = "adamw_torch",
+             max_steps: int = -1, force: bool = False,
              quiet: bool = False) -> dict[str, Any]:
     """Fine-tune ``model`` on labelled ``data`` and write the result to ``out`` (atomically).
 
@@ -91,7 +92,7 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: st
                 eval=_payload(ev, labels) if ev is not None else None, labels=list(labels), epochs=float(epochs),
                 lr=lr if lr is not None else (1e-3 if method == "lora" else 5e-5), batch_size=batch_size, seed=seed,
                 unfreeze_top=unfreeze_top, lora_r=lora_r, lora_alpha=lora_alpha, lora_targets=tuple(lora_targets),
-                dropout=dropout, group_by_length=group_by_length, max_steps=max_steps, nproc=nproc, quiet=quiet)
+                dropout=dropout, group_by_length=group_by_length, shuffle=shuffle, optimizer=optimizer, max_steps=max_steps, nproc=nproc, quiet=quiet)
             if method == "lora":
                 _require("peft", "--method lora")
             _require("accelerate", f"--method {method}")

