@@ -332,9 +332,11 @@ def _unflatten(flat: dict[str, Any]) -> dict:
 
 
 def stage_parity(ctx: Context) -> str:
+    from encoderkit.logs import captured
     from encoderkit.parity import parity_matrix, write_json, write_markdown
 
-    m = parity_matrix(ctx.converted)
+    with captured():  # frameworks' own chatter (TF's absl lines) stays out of the stage lines
+        m = parity_matrix(ctx.converted)
     write_markdown(m, ctx.tmp / "parity.md")
     write_json(m, ctx.tmp / "parity.json")
     ctx.facts["parity"] = {"cells": len(m.cells), "failed": len(m.failures()), "backends": list(m.backends)}
