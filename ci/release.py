@@ -24,7 +24,7 @@ into place only when every stage passed (a failed release publishes nothing). Sc
 venv, the copied tests) lives in a second temporary directory that is always removed.
 
 Test hook (not a flag; for tests/test_release.py): ``ENCODERKIT_RELEASE_PERTURB=FORMAT[:DELTA]``
-adds DELTA (default 0.05) to one weight tensor of that format's converted output after the
+adds DELTA (default 0.05) to one weight (layer 0's FFN output bias, element 0) of that format's converted output after the
 convert stage and re-hashes its manifest, i.e. a converter bug that convert's own check missed;
 the parity stage must then fail naming the backend and the metric. Supported: ``flax``.
 
@@ -302,12 +302,15 @@ def _perturb(converted: Path, spec: str) -> str:
 
     f = converted / "flax" / PARAMS_FILE
     flat = _flatten(serialization.msgpack_restore(f.read_bytes()))
-    key = sorted(k for k in flat if k.endswith("bias") and "layer" in k)[0]
-    flat[key] = np.asarray(flat[key]) + np.float32(delta)
+    # the first encoder layer's feed-forward output bias: every later activation moves with it
+    key = sorted(k for k in flat if k.endswith("output/dense/bias") and "layer/0/" in k)[0]
+    bias = np.array(flat[key], dtype=np.float32)
+    bias[0] += delta  # one element: a uniform shift would vanish in the LayerNorm that follows
+    flat[key] = bias
     f.write_bytes(serialization.msgpack_serialize(_unflatten(flat)))
     manifest = read_manifest(converted)
     write_manifest(converted, {k: v for k, v in manifest.items() if k not in ("files", "encoderkit_manifest")})
-    return f"flax {key} += {delta}"
+    return f"flax {key}[0] += {delta}"
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -342,8 +345,9 @@ def stage_parity(ctx: Context) -> str:
     ctx.facts["parity"] = {"cells": len(m.cells), "failed": len(m.failures()), "backends": list(m.backends)}
     if not m.passed:
         bad = m.failures()
-        more = f" (+{len(bad) - 1} more, see parity.md)" if len(bad) > 1 else ""
-        raise StageFailure(f"{bad[0].describe()}{more}")
+        ctx.log("parity").write_text(m.to_markdown())  # the whole matrix, kept beside the failure line
+        more = f" (+{len(bad) - 1} more failing cells)" if len(bad) > 1 else ""
+        raise StageFailure(f"{bad[0].describe()}{more} (log: logs/parity.log)")
     return f"{len(m.cells)} cells over {', '.join(m.backends)}: all within bounds"
 
 
@@ -433,7 +437,8 @@ def render_notes(ctx: Context, versions: dict[str, str | None]) -> str:
         lines += ["", "## Parity matrix (parity.md, parity.json)", "", body.strip()]
     if (ctx.tmp / "bench" / "bench.md").is_file():
         lines += ["", f"## Benchmark ({ctx.args.bench}; bench/bench.md, bench/bench.json)", ""]
-        lines.append((ctx.tmp / "bench" / "bench.md").read_text().strip().replace("](", "](bench/"))
+        bench = (ctx.tmp / "bench" / "bench.md").read_text().strip().replace("](", "](bench/")
+        lines.append("\n".join("##" + ln if ln.startswith("#") else ln for ln in bench.splitlines()))  # nest
         for png in sorted((ctx.tmp / "bench").glob("*.png")):
             lines.append(f"\n![{png.stem}](bench/{png.name})")
     if ctx.facts.get("bundles"):

@@ -290,7 +290,7 @@ def _compare(name: str, ref_out: list[dict], cand_out: list[dict], batches: list
         low["hidden states"].add(_cosine(c["hidden"], r["hidden"])[real])
         if r["logits"] is not None:
             worst["mask logits"].add(np.abs(c["logits"] - r["logits"]),
-                                     lambda i, b=b: f"batch {b.name}, mask {tuple(b.rows[i[0]])}, token {i[1]}")
+                                     lambda i, b=b: f"batch {b.name}, mask {tuple(int(x) for x in b.rows[i[0]])}, token {i[1]}")
             for x, y in zip(r["logits"], c["logits"]):
                 tx, ty = np.argsort(-x)[:5], np.argsort(-y)[:5]
                 top1.add(float(tx[0] == ty[0]) if np.isfinite(y).all() else float("nan"))
