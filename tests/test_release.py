@@ -179,6 +179,7 @@ def test_conversion_determinism(tiny_release, tiny_roberta, tmp_path):
     assert differ == {"tf/saved_model/1/fingerprint.pb", "manifest.json", "report.md"}
 
 
+@pytest.mark.slow  # ~4 min here (a venv, 15 unit tests and the CLI smoke run); `make test-slow`
 def test_install_stage_tests_the_wheel_not_the_checkout(tmp_path):
     """build + install: the wheel in a fresh venv (dependencies reused from this environment's
     site-packages), a unit-test selection under the sys.path guard, then the installed CLI."""
