@@ -286,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # run the imported module's main, not __main__'s: subcommands' `from ..cli import emit` must see
-    # the OUT that main() sets (else `python -m encoderkit.cli` loses their result lines)
+    # `python -m encoderkit.cli`: run the importable module's main, so that subcommands living in
+    # other modules (viewer, classify, finetune) emit through the same OUT as this one
     from encoderkit.cli import main as _main
 
     sys.exit(_main())

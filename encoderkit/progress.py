@@ -25,7 +25,9 @@ def reset() -> None:
 
 
 def stream() -> TextIO:
-    return _state["stream"] or sys.stderr
+    s = _state["stream"]
+    # a stream configured by an earlier in-process CLI call may be closed since (tests' captures)
+    return sys.stderr if s is None or getattr(s, "closed", False) else s
 
 
 def quiet() -> bool:

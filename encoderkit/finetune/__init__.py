@@ -87,6 +87,8 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: st
             from ..checkpoint import resolve_model
 
             directory = resolve_model(model)
+            if (directory / "safetensors").is_dir() and not (directory / "config.json").is_file():
+                directory = directory / "safetensors"  # a `convert` output: train from its HF layout
             cfg = TrainConfig(
                 model_dir=str(directory), method=method, train=_payload(train, labels),
                 eval=_payload(ev, labels) if ev is not None else None, labels=list(labels), epochs=float(epochs),
@@ -98,6 +100,8 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: st
             _require("accelerate", f"--method {method}")
             metrics = _train(cfg, tmp)
         metrics["model"], metrics["data"] = str(model), str(data)
+        if method == "probe":  # the trainer writes its own (with its config); a probe's is written here
+            (tmp / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         (tmp / REPORT).write_text(render_report(metrics, labels, train, ev))
         _curve(metrics, tmp / CURVE)
         write_manifest(tmp, {"kind": "finetune", "method": method, "source": str(model)})

@@ -80,10 +80,12 @@ def build_model(cfg: TrainConfig):
     """
     import transformers
 
-    from ..checkpoint import load_checkpoint
+    from ..checkpoint import read_spec
 
-    ckpt = load_checkpoint(cfg.model_dir)  # validates the checkpoint the encoderkit way first
-    arch = ckpt.spec.architecture
+    # The spec only (config + tokenizer): reading the weights here too would add a second copy of
+    # the model to the peak memory that the LoRA/full comparison reports.
+    spec = read_spec(Path(cfg.model_dir), heads=())
+    arch = spec.architecture
     config = transformers.AutoConfig.from_pretrained(cfg.model_dir)
     config.num_labels = len(cfg.labels)
     config.id2label = {i: lab for i, lab in enumerate(cfg.labels)}
@@ -98,7 +100,7 @@ def build_model(cfg: TrainConfig):
     model = cls.from_pretrained(cfg.model_dir, config=config)
     tokenizer = transformers.AutoTokenizer.from_pretrained(cfg.model_dir)
     if cfg.method == "freeze":
-        apply_freeze(model, arch, ckpt.spec.num_layers, cfg.unfreeze_top)
+        apply_freeze(model, arch, spec.num_layers, cfg.unfreeze_top)
     elif cfg.method == "lora":
         model = apply_lora(model, arch, cfg)
     return model, tokenizer, arch
