@@ -33,6 +33,7 @@ No logic lives in CI YAML: the workflow, ``ci/release.sh`` and ``make release`` 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import os
@@ -340,6 +341,7 @@ def stage_parity(ctx: Context) -> str:
 
     with captured():  # frameworks' own chatter (TF's absl lines) stays out of the stage lines
         m = parity_matrix(ctx.converted)
+    m = dataclasses.replace(m, model=f"{ctx.model} (converted/)")  # not the temp dir's path
     write_markdown(m, ctx.tmp / "parity.md")
     write_json(m, ctx.tmp / "parity.json")
     ctx.facts["parity"] = {"cells": len(m.cells), "failed": len(m.failures()), "backends": list(m.backends)}
