@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow bench clean
+.PHONY: venv demo test test-slow bench release clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -30,6 +30,15 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.make_bench
+
+# The release pipeline (ci/release.py): `make release MODEL=minilm [OUT=release/] [RELEASE_ARGS=...]`
+# writes OUT/<model>-<version>/ only when every stage passed.
+MODEL ?=
+OUT ?= release/
+RELEASE_ARGS ?=
+release: $(STAMP)
+	@test -n "$(MODEL)" || { echo "usage: make release MODEL=<checkpoint|name> [OUT=release/]"; exit 2; }
+	PYTHON=$(BIN)/python ci/release.sh "$(MODEL)" --out "$(OUT)" $(RELEASE_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

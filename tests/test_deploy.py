@@ -18,7 +18,7 @@ pytest.importorskip("onnxruntime", reason="the onnx extra is part of `make test`
 
 import encoderkit  # noqa: E402
 from encoderkit.cli import main as cli_main  # noqa: E402
-from encoderkit.converters import convert  # noqa: E402
+from encoderkit.pipeline import convert  # noqa: E402
 from encoderkit.deploy import TARGETS, package  # noqa: E402
 from encoderkit.errors import ArtifactError, InputError, UnknownNameError  # noqa: E402
 from encoderkit.random_init import init_random  # noqa: E402

@@ -32,6 +32,8 @@ def cmd_package(a: argparse.Namespace) -> None:
     finally:
         if bar is not None:
             bar.close()
+    from ..cli import emit  # results go to the real stdout (main() captures third-party output)
+
     fp = bundle["footprint"]
     mb = fp["bundle_bytes"] / 1e6
     line = f"wrote {a.out} ({a.target}, {bundle['quantize']}, {mb:.1f} MB"

@@ -209,7 +209,8 @@ def reference_outputs(source: Converted, p: Plan, embed_probes: list[dict], fill
     """
     from ..batching import pad_batch
     from ..runtimes import load
-    from ..runtimes.base import _softmax, pool
+    from ..tasks.embed import pool
+    from ..tasks.fill_mask import softmax as _softmax
     from ..tokenization import TextTokenizer, load_tokenizer
 
     reference = "torch" if "safetensors" in source.formats else "onnx"
@@ -249,11 +250,11 @@ def reference_outputs(source: Converted, p: Plan, embed_probes: list[dict], fill
 
 def tolerance(quantize: str, fp32_backend: str = "onnx") -> dict[str, Any]:
     """The self-test's bound: the backend's fp32 atol, or the quantized accuracy thresholds."""
-    from ..validate import FP32_ATOL, QUANT_THRESHOLDS
+    from ..registry import backend  # the tolerance table lives once, in the registry
 
     if quantize == "none":
-        return {"kind": "atol", "atol": FP32_ATOL[fp32_backend]}
-    return {"kind": "quantized", **QUANT_THRESHOLDS[f"onnx-{quantize}"]}
+        return {"kind": "atol", "atol": backend(fp32_backend).tolerance.atol}
+    return {"kind": "quantized", **backend(f"onnx-{quantize}").tolerance.thresholds()}
 
 
 def base_bundle(source: Converted, p: Plan, *, engine: str, runner: str, graphs: dict[str, str | None],

@@ -50,7 +50,7 @@ def convert_tflite(saved_model: Path, signatures: list[str], quantize: str) -> b
 
 def package_tflite(source: Converted, out: Path, p: Plan, say) -> dict[str, Any]:
     """Write the tflite bundle into ``out``; return bundle.json's content."""
-    from ..converters.tf import SAVED_MODEL_DIR
+    from ..models.tf_model import SAVED_MODEL_DIR
 
     if p.options.pooling or p.options.ort_format:
         raise InputError("--pooling and --ort apply to ONNX targets; the tflite runner pools in numpy")

@@ -1,0 +1,222 @@
+"""The release pipeline (ci/release.py) end to end on a tiny model, its failure injection, the
+wheel's contents, conversion determinism, and the parity matrix it gates on."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from encoderkit.registry import BACKENDS, installed_formats
+
+REPO = Path(__file__).resolve().parent.parent
+RELEASE = REPO / "ci" / "release.py"
+pytestmark = [pytest.mark.xdist_group("release"),
+              pytest.mark.skipif(os.environ.get("ENCODERKIT_RELEASE_INSTALL") == "1",
+                                 reason="the release's install stage does not run the release itself"),
+              pytest.mark.skipif(not (REPO / "ci").is_dir(), reason="needs the checkout's ci/")]
+
+
+def need_all_formats():
+    missing = [f for f in ("onnx", "tf", "flax") if f not in installed_formats()]
+    if missing:
+        pytest.skip(f"extras not installed: {missing}")
+
+
+def release(args: list[str], env_extra: dict[str, str] | None = None, timeout: int = 1500):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | (env_extra or {})
+    return subprocess.run([sys.executable, str(RELEASE), *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def sha(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tiny_release(tiny_roberta, tmp_path_factory):
+    """One full release of tiny roberta without the install stage (test_install_stage runs it)."""
+    need_all_formats()
+    out = tmp_path_factory.mktemp("rel")
+    p = release([tiny_roberta, "--out", out, "--skip-stages", "install", "--no-build-isolation",
+                 "--bench", "quick", "--targets", "onnx"])
+    assert p.returncode == 0, p.stdout + p.stderr[-3000:]
+    return out / f"tiny-roberta-{__import__('encoderkit').__version__}", p
+
+
+def test_release_end_to_end(tiny_release):
+    rel, p = tiny_release
+    lines = p.stdout.splitlines()
+    for stage in ("build", "convert", "parity", "bench", "package", "notes"):  # name, time, result
+        assert any(f"] {stage} ok in " in ln and " s: " in ln for ln in lines), (stage, p.stdout)
+    assert "install" not in lines[0]
+    files = {q.relative_to(rel).as_posix() for q in rel.rglob("*") if q.is_file()}
+    for must in ("RELEASE.md", "release.json", "SHA256SUMS", "parity.md", "parity.json", "bench/bench.json",
+                 "bench/bench.md", "converted/manifest.json", "converted/safetensors/model.safetensors",
+                 "converted/flax/flax_model.msgpack", "converted/onnx/encoder.int8.onnx",
+                 "bundles/onnx/run.py", "bundles/onnx/bundle.json"):
+        assert must in files, must
+    assert any(f.startswith("dist/") and f.endswith(".whl") for f in files)
+    assert any(f.startswith("dist/") and f.endswith(".tar.gz") for f in files)
+    # SHA256SUMS covers every other file, and every hash is right
+    sums = dict(reversed(ln.split("  ", 1)) for ln in (rel / "SHA256SUMS").read_text().splitlines())
+    assert set(sums) == files - {"SHA256SUMS"}
+    bad = [f for f, h in sums.items() if sha(rel / f) != h]
+    assert bad == []
+    # release.json: tools, stage times, the parity summary
+    info = json.loads((rel / "release.json").read_text())
+    for tool in ("encoderkit", "torch", "transformers", "onnx", "onnxruntime", "jax", "flax"):
+        assert info["tools"][tool], tool
+    assert info["tools"]["tensorflow"] or info["tools"]["tensorflow-cpu"]
+    assert set(info["stages"]) == {"build", "convert", "parity", "bench", "package"}
+    assert all(s["seconds"] >= 0 for s in info["stages"].values())
+    assert info["facts"]["parity"]["failed"] == 0
+    notes = (rel / "RELEASE.md").read_text()
+    for section in ("## Parity matrix", "## Benchmark", "## Deployment bundles", "## Tool versions",
+                    "## Reproducibility", "| onnx-int8"):
+        assert section in notes, section
+    # nothing left beside the release (its temp dir was renamed)
+    assert [q.name for q in rel.parent.iterdir()] == [rel.name]
+
+
+def test_parity_json_covers_every_backend_and_check(tiny_release):
+    rel, _ = tiny_release
+    m = json.loads((rel / "parity.json").read_text())
+    assert m["passed"] is True
+    expected = [b for b in BACKENDS if b != "torch"]
+    assert m["backends"] == expected
+    checks = {(c["backend"], c["check"]) for c in m["cells"]}
+    for b in expected:
+        for check in ("hidden states", "mask logits", "attentions", "embed mean L0", "embed cls L1", "embed max L2"):
+            assert (b, check) in checks, (b, check)
+    assert m["skipped"] == {"classification logits": "the model has no classification head"}
+    for c in m["cells"]:
+        info = BACKENDS[c["backend"]].tolerance
+        if not info.quantized:  # fp32 bounds are the registry's atol, and the values are real diffs
+            assert c["metric"] == "max_abs_diff" and c["bound"] == info.atol and 0 <= c["value"] <= info.atol
+        elif c["op"]:
+            assert c["bound"] == info.thresholds()[{"min_cosine": "cosine"}.get(c["metric"], c["metric"])]
+
+
+def test_wheel_carries_every_file_the_cli_reads(tiny_release, tmp_path):
+    sys.path.insert(0, str(REPO / "ci"))
+    try:
+        import release as rel_mod
+    finally:
+        sys.path.remove(str(REPO / "ci"))
+    rel, _ = tiny_release
+    (wheel,) = (rel / "dist").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for pattern in ("encoderkit/corpus.txt", "encoderkit/workloads/", "encoderkit/viewer/assets/",
+                    "encoderkit/deploy/templates/run.py", "encoderkit/deploy/templates/run.mjs"):
+        assert any(n.startswith(pattern) for n in names), pattern
+    data = rel_mod.package_data_files()
+    assert len(data) >= 8 and rel_mod.wheel_missing(wheel) == []
+    # and the check does catch a wheel that lacks one
+    thin = tmp_path / wheel.name
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(thin, "w") as dst:
+        for n in src.namelist():
+            if n != "encoderkit/corpus.txt":
+                dst.writestr(n, src.read(n))
+    assert rel_mod.wheel_missing(thin) == ["encoderkit/corpus.txt"]
+
+
+def test_injected_converter_bug_fails_the_parity_gate_and_publishes_nothing(tiny_release, tiny_roberta, tmp_path):
+    rel, _ = tiny_release
+    out = tmp_path / "rel"
+    p = release([tiny_roberta, "--out", out, "--stages", "convert,parity,notes", "--from-converted",
+                 rel / "converted"], env_extra={"ENCODERKIT_RELEASE_PERTURB": "flax:0.05"}, timeout=900)
+    assert p.returncode == 1, p.stdout + p.stderr
+    err = p.stderr.strip().splitlines()
+    reason = next(ln for ln in err if ln.startswith("release failed at stage "))
+    assert reason.startswith("release failed at stage parity: flax "), reason
+    assert "max_abs_diff" in reason and "> 0.0001" in reason, reason
+    assert "] parity FAILED in " in p.stdout and "] notes" not in p.stdout
+    assert list(out.iterdir()) == []  # no release dir, no temp dir left
+    # the source it copied from is untouched
+    from encoderkit.io import verify_manifest
+
+    verify_manifest(rel / "converted")
+
+
+def test_stage_flags_are_checked(tmp_path):
+    p = release(["x", "--stages", "convert,nope", "--out", tmp_path])
+    assert p.returncode == 2 and "unknown stage 'nope'" in p.stderr
+    p = release(["x", "--stages", "convert", "--skip-stages", "bench", "--out", tmp_path])
+    assert p.returncode == 2 and "not allowed with" in p.stderr
+
+
+def test_existing_release_is_not_replaced_without_force(tmp_path):
+    (tmp_path / "m-1.0").mkdir()
+    p = release(["m", "--version", "1.0", "--out", tmp_path, "--stages", "notes"])
+    assert p.returncode == 2 and "exists (use --force)" in p.stderr
+
+
+def test_conversion_determinism(tiny_release, tiny_roberta, tmp_path):
+    """A second conversion of the same checkpoint: which files are byte-identical (ci/release.py's
+    DETERMINISM table says the same)."""
+    from encoderkit.pipeline import convert
+
+    rel, _ = tiny_release
+    a = rel / "converted"
+    b = tmp_path / "again"
+    convert(tiny_roberta, list(json.loads((a / "manifest.json").read_text())["formats"]), b, quantize="int8,fp16")
+    files = sorted(q.relative_to(a).as_posix() for q in a.rglob("*") if q.is_file())
+    same = {f for f in files if (b / f).is_file() and sha(a / f) == sha(b / f)}
+    differ = set(files) - same
+    # deterministic formats: safetensors, msgpack and every ONNX graph, and TF's graph + variables
+    for f in files:
+        if f.startswith(("safetensors/", "flax/", "onnx/")) or f.startswith("tf/saved_model/1/variables/") \
+                or f == "tf/saved_model/1/saved_model.pb":
+            assert f in same, f
+    # what is not, and why: TF's fingerprint carries a random uuid; manifest hashes it; report times
+    assert differ == {"tf/saved_model/1/fingerprint.pb", "manifest.json", "report.md"}
+
+
+@pytest.mark.slow  # ~4 min here (a venv, 15 unit tests and the CLI smoke run); `make test-slow`
+def test_install_stage_tests_the_wheel_not_the_checkout(tmp_path):
+    """build + install: the wheel in a fresh venv (dependencies reused from this environment's
+    site-packages), a unit-test selection under the sys.path guard, then the installed CLI."""
+    if "onnx" not in installed_formats():
+        pytest.skip("the onnx extra is not installed")
+    out = tmp_path / "rel"
+    p = release(["tiny-install", "--out", out, "--stages", "build,install", "--no-build-isolation",
+                 "--reuse-site", sysconfig.get_paths()["purelib"],
+                 "--install-tests", "tests/test_registry.py"], timeout=1500)
+    assert p.returncode == 0, p.stdout + p.stderr[-3000:]
+    line = next(ln for ln in p.stdout.splitlines() if "] install ok in " in ln)
+    assert " passed" in line and "failed" not in line.split("tests:")[1].split(";")[0], line
+    log = (out / "tiny-install-0.1.0" / "logs" / "install.log").read_text()
+    assert "release guard: encoderkit from " in log
+    where = log.split("release guard: encoderkit from ", 1)[1].split(";")[0]
+    assert "/venv/" in where and not where.startswith(str(REPO) + "/encoderkit"), where
+    for cmd in ("bench", "attention", "package", "convert"):
+        assert f"/bin/encoderkit {cmd}" in log, cmd
+
+
+@pytest.mark.slow
+def test_release_of_random_roberta_large(tmp_path):
+    """The full release (install stage excluded) of random roberta-large; prints each stage's time
+    and the release directory's size."""
+    need_all_formats()
+    from encoderkit.random_init import init_random
+
+    ckpt = tmp_path / "roberta-large-random"
+    init_random(ckpt, "large", seed=0)
+    out = tmp_path / "rel"
+    p = release([ckpt, "--out", out, "--skip-stages", "install", "--no-build-isolation", "--bench", "quick",
+                 "--targets", "onnx"], timeout=7200)
+    print(p.stdout)
+    assert p.returncode == 0, p.stdout + p.stderr[-3000:]
+    rel = next(out.iterdir())
+    info = json.loads((rel / "release.json").read_text())
+    assert info["facts"]["parity"]["failed"] == 0
+    size = sum(q.stat().st_size for q in rel.rglob("*") if q.is_file())
+    print(f"release directory {rel}: {size / 1e9:.2f} GB; stages: "
+          + ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in info["stages"].items()))
