@@ -71,10 +71,10 @@ def _run(py, bundle: Path, *args, check=True):
     return res
 
 
-def _cli_json(capsys, *argv) -> object:
-    capsys.readouterr()
+def _cli_json(capfd, *argv) -> object:
+    capfd.readouterr()
     assert cli_main(list(argv)) == 0
-    return json.loads(capsys.readouterr().out)
+    return json.loads(capfd.readouterr().out)
 
 
 def _same_fill_mask(got, want, atol):
@@ -102,7 +102,7 @@ def test_fresh_venv_has_no_encoderkit_torch_transformers(fresh_python):
 
 
 @pytest.mark.parametrize("quantize", ["none", "int8"])
-def test_onnx_bundle_tiny_roberta_in_fresh_venv(tiny, fresh_python, tmp_path, capsys, quantize):
+def test_onnx_bundle_tiny_roberta_in_fresh_venv(tiny, fresh_python, tmp_path, capfd, quantize):
     out = tmp_path / "bundle"
     bundle = package(tiny, "onnx", out, quantize=quantize)
     assert bundle["tasks"] == ["embed", "fill-mask"] and bundle["quantize"] == quantize
@@ -112,7 +112,7 @@ def test_onnx_bundle_tiny_roberta_in_fresh_venv(tiny, fresh_python, tmp_path, ca
 
     backend = "onnx" if quantize == "none" else "onnx-int8"
     got = np.array(json.loads(_run(fresh_python, out, "embed", *TEXTS, "--json").stdout), dtype=np.float32)
-    want = np.array(_cli_json(capsys, "embed", str(tiny), *TEXTS, "--backend", backend, "--json"), dtype=np.float32)
+    want = np.array(_cli_json(capfd, "embed", str(tiny), *TEXTS, "--backend", backend, "--json"), dtype=np.float32)
     assert got.shape == want.shape
     assert np.abs(got - want).max() <= 1e-5  # the same graph as encoderkit's backend
     ref = encoderkit.load(tiny, "torch").embed(TEXTS)
@@ -124,12 +124,12 @@ def test_onnx_bundle_tiny_roberta_in_fresh_venv(tiny, fresh_python, tmp_path, ca
 
     masked = ["The capital of France is <mask>.", "Zürich <mask> café and <mask> 東京."]
     got = json.loads(_run(fresh_python, out, "fill-mask", *masked, "--top-k", "3", "--json").stdout)
-    want = _cli_json(capsys, "fill-mask", str(tiny), *masked, "--backend", backend, "--top-k", "3", "--json")
+    want = _cli_json(capfd, "fill-mask", str(tiny), *masked, "--backend", backend, "--top-k", "3", "--json")
     _same_fill_mask(got, want, 1e-5)
 
 
 @pytest.mark.parametrize("quantize", ["none", "int8"])
-def test_onnx_bundle_minilm_in_fresh_venv(minilm, fresh_python, tmp_path, capsys, quantize):
+def test_onnx_bundle_minilm_in_fresh_venv(minilm, fresh_python, tmp_path, capfd, quantize):
     out = tmp_path / "bundle"
     bundle = package(minilm, "onnx", out, quantize=quantize, pooling="mean", normalize=True)
     assert bundle["tasks"] == ["embed"] and bundle["graphs"]["head"] is None
@@ -137,7 +137,7 @@ def test_onnx_bundle_minilm_in_fresh_venv(minilm, fresh_python, tmp_path, capsys
     assert "self-test passed" in _run(fresh_python, out, "--self-test").stdout
     backend = "onnx" if quantize == "none" else "onnx-int8"
     got = np.array(json.loads(_run(fresh_python, out, "embed", *TEXTS, "--json").stdout), dtype=np.float32)
-    want = np.array(_cli_json(capsys, "embed", str(minilm), *TEXTS, "--backend", backend, "--normalize", "--json"))
+    want = np.array(_cli_json(capfd, "embed", str(minilm), *TEXTS, "--backend", backend, "--normalize", "--json"))
     assert np.abs(got - want).max() <= 1e-5
     ref = encoderkit.load(minilm, "torch").embed(TEXTS, normalize=True)
     if quantize == "none":
@@ -219,13 +219,13 @@ def test_option_errors(tiny, minilm, tmp_path):
     assert not (tmp_path / "x").exists()  # nothing half-written
 
 
-def test_cli_package(tiny, tmp_path, capsys):
+def test_cli_package(tiny, tmp_path, capfd):
     import onnxruntime as ort
 
     out = tmp_path / "b"
     assert cli_main(["package", str(tiny), "--target", "onnx", "--out", str(out), "--tasks", "embed", "--ort",
                      "--quiet"]) == 0
-    printed = capsys.readouterr().out
+    printed = capfd.readouterr().out
     assert f"wrote {out} (onnx, none" in printed and "self-test: token ids: identical" in printed
     # --ort: ONNX Runtime Mobile's format of the same encoder gives the same hidden states
     feeds = {"input_ids": np.array([[0, 5, 9, 2]], np.int64), "attention_mask": np.ones((1, 4), np.int64)}
@@ -233,7 +233,7 @@ def test_cli_package(tiny, tmp_path, capsys):
             for f in ("model.onnx", "model.ort"))
     assert np.abs(a - b).max() <= 1e-5
     assert cli_main(["package", str(tiny), "--target", "onnx", "--out", str(out)]) == 2  # exists, no --force
-    assert "already exists" in capsys.readouterr().err
+    assert "already exists" in capfd.readouterr().err
 
 
 # ----------------------------------------------------------------------------- node target

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, InputError, ParityError
-from ..io import atomic_dir, read_manifest, sha256_file, verify_manifest
+from ..io import OWNER_FILE, atomic_dir, read_manifest, sha256_file, verify_manifest
 from ..spec import ModelSpec
 
 QUANTIZE = ("none", "int8", "fp16")
@@ -287,10 +287,11 @@ def base_bundle(source: Converted, p: Plan, *, engine: str, runner: str, graphs:
 
 
 def file_table(root: Path) -> dict[str, dict[str, Any]]:
-    """sha256 and size of every file under ``root`` but bundle.json (which holds this table)."""
+    """sha256 and size of every file under ``root`` but bundle.json (which holds this table) and the
+    temp dir's owner file (``io.atomic_dir`` removes it before the rename)."""
     return {p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
             for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != BUNDLE_FILE and "node_modules" not in p.parts}
+            if p.is_file() and p.name not in (BUNDLE_FILE, OWNER_FILE) and "node_modules" not in p.parts}
 
 
 def write_bundle_json(root: Path, bundle: dict[str, Any]) -> None:

@@ -113,10 +113,14 @@ class Bundle {
 
   async run(batch) {
     const T = this.ort.Tensor;
-    return this.encoder.run({
+    const feeds = {
       input_ids: new T("int64", batch.inputIds, [batch.b, batch.n]),
       attention_mask: new T("int64", batch.mask, [batch.b, batch.n]),
-    });
+    };
+    if (this.encoder.inputNames.includes("token_type_ids")) {  // BERT-family graphs; single texts: all 0
+      feeds.token_type_ids = new T("int64", new BigInt64Array(batch.b * batch.n), [batch.b, batch.n]);
+    }
+    return this.encoder.run(feeds);
   }
 
   async embed(texts, pooling = null, normalize = null, truncate = false) {

@@ -109,9 +109,14 @@ class OrtEngine:
         self.head = (ort.InferenceSession(str(root / graphs["head"]), opts, providers=["CPUExecutionProvider"])
                      if graphs.get("head") else None)
         self.outputs = [o.name for o in self.encoder.get_outputs()]
+        # BERT-family graphs also take token types (single texts here: all zero)
+        self.typed = "token_type_ids" in {i.name for i in self.encoder.get_inputs()}
 
     def run(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(self.outputs, self.encoder.run(None, {"input_ids": ids, "attention_mask": mask})))
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if self.typed:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        return dict(zip(self.outputs, self.encoder.run(None, feeds)))
 
     def mask_logits(self, hidden_rows: np.ndarray, ids, mask, rows) -> np.ndarray:
         return self.head.run(None, {"hidden": np.ascontiguousarray(hidden_rows, dtype=np.float32)})[0]
@@ -131,12 +136,18 @@ class TFLiteEngine:
         self.fill = (self.interp.get_signature_runner("fill_mask")
                      if "fill_mask" in self.interp.get_signature_list() else None)
         self.head = self.fill
+        self.typed = "token_type_ids" in self.encode.get_input_details()
+
+    def _types(self, ids) -> dict:
+        return {"token_type_ids": np.zeros_like(ids)} if self.typed else {}
 
     def run(self, ids, mask) -> dict[str, np.ndarray]:
-        return {"last_hidden_state": self.encode(input_ids=ids, attention_mask=mask)["last_hidden_state"]}
+        return {"last_hidden_state": self.encode(input_ids=ids, attention_mask=mask,
+                                                 **self._types(ids))["last_hidden_state"]}
 
     def mask_logits(self, hidden_rows, ids, mask, rows) -> np.ndarray:
-        return self.fill(input_ids=ids, attention_mask=mask, mask_positions=rows.astype(np.int64))["logits"]
+        return self.fill(input_ids=ids, attention_mask=mask, mask_positions=rows.astype(np.int64),
+                         **self._types(ids))["logits"]
 
 
 class TFEngine:
@@ -150,16 +161,21 @@ class TFEngine:
         self.tf = tf
         self.sig = tf.saved_model.load(str(root / bundle["graphs"]["encoder"])).signatures
         self.head = self.sig["fill_mask"] if "fill_mask" in self.sig else None
+        self.typed = "token_type_ids" in self.sig["serving_default"].structured_input_signature[1]
+
+    def _types(self, ids) -> dict:
+        return {"token_type_ids": self.tf.constant(np.zeros_like(ids))} if self.typed else {}
 
     def run(self, ids, mask) -> dict[str, np.ndarray]:
         tf = self.tf
-        out = self.sig["serving_default"](input_ids=tf.constant(ids), attention_mask=tf.constant(mask))
+        out = self.sig["serving_default"](input_ids=tf.constant(ids), attention_mask=tf.constant(mask),
+                                          **self._types(ids))
         return {"last_hidden_state": out["last_hidden_state"].numpy()}
 
     def mask_logits(self, hidden_rows, ids, mask, rows) -> np.ndarray:
         tf = self.tf
         return self.head(input_ids=tf.constant(ids), attention_mask=tf.constant(mask),
-                         mask_positions=tf.constant(rows.astype(np.int64)))["logits"].numpy()
+                         mask_positions=tf.constant(rows.astype(np.int64)), **self._types(ids))["logits"].numpy()
 
 
 ENGINES = {"onnxruntime": OrtEngine, "litert": TFLiteEngine, "tensorflow": TFEngine}
