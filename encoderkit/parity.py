@@ -217,7 +217,10 @@ def _batches(ref, texts: Sequence[str]) -> list[_Batch]:
 
 def _run(rt, b: _Batch, layers: Sequence[int], with_head: bool, with_cls: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    att = b.name in ATTENTION_BATCHES
+    last_only = BACKENDS[rt.name].last_layer_only if rt.name in BACKENDS else False
+    if last_only:  # the registry row says it gives the last hidden state only (e.g. CTranslate2)
+        layers = [x for x in layers if x == rt.spec.num_layers]
+    att = b.name in ATTENTION_BATCHES and not last_only
     fwd = rt.forward(b.ids, b.mask, token_type_ids=b.types, output_attentions=att)
     out["hidden"] = fwd.last_hidden_state
     out["attentions"] = fwd.attentions if att else None
@@ -283,6 +286,7 @@ def _compare(name: str, ref_out: list[dict], cand_out: list[dict], batches: list
     worst = {k: _Worst() for k in keys}
     low = {k: _Lowest() for k in keys}
     top1, top5 = _Lowest(), _Lowest()
+    seen: set = set()  # the layers and attentions this backend gave
     for b, r, c in zip(batches, ref_out, cand_out):
         real = b.mask.astype(bool)
         d = np.where(real[:, :, None], np.abs(c["hidden"] - r["hidden"]), 0.0)
@@ -296,12 +300,16 @@ def _compare(name: str, ref_out: list[dict], cand_out: list[dict], batches: list
                 top1.add(float(tx[0] == ty[0]) if np.isfinite(y).all() else float("nan"))
                 top5.add(len(set(tx) & set(ty)) / 5 if np.isfinite(y).all() else float("nan"))
         for layer in layers:
+            if layer not in c["layers"]:  # a last-layer-only backend: not compared, listed as skipped
+                continue
+            seen.add(layer)
             for p in poolings:
                 er, ec = pool(r["layers"][layer], b.mask, p), pool(c["layers"][layer], b.mask, p)
                 k = f"embed {p} L{layer}"
                 worst[k].add(np.abs(ec - er), lambda i, b=b: f"batch {b.name}, row {i[0]}, dim {i[1]}")
                 low[k].add(_cosine(ec, er))
-        if r["attentions"] is not None:
+        if r["attentions"] is not None and c["attentions"] is not None:
+            seen.add("attentions")
             pair = (real[:, None, :, None] & real[:, None, None, :])
             for layer, (ra, ca) in enumerate(zip(r["attentions"], c["attentions"])):
                 worst["attentions"].add(np.where(pair, np.abs(ca - ra), 0.0),
@@ -318,6 +326,9 @@ def _compare(name: str, ref_out: list[dict], cand_out: list[dict], batches: list
         if (k == "mask logits" and not has_logits) or (k == "attentions" and not has_att) or \
                 (k == "classification logits" and not has_cls):
             continue
+        if (k == "attentions" and k not in seen) or \
+                (k.startswith("embed ") and int(k.rsplit("L", 1)[1]) not in seen):
+            continue  # the backend cannot give it (registry: last_layer_only); see ParityMatrix.skipped
         if fp32:
             cells.append(_cell(name, k, "max_abs_diff", worst[k].value, tol.atol, "<=", worst[k].where))
         elif k == "mask logits":
@@ -384,6 +395,8 @@ def parity_matrix(converted: str | Path, *, backends: Sequence[str] | None = Non
         if progress:
             progress(f"parity: {name}")
         rt = load(path, name)
+        if BACKENDS[name].last_layer_only:
+            skipped[f"{name}: inner layers and attentions"] = "the backend gives the last layer only (registry row)"
         cand_out = [_run(rt, b, layers, with_head, with_cls) for b in batches]
         cells += _compare(name, ref_out, cand_out, batches, layers, POOLINGS)
         del rt, cand_out
