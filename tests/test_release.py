@@ -177,13 +177,15 @@ def test_conversion_determinism(tiny_release, tiny_roberta, tmp_path):
     differ = set(files) - same
     # deterministic formats: safetensors, msgpack and every ONNX graph, and TF's graph + variables
     for f in files:
-        if f.startswith(("safetensors/", "flax/", "onnx/")) or f.startswith("tf/saved_model/1/variables/") \
-                or f == "tf/saved_model/1/saved_model.pb":
+        if f.startswith(("safetensors/", "flax/", "onnx/")) or f.startswith("tf/saved_model/1/variables/"):
             assert f in same, f
     # what is not, and why: TF's fingerprint carries a random uuid; manifest hashes it; report times;
     # CTranslate2's model.bin differs between two conversions (its serialisation; cause not established)
     ct2 = {f for f in files if f.startswith("ctranslate2/") and f.endswith("model.bin")}
-    assert differ == {"tf/saved_model/1/fingerprint.pb", "manifest.json", "report.md", *ct2}
+    # TF's saved_model.pb was identical in most runs but not in one clone run under load (traced
+    # function names can differ between processes): allowed to differ, not promised
+    assert differ - {"tf/saved_model/1/saved_model.pb"} == {"tf/saved_model/1/fingerprint.pb", "manifest.json",
+                                                           "report.md", *ct2}
 
 
 @pytest.mark.slow  # ~4 min here (a venv, 15 unit tests and the CLI smoke run); `make test-slow`
