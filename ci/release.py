@@ -292,6 +292,7 @@ def _perturb(converted: Path, spec: str) -> str:
     import numpy as np
 
     from encoderkit.io import read_manifest, write_manifest
+    from encoderkit.mapping import flatten, nest
 
     fmt, _, delta = spec.partition(":")
     delta = float(delta or 0.05)
@@ -302,37 +303,16 @@ def _perturb(converted: Path, spec: str) -> str:
     from encoderkit.models.flax_model import PARAMS_FILE
 
     f = converted / "flax" / PARAMS_FILE
-    flat = _flatten(serialization.msgpack_restore(f.read_bytes()))
+    flat = flatten(serialization.msgpack_restore(f.read_bytes()))
     # the first encoder layer's feed-forward output bias: every later activation moves with it
     key = sorted(k for k in flat if k.endswith("output/dense/bias") and "layer/0/" in k)[0]
     bias = np.array(flat[key], dtype=np.float32)
     bias[0] += delta  # one element: a uniform shift would vanish in the LayerNorm that follows
     flat[key] = bias
-    f.write_bytes(serialization.msgpack_serialize(_unflatten(flat)))
+    f.write_bytes(serialization.msgpack_serialize(nest(flat)))
     manifest = read_manifest(converted)
     write_manifest(converted, {k: v for k, v in manifest.items() if k not in ("files", "encoderkit_manifest")})
     return f"flax {key}[0] += {delta}"
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out |= _flatten(v, f"{prefix}{k}/")
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _unflatten(flat: dict[str, Any]) -> dict:
-    out: dict = {}
-    for k, v in flat.items():
-        *path, leaf = k.split("/")
-        node = out
-        for p in path:
-            node = node.setdefault(p, {})
-        node[leaf] = v
-    return out
 
 
 def stage_parity(ctx: Context) -> str:
