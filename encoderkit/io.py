@@ -123,8 +123,10 @@ def clean_stale(target: Path) -> list[Path]:
 
 
 @contextlib.contextmanager
-def target_lock(target: Path) -> Iterator[None]:
+def target_lock(target: Path, flag: str = "--out") -> Iterator[None]:
     """Hold ``.NAME.lock`` beside ``target`` exclusively (flock) while writing it; removed after.
+
+    ``flag`` is the option that named the target, for the message.
 
     Raises:
         InputError: another process holds it (names its pid).
@@ -140,7 +142,7 @@ def target_lock(target: Path) -> Iterator[None]:
             finally:
                 os.close(fd)
             raise InputError(f"{target} is being written by another encoderkit process (pid {holder}); "
-                             "wait for it to finish or choose another --out") from None
+                             f"wait for it to finish or choose another {flag}") from None
         try:  # the file we locked must still be the one at that path (a finishing holder unlinks it)
             same = os.fstat(fd).st_ino == os.stat(lock).st_ino
         except FileNotFoundError:

@@ -253,6 +253,37 @@ def test_kill_9_then_resume(tmp_path, tiny_roberta, rt):
                                rt.embed(texts), rtol=0, atol=ATOL)
 
 
+def test_second_job_on_the_same_output_is_refused(tmp_path, tiny_roberta, rt, texts):
+    """Two jobs writing one --output would interleave shards and ledgers: the second one fails at
+    once naming the first one's pid, and the first one's output is complete and right."""
+    inp = write_input(tmp_path / "in.txt", texts)
+    out = tmp_path / "out.parquet"
+    ledger = Path(str(out) + ".shards") / "ledger.json"
+    env = {**ENV, "ENCODERKIT_BATCH_TEST_HOOKS": json.dumps({"delay_s": 0.2})}
+    proc = subprocess.Popen(_cli("embed", tiny_roberta, "--input", inp, "--output", out, "--threads", "1",
+                                 "--quiet", "--window", 10, "--shard-rows", 20), env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not ledger.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the first job ended before the second one started"
+        for kw in ({}, {"resume": True}, {"force": True}):  # not even --force takes it over
+            with pytest.raises(InputError, match=rf"being written by another encoderkit process \(pid {proc.pid}\)"
+                                                 r".*choose another --output"):
+                run_job(job(tmp_path, tiny_roberta, inp, "out.parquet", **kw), runtime=rt)
+        r = subprocess.run(_cli("embed", tiny_roberta, "--input", inp, "--output", out, "--quiet"), env=ENV,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode != 0 and "being written by another encoderkit process" in r.stderr
+        assert "Traceback" not in r.stderr
+    finally:
+        assert proc.wait(timeout=300) == 0
+    table = read_output(out)
+    assert table.column("id").to_pylist() == list(range(1, len(texts) + 1))
+    np.testing.assert_allclose(np.array(table.column("embedding").to_pylist(), dtype=np.float32),
+                               rt.embed(texts), rtol=0, atol=ATOL)
+    assert not list(tmp_path.glob(".*.lock"))  # released when the job ended
+
+
 def test_resume_refuses_another_job(tmp_path, tiny_roberta, rt, texts):
     inp = write_input(tmp_path / "in.txt", texts)
     shards = tmp_path / "o.parquet.shards"

@@ -19,17 +19,29 @@ def run_job(job: Job, engine: str = "local", *, ray_address: str | None = None, 
         InputError: bad arguments, or a bad row with on_error "stop".
         MissingDependencyError: pyarrow (or Ray for the ray engine) not installed.
     """
+    from pathlib import Path
+
     from ..errors import InputError
+    from ..io import target_lock
 
-    if engine == "local":
-        from .local import run_local
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+    job.check()
+    output = Path(job.output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"--output {output}: cannot create its folder ({e.strerror}); choose another path") from None
+    # One job per output: a second job on the same --output (or its shards) fails at once, naming
+    # the pid that holds it, instead of interleaving shards and ledgers.
+    with target_lock(output, flag="--output"):
+        if engine == "local":
+            from .local import run_local
 
-        return run_local(job, runtime=runtime)
-    if engine == "ray":
+            return run_local(job, runtime=runtime)
         from .ray_engine import run_ray
 
         return run_ray(job, address=ray_address, workers=workers)
-    raise InputError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
 
 
 __all__ = ["ENGINES", "Job", "Summary", "TASKS", "run_job"]
