@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,3 +105,63 @@ def test_ray_worker_killed_mid_run(tmp_path, tiny_roberta):
     ids = read_output(out).column("id").to_pylist()
     assert sorted(ids) == list(range(1, n + 1)) and ids == sorted(ids)  # every row exactly once
     print(f"killed actor pid {victim}; actors after the kill: {sorted({f.name for f in pids.iterdir()} - killed_at)}")
+
+
+_JOIN_SCRIPT = r"""
+set -u
+ip link set lo up
+export HOME="$WORK/home" RAY_AUTH_MODE=token
+mkdir -p "$HOME"
+ray get-auth-token --generate >/dev/null 2>&1 || exit 90
+ray start --head --block --node-ip-address=127.0.0.1 --port="$PORT" --num-cpus=3 --include-dashboard=false \
+    --disable-usage-stats --temp-dir="$WORK/ray" >"$WORK/head.log" 2>&1 &
+HEAD=$!
+for i in $(seq 120); do ray status --address "127.0.0.1:$PORT" >/dev/null 2>&1 && break; sleep 1; done
+env -u RAY_AUTH_MODE "$@" >"$WORK/noauth.out" 2>"$WORK/noauth.err"; echo $? >"$WORK/noauth.rc"
+ls -A "$OUTDIR" >"$WORK/after-noauth.txt"
+"$@" --workers 2 >"$WORK/ok.out" 2>"$WORK/ok.err"; echo $? >"$WORK/ok.rc"
+ray status --address "127.0.0.1:$PORT" >"$WORK/status.txt" 2>&1
+kill -TERM $HEAD; wait $HEAD || true  # ray start --block exits 1 on SIGTERM after draining
+"""
+
+
+@pytest.mark.skipif(not LOOPBACK_ONLY, reason="needs a loopback-only network namespace (unshare -n as root) "
+                                              "so that the cluster listens on 127.0.0.1 only")
+def test_ray_joins_an_existing_cluster(tmp_path, tiny_roberta):
+    """`ray start --head` (token authentication, Ray's default for local clusters since 2.59), then
+    --ray-address: without the token the job fails with one line saying what to set; with it the
+    job runs on that cluster (it does not start its own) and equals the local engine."""
+    import shutil
+    import tempfile
+
+    texts = make_texts(150, seed=9)
+    inp = write_input(tmp_path / "in.txt", texts)
+    run_job(Job(input=inp, output=tmp_path / "local.parquet", task="embed", model=str(tiny_roberta), window=25,
+                shard_rows=50, quiet=True), runtime=load(tiny_roberta, threads=1))
+    work = Path(tempfile.mkdtemp(prefix="ekray", dir="/tmp"))  # Ray's socket paths must stay short
+    try:
+        port = 20000 + os.getpid() % 20000
+        cmd = [sys.executable, "-m", "encoderkit.cli", "embed", str(tiny_roberta), "--input", str(inp),
+               "--output", str(tmp_path / "ray.parquet"), "--window", "25", "--shard-rows", "50",
+               "--engine", "ray", "--ray-address", f"127.0.0.1:{port}"]
+        bindir = str(Path(sys.executable).parent)
+        env = {**ENV, "WORK": str(work), "PORT": str(port), "OUTDIR": str(tmp_path), "PATH": bindir + os.pathsep + os.environ["PATH"]}
+        r = subprocess.run(["unshare", "-n", "bash", "-c", _JOIN_SCRIPT, "join", *cmd], env=env,
+                           capture_output=True, text=True, timeout=420)
+        log = lambda name: (work / name).read_text() if (work / name).exists() else f"<no {name}>"  # noqa: E731
+        assert r.returncode == 0, r.stderr[-2000:] + log("head.log")[-2000:]
+        # no token: refused, one line, no traceback, nothing written
+        err = log("noauth.err").strip().splitlines()
+        assert log("noauth.rc").strip() != "0"
+        assert len(err) == 1 and "RAY_AUTH_MODE=token" in err[0] and "Traceback" not in log("noauth.err"), err
+        assert "ray.parquet" not in log("after-noauth.txt"), log("after-noauth.txt")  # no output, no shards
+        # with the token: the job ran on the cluster that was already there
+        assert log("ok.rc").strip() == "0", log("ok.err")[-3000:]
+        assert "[ray, 2 workers]" in log("ok.err").strip().splitlines()[-1]
+        assert "Active" in log("status.txt") and "3.0 CPU" in log("status.txt"), log("status.txt")
+        a, b = read_output(tmp_path / "local.parquet"), read_output(tmp_path / "ray.parquet")
+        assert b.column("id").to_pylist() == a.column("id").to_pylist() == list(range(1, len(texts) + 1))
+        np.testing.assert_allclose(np.array(b.column("embedding").to_pylist()),
+                                   np.array(a.column("embedding").to_pylist()), rtol=0, atol=ATOL)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

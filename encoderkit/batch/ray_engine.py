@@ -118,7 +118,13 @@ def _init_ray(ray, address: str | None, workers: int) -> bool:
         try:
             ray.init(address=address, **local, **quiet)
         except ConnectionError as e:
-            raise InputError(f"cannot join the Ray cluster at {address}: {e}") from None
+            if "auth" in repr(e.__cause__).lower() or "token" in str(e.__cause__).lower():
+                # Ray >= 2.59 starts clusters with token authentication (RAY_AUTH_MODE=token)
+                raise InputError(f"the Ray cluster at {address} refused this client's token: run with "
+                                 "RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN, "
+                                 "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token") from None
+            raise InputError(f"cannot join the Ray cluster at {address}: {e}; check the address "
+                             "(`ray status` on the head node prints it)") from None
     else:
         # loopback only, no dashboard: nothing listens beyond this machine. One CPU per actor
         # plus one for the read tasks, so the pool never starves the reads that feed it.
@@ -147,6 +153,17 @@ def run_ray(job: Job, address: str | None = None, workers: int | None = None) ->
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InputError(f"--workers must be a positive integer, got {workers!r}")
     reader = Reader(job.input, job.text_column, job.id_column)
+    # join a given cluster before touching the output: a wrong address or a missing token fails
+    # here, leaving nothing behind (a local cluster is started later, only if there is work)
+    joined = _init_ray(ray, address, workers) if address else False
+    try:
+        return _run(ray, job, reader, address, workers, joined)
+    finally:
+        if joined:
+            ray.shutdown()
+
+
+def _run(ray, job: Job, reader: Reader, address: str | None, workers: int, joined: bool) -> Summary:
     store = ShardStore(job, reader)
     done = store.open()
     # the driver checks the arguments and learns the output schema once; the model is then freed
@@ -159,7 +176,8 @@ def run_ray(job: Job, address: str | None = None, workers: int | None = None) ->
     started = False
     try:
         if parts:
-            started = _init_ray(ray, address, workers)
+            if not joined:
+                started = _init_ray(ray, address, workers)
             if not job.runtime_options.get("threads") and not address:
                 # actors share this machine's cores instead of each taking all of them
                 job = Job(**{**job.__dict__, "runtime_options": {
@@ -186,6 +204,9 @@ def run_ray(job: Job, address: str | None = None, workers: int | None = None) ->
         seconds = progress.close()
         if started:
             ray.shutdown()
+    if progress.records != sum(counts):  # never merge a partial result as if it were the whole job
+        raise RuntimeError(f"the Ray job returned {progress.records} of {sum(counts)} rows; "
+                           "the finished shards are kept: rerun with --resume")
     shutil.rmtree(store.dir / "staging", ignore_errors=True)
     rows, rejected = store.finish()
     return Summary(job.task, str(job.output), rows, rejected, done, seconds, progress.records,
