@@ -205,7 +205,9 @@ def _run(ray, job: Job, reader: Reader, address: str | None, workers: int, joine
         if started:
             ray.shutdown()
     if progress.records != sum(counts):  # never merge a partial result as if it were the whole job
-        raise RuntimeError(f"the Ray job returned {progress.records} of {sum(counts)} rows; "
+        from ..errors import ResourceError
+
+        raise ResourceError(f"the Ray job returned {progress.records} of {sum(counts)} rows; "
                            "the finished shards are kept: rerun with --resume")
     shutil.rmtree(store.dir / "staging", ignore_errors=True)
     rows, rejected = store.finish()
