@@ -102,7 +102,7 @@ print(json.dumps({{"ready": True, "systems": {{"optimum-o2": {{"load_s": 1.5, "s
 for line in sys.stdin:
     req = json.loads(line)
     texts = json.loads(Path(req["texts"]).read_text())
-    with open(Path(args[1]).parent / "requests.log", "a") as log:
+    with open({log!r}, "a") as log:
         log.write(req["system"] + " " + str(len(texts)) + chr(10))
     np.save(req["save"], np.ones((len(texts), hidden), np.float32))  # a constant embedding
     print(json.dumps({{"ok": True, "n": len(texts)}}), flush=True)
@@ -111,7 +111,7 @@ for line in sys.stdin:
 
 def _fake_python(tmp_path: Path, fail: bool) -> Path:
     path = tmp_path / ("fail-python" if fail else "fake-python")
-    path.write_text(FAKE_OPTIMUM.format(python=sys.executable, fail=fail))
+    path.write_text(FAKE_OPTIMUM.format(python=sys.executable, fail=fail, log=str(tmp_path / "requests.log")))
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return path
 
@@ -128,7 +128,7 @@ def test_optimum_peer_runs_as_a_subprocess_interleaved_with_the_rest(tiny_bert, 
     assert (o2["kind"], o2["load_s"], o2["size_mb"]) == ("peer", 1.5, 2.0)
     # one warm-up (2 texts) and one request per timed repeat (all the texts), for each system
     n, texts = len(emb["torch"]["times"]), emb["_meta"]["texts"]
-    log = (model / "requests.log").read_text().splitlines()
+    log = (tmp_path / "requests.log").read_text().splitlines()
     assert n == 2 and sorted(log) == sorted([f"{s} 2" for s in OPTIMUM_SYSTEMS] + [f"{s} {texts}" for s in OPTIMUM_SYSTEMS] * n)
     # its embeddings (a constant vector) are compared with torch's on the same fitted texts
     rt = encoderkit.load(model, "torch")
