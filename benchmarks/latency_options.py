@@ -124,7 +124,7 @@ def profile(rt, texts: list[str], calls: int = 200) -> tuple[float, list[tuple[s
     total = stats.total_tt
     ort_run = sum(v[3] for k, v in stats.stats.items() if k[2] == "run" and "onnxruntime" in k[0])
     own = sorted(((f"{Path(k[0]).name}:{k[2]}", v[2]) for k, v in stats.stats.items()
-                  if "onnxruntime" not in k[0]), key=lambda kv: -kv[1])[:8]
+                  if "onnxruntime" not in k[0] and "onnxruntime" not in k[2]), key=lambda kv: -kv[1])[:8]
     buf = io.StringIO()
     pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(18)
     return 1 - ort_run / total, own, buf.getvalue()

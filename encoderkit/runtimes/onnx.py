@@ -24,8 +24,9 @@ class OnnxRuntime(Runtime):
         spinning: let ONNX Runtime's intra-op threads spin-wait for work between and after runs
             (``session.intra_op.allow_spinning``). Off by default: on a machine whose cores are
             shared (other processes, or other runtimes in one process) spinning threads steal the
-            cores the next run needs; single-text calls measured 0.28-0.55x the p50 latency with it
-            off on 2 shared cores (benchmarks/results/latency_options.md). Turn it on for a machine
+            cores the next run needs; with it off, single-text calls measured 0.43-0.52x the p50
+            latency and whole workloads 1.13-1.88x the throughput on 2 shared cores
+            (benchmarks/results/latency_options.md). Turn it on for a machine
             the process has to itself.
         providers: execution providers; default CUDA when available, else CPU.
         max_tokens: batch token budget.
