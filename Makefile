@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_PIN ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow bench release clean
+.PHONY: venv demo test test-slow bench optimum-venv release clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -31,6 +31,20 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.make_bench
 
+# optimum's ONNX recipe as a benchmark peer (`encoderkit bench --optimum-python .venv-optimum/bin/python`).
+# It lives in its own venv: optimum-onnx pins transformers < 4.58, ours is 5. torch is installed
+# FIRST, pinned to the CPU wheel on this disk, so optimum's torch requirement does not pull a CUDA build.
+OPTIMUM_VENV ?= .venv-optimum
+OPTIMUM_STAMP := $(OPTIMUM_VENV)/.installed
+$(OPTIMUM_STAMP):
+	$(PY) -m venv $(OPTIMUM_VENV) || python3 -m venv $(OPTIMUM_VENV)
+	$(OPTIMUM_VENV)/bin/pip install -q --upgrade pip
+	$(OPTIMUM_VENV)/bin/pip install -q "$(TORCH_PIN)"
+	$(OPTIMUM_VENV)/bin/pip install -q "optimum-onnx[onnxruntime]" "$(TORCH_PIN)"
+	touch $(OPTIMUM_STAMP)
+
+optimum-venv: $(OPTIMUM_STAMP)
+
 # The release pipeline (ci/release.py): `make release MODEL=minilm [OUT=release/] [RELEASE_ARGS=...]`
 # writes OUT/<model>-<version>/ only when every stage passed.
 MODEL ?=
@@ -41,4 +55,4 @@ release: $(STAMP)
 	PYTHON=$(BIN)/python ci/release.sh "$(MODEL)" --out "$(OUT)" $(RELEASE_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(OPTIMUM_VENV) build *.egg-info .pytest_cache

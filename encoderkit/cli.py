@@ -134,7 +134,7 @@ def cmd_bench(a: argparse.Namespace) -> None:
 
     backends = [b for b in a.backends.split(",") if b] if a.backends else None
     run_bench(a.model, backends=backends, tasks=a.task.split(","), out=Path(a.out), repeats=a.repeats,
-              quick=a.quick)
+              quick=a.quick, optimum_python=a.optimum_python)
 
 
 def _backend_help() -> str:
@@ -226,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="bench-out")
     s.add_argument("--repeats", type=int, default=3)
     s.add_argument("--quick", action="store_true", help="small workloads (tests)")
+    s.add_argument("--optimum-python", default=None, metavar="PYTHON",
+                   help="python of optimum's venv (make optimum-venv): adds optimum's O2 and int8 recipe as "
+                        "embed peers (default: $ENCODERKIT_OPTIMUM_PYTHON; without it they are listed as skipped)")
     s.set_defaults(func=cmd_bench)
 
     from .viewer.cli import add_parser as attention_parser

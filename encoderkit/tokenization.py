@@ -60,7 +60,8 @@ class TextTokenizer:
             raise InputError("no texts given")
         for i, t in enumerate(texts):
             _check_text(t, f"texts[{i}]")
-        ids = [e.ids for e in self._tok.encode_batch(texts)]
+        # one text: a plain encode (encode_batch hands even one text to its thread pool)
+        ids = [self._tok.encode(texts[0]).ids] if len(texts) == 1 else [e.ids for e in self._tok.encode_batch(texts)]
         too_long = [i for i, x in enumerate(ids) if len(x) > self.max_length]
         if too_long and not truncate:
             i = too_long[0]

@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 import json
+import stat
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
 
-from encoderkit.bench import model_flops, ratios, run_bench
+import encoderkit
+from encoderkit.bench import (CT2_DIRECT, OPTIMUM_SYSTEMS, best_int8, ct2_direct_systems, fit_workload, model_flops,
+                              ratios, read_workload, run_bench, target_rows)
 from encoderkit.pipeline import convert
 from encoderkit.random_init import random_spec
 
@@ -36,7 +42,19 @@ def test_bench_end_to_end(tiny_roberta, tmp_path):
     assert set(report["latency_bs1"]) == {"torch", "onnx", "onnx-int8", "pipeline-bs1"}
     md = (out / "bench.md").read_text()
     assert "## fill-mask/short" in md and "× peers (same run)" in md and "p50 ms" in md
-    assert "## Targets" in md and "fill-mask, onnx-int8 / pipeline batch 1" in md
+    assert "## Targets" in md and "fill-mask, best int8 (onnx-int8) / pipeline batch 1" in md
+    # accuracy of every system against torch in the same run, and the peers that could not run
+    emb = report["results"]["embed/corpus"]
+    assert emb["torch"]["accuracy"] == {"reference": "torch", "min_cosine": pytest.approx(1.0, abs=1e-6)}
+    assert emb["onnx"]["accuracy"]["min_cosine"] > 0.9999 and emb["onnx"]["gate"] is True
+    assert 0.5 < emb["sentence-transformers"]["accuracy"]["min_cosine"] and emb["sentence-transformers"]["gate"] is None
+    assert 0 <= short["onnx-int8"]["accuracy"]["top1"] <= 1 and short["pipeline-bs1"]["accuracy"]["top1"] == 1.0
+    assert "accuracy vs torch" in md and "min cos" in md
+    # no ctranslate2/ in the directory, no optimum venv given: listed with the reason, not silently absent
+    assert set(report["skipped"]) >= {*CT2_DIRECT.values(), *OPTIMUM_SYSTEMS}
+    assert "convert --to ctranslate2" in report["skipped"]["ctranslate2-direct"]
+    assert "make optimum-venv" in report["skipped"]["optimum-int8"]
+    assert "Peers not run here: " in md and "ctranslate2-direct-int8 (" in md
     for png in ("throughput.png", "latency.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -47,3 +65,137 @@ def test_model_flops_counts_real_tokens():
     per_token = model_flops(s, [1], 0)
     assert 0.55e9 < per_token < 0.65e9
     assert 0.09e9 < model_flops(s, [1], 1) - per_token < 0.12e9
+
+
+def test_ct2_direct_peer_embeds_like_our_ctranslate2_backend(tiny_bert, tmp_path):
+    pytest.importorskip("ctranslate2")
+    from transformers import AutoTokenizer
+
+    model = tmp_path / "conv"
+    convert(tiny_bert, ["safetensors", "ctranslate2"], model, quantize="int8")
+    skipped: dict[str, str] = {}
+    tok = AutoTokenizer.from_pretrained(model / "safetensors")
+    peers = {s.name: s for s in ct2_direct_systems(model, tok, skipped)}
+    assert set(peers) == set(CT2_DIRECT.values()) and skipped == {}
+    texts, _ = fit_workload(read_workload("embed_corpus", "[MASK]", limit=40), encoderkit.load(model, "torch").tokenizer,
+                            need_mask=False)
+    for variant, backend in (("fp32", "ctranslate2"), ("int8", "ctranslate2-int8")):
+        ours = encoderkit.load(model, backend).embed(texts, truncate=True)
+        got = peers[CT2_DIRECT[variant]].runners["embed"](texts)  # 40 texts: two fixed batches of 32 and 8
+        cos = (ours * got).sum(1) / np.linalg.norm(ours, axis=1) / np.linalg.norm(got, axis=1)
+        assert got.shape == ours.shape and cos.min() > 0.99999, f"{variant}: min cosine {cos.min()}"
+
+
+FAKE_OPTIMUM = """#!{python}
+# Stands in for optimum's venv python: called as PYTHON optimum_peer.py CKPT --serve --workdir DIR.
+import json, sys
+from pathlib import Path
+import numpy as np
+args = sys.argv[1:]
+assert args[0].endswith("optimum_peer.py") and args[2] == "--serve", args
+if {fail!r}:
+    print("optimum.exporters: cannot export this model", file=sys.stderr)
+    sys.exit(3)
+hidden = json.loads((Path(args[1]) / "config.json").read_text())["hidden_size"]
+print(json.dumps({{"ready": True, "systems": {{"optimum-o2": {{"load_s": 1.5, "size_mb": 2.0}},
+                                              "optimum-int8": {{"load_s": 1.0, "size_mb": 0.5}}}}}}), flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    texts = json.loads(Path(req["texts"]).read_text())
+    with open({log!r}, "a") as log:
+        log.write(req["system"] + " " + str(len(texts)) + chr(10))
+    np.save(req["save"], np.ones((len(texts), hidden), np.float32))  # a constant embedding
+    print(json.dumps({{"ok": True, "n": len(texts)}}), flush=True)
+"""
+
+
+def _fake_python(tmp_path: Path, fail: bool) -> Path:
+    path = tmp_path / ("fail-python" if fail else "fake-python")
+    path.write_text(FAKE_OPTIMUM.format(python=sys.executable, fail=fail, log=str(tmp_path / "requests.log")))
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return path
+
+
+def test_optimum_peer_runs_as_a_subprocess_interleaved_with_the_rest(tiny_bert, tmp_path, monkeypatch):
+    model = tmp_path / "conv"
+    convert(tiny_bert, ["safetensors", "onnx"], model, quantize="int8")
+    monkeypatch.delenv("ENCODERKIT_OPTIMUM_PYTHON", raising=False)
+    report = run_bench(model, backends=["torch", "onnx-int8"], tasks=["embed"], out=tmp_path / "b", repeats=2,
+                       quick=True, optimum_python=_fake_python(tmp_path, fail=False))
+    emb = report["results"]["embed/corpus"]
+    assert set(OPTIMUM_SYSTEMS) <= set(emb) and not set(OPTIMUM_SYSTEMS) & set(report["skipped"])
+    o2 = report["systems"]["optimum-o2"]
+    assert (o2["kind"], o2["load_s"], o2["size_mb"]) == ("peer", 1.5, 2.0)
+    # one warm-up (2 texts) and one request per timed repeat (all the texts), for each system
+    n, texts = len(emb["torch"]["times"]), emb["_meta"]["texts"]
+    log = (tmp_path / "requests.log").read_text().splitlines()
+    assert n == 2 and sorted(log) == sorted([f"{s} 2" for s in OPTIMUM_SYSTEMS] + [f"{s} {texts}" for s in OPTIMUM_SYSTEMS] * n)
+    # its embeddings (a constant vector) are compared with torch's on the same fitted texts
+    rt = encoderkit.load(model, "torch")
+    texts, _ = fit_workload(read_workload("embed_corpus", rt.tokenizer.mask_token, limit=16), rt.tokenizer,
+                            need_mask=False)
+    ref = rt.embed(texts, truncate=True)
+    want = (ref.sum(1) / np.linalg.norm(ref, axis=1) / np.sqrt(ref.shape[1])).min()
+    assert emb["optimum-int8"]["accuracy"]["min_cosine"] == pytest.approx(want, abs=1e-5)
+    names = [row[0] for row in target_rows(report)]
+    assert "embed, best int8 (onnx-int8) / optimum-int8" in names
+    md = (tmp_path / "b" / "bench.md").read_text()
+    assert "| optimum-int8 |" in md and "optimum-o2" not in report["skipped"]
+
+
+def test_optimum_peer_that_dies_is_listed_as_skipped_with_its_last_words(tiny_bert, tmp_path):
+    model = tmp_path / "conv"
+    convert(tiny_bert, ["safetensors"], model)
+    report = run_bench(model, backends=["torch"], tasks=["embed"], out=tmp_path / "b", repeats=1, quick=True,
+                       optimum_python=_fake_python(tmp_path, fail=True))
+    for name in OPTIMUM_SYSTEMS:
+        assert name not in report["results"]["embed/corpus"]
+        assert report["skipped"][name] == ("the optimum peer exited (code 3): optimum.exporters: cannot export "
+                                           "this model")
+    missing = run_bench(model, backends=["torch"], tasks=["embed"], out=tmp_path / "c", repeats=1, quick=True,
+                        optimum_python=tmp_path / "no-such-python")
+    assert "does not exist (make optimum-venv)" in missing["skipped"]["optimum-int8"]
+
+
+def _synthetic(emb: dict, short: dict | None = None, lat: dict | None = None) -> dict:
+    def row(tps, **acc):
+        gate = acc.pop("gate", None)
+        return {"texts_per_s": tps, "roofline_fraction": 0.5, "accuracy": acc, "gate": gate}
+
+    res = {"embed/corpus": {n: row(*v[:1], **v[1]) for n, v in emb.items()}}
+    if short:
+        res["fill-mask/short"] = {n: row(*v[:1], **v[1]) for n, v in short.items()}
+    return {"results": res, "latency_bs1": lat or {}}
+
+
+def test_target_rows_take_the_fastest_int8_that_passed_its_gate():
+    report = _synthetic({
+        "torch": (10, {"min_cosine": 1.0, "gate": True}),
+        "sentence-transformers": (10, {"min_cosine": 1.0}),
+        "onnx-int8": (50, {"min_cosine": 0.95, "gate": False}),  # fastest, but below its gate
+        "ctranslate2-int8": (40, {"min_cosine": 0.996, "reference": "torch", "gate": True}),
+        "onnx-fp16": (45, {"min_cosine": 0.9999, "gate": True}),  # quantized but not int8
+        "optimum-int8": (20, {"min_cosine": 0.94}),
+        "ctranslate2-direct-int8": (50, {"min_cosine": 0.996})}, short={
+        "pipeline-bs1": (2, {"top1": 1.0, "top5": 1.0}),
+        "onnx-int8": (30, {"top1": 0.9, "top5": 0.8, "gate": True}),
+        "ctranslate2-int8": (25, {"top1": 0.9, "top5": 0.8, "gate": True})},
+        lat={"pipeline-bs1": {"p50_ms": 30.0}, "onnx-int8": {"p50_ms": 12.0}, "ctranslate2-int8": {"p50_ms": 6.0}})
+    assert best_int8(report["results"]["embed/corpus"]) == "ctranslate2-int8"
+    rows = {name: (value, ok) for name, value, _, _, ok, _ in target_rows(report)}
+    assert rows["embed, best int8 (ctranslate2-int8) / sentence-transformers"] == (4.0, True)
+    assert rows["embed, best int8 (ctranslate2-int8) / optimum-int8"] == (2.0, True)
+    assert rows["embed, best int8 (ctranslate2-int8) / ctranslate2-direct-int8"] == (0.8, False)
+    assert rows["embed, best int8 (ctranslate2-int8) min cosine vs torch"] == (0.996, True)
+    assert rows["fill-mask, best int8 (onnx-int8) / pipeline batch 1"] == (15.0, True)
+    assert rows["latency p50, best int8 (ctranslate2-int8) / pipeline"] == (0.2, True)
+    assert not any("onnx-fp16" in name for name in rows)
+
+
+def test_target_rows_say_when_no_int8_backend_passed_its_gate():
+    report = _synthetic({"sentence-transformers": (10, {"min_cosine": 1.0}),
+                         "onnx-int8": (50, {"min_cosine": 0.95, "gate": False}),
+                         "optimum-int8": (20, {"min_cosine": 0.94})})
+    rows = target_rows(report)
+    assert [(r[0], r[4]) for r in rows] == [
+        ("embed: an int8 backend passes its accuracy gate (onnx-int8 ran)", False)]

@@ -21,6 +21,13 @@ class OnnxRuntime(Runtime):
 
     Args (options of ``load``):
         threads: intra-op threads (default: ONNX Runtime's choice, one per physical core).
+        spinning: let ONNX Runtime's intra-op threads spin-wait for work between and after runs
+            (``session.intra_op.allow_spinning``). Off by default: on a machine whose cores are
+            shared (other processes, or other runtimes in one process) spinning threads steal the
+            cores the next run needs; with it off, single-text calls measured 0.43-0.52x the p50
+            latency and whole workloads 1.13-1.88x the throughput on 2 shared cores
+            (benchmarks/results/latency_options.md). Turn it on for a machine
+            the process has to itself.
         providers: execution providers; default CUDA when available, else CPU.
         max_tokens: batch token budget.
     """
@@ -29,12 +36,13 @@ class OnnxRuntime(Runtime):
     encoder_key = "encoder"
 
     def __init__(self, directory: Path, *, threads: int | None = None, providers: list[str] | None = None,
-                 max_tokens: int = 1024):
+                 max_tokens: int = 1024, spinning: bool = False):
         super().__init__(*self.saved_spec_and_tokenizer(directory), max_tokens=max_tokens)
         spec = self.spec
         self.info = read_info(directory)
         self.directory = directory
         self.threads = threads
+        self.spinning = bool(spinning)
         available = ort.get_available_providers()
         self.providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         if self.encoder_key not in self.info["files"]:
@@ -65,6 +73,8 @@ class OnnxRuntime(Runtime):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads:
             opts.intra_op_num_threads = self.threads
+        if not self.spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         try:
             session = ort.InferenceSession(str(path), opts, providers=self.providers)
