@@ -13,7 +13,8 @@ only ratios taken in one run mean anything):
    MatMulInteger u8u8 / u8s8, DynamicQuantizeMatMul u8 / s8 weights (GOP/s: what the kernels give);
 4. CTranslate2 back ends by environment (each in a subprocess, with ORT int8 as the anchor timed in
    the same subprocess): default (oneDNN, AVX2), CT2_FORCE_CPU_ISA=AVX512, CT2_USE_MKL=1,
-   CT2_USE_MKL=1 + CT2_USE_EXPERIMENTAL_PACKED_GEMM=1.
+   CT2_USE_MKL=1 + CT2_USE_EXPERIMENTAL_PACKED_GEMM=1;
+5. accuracy of the u8 and s8 int8 graphs on the real-MiniLM test sentences (cosine vs torch fp32).
 
     python -m encoderkit.cli convert minilm --to safetensors,onnx,ctranslate2 --quantize int8 --out /tmp/prof-minilm
     python -m benchmarks.profile_int8 /tmp/prof-minilm [--repeats 5] [--threads 2] \\
@@ -249,12 +250,37 @@ def _vocab(directory: Path) -> int:
     return json.loads((directory / "onnx" / "config.json").read_text())["vocab_size"]
 
 
+# ----------------------------------------------------------------------------- accuracy
+def accuracy(directory: Path, graphs: dict[str, Path]) -> dict:
+    """Cosine of int8 embeddings vs torch fp32 on the real-MiniLM test sentences, at two token
+    budgets (the batch's make-up sets the activation range every per-tensor quantization uses)."""
+    import onnxruntime as ort
+
+    import encoderkit
+    from parity_tests.test_real_minilm import PAIRS, TEXTS, _ranks
+
+    ref = encoderkit.load(directory, "torch").embed(TEXTS, normalize=True)
+    rt = encoderkit.load(directory, "onnx-int8")
+    out = {}
+    for name, path in graphs.items():
+        o = ort.SessionOptions()
+        o.log_severity_level = 3
+        rt.encoder = ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+        for budget in (1024, 64):
+            rt.max_tokens = budget
+            e = rt.embed(TEXTS, normalize=True)
+            cos = (e * ref).sum(1)
+            out[f"{name}, max_tokens {budget}"] = {"min": float(cos.min()), "mean": float(cos.mean()),
+                                                   "ranking_kept": _ranks(e) == [0] * len(PAIRS)}
+    return out
+
+
 # ----------------------------------------------------------------------------- report
 def shape_name(s) -> str:
     return f"[{s[0]}, {s[1]}]"
 
 
-def render(facts, timing, profiles, gemm, envs, a) -> str:
+def render(facts, timing, profiles, gemm, envs, acc, a) -> str:
     L = ["# Profile: ONNX Runtime int8 vs CTranslate2 int8 (real all-MiniLM-L6-v2)", ""]
     fl = facts["flags"]
     L += [f"Machine: {facts['model']}, {facts['cores']} cores (shared with other jobs: read ratios, not "
@@ -318,6 +344,12 @@ def render(facts, timing, profiles, gemm, envs, a) -> str:
         cells = [f"{t[f'{s[0]}x{s[1]}']['ct2 int8'] / t[f'{s[0]}x{s[1]}']['ort int8']:.2f}" for s in SHAPES]
         L.append(f"| {label} | {'; '.join(r['ct2'])} | " + " | ".join(cells) + " |")
     L.append("")
+    if acc:
+        L += ["## 5. Accuracy of the int8 ONNX graphs on this CPU (32 real-MiniLM test sentences vs torch fp32)", "",
+              "| graph, token budget | min cosine | mean cosine | paraphrase ranking kept |", "|---|---|---|---|"]
+        for k, v in acc.items():
+            L.append(f"| {k} | {v['min']:.4f} | {v['mean']:.4f} | {'yes' if v['ranking_kept'] else 'no'} |")
+        L.append("")
     return "\n".join(L)
 
 
@@ -327,7 +359,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=None, help="markdown report (default: print only)")
-    p.add_argument("--skip", default="", help="comma list of parts to skip: gemm,envs")
+    p.add_argument("--skip", default="", help="comma list of parts to skip: gemm,envs,accuracy")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     d = a.directory
@@ -357,8 +389,11 @@ def main(argv=None) -> int:
         skip = set(a.skip.split(","))
         print("single-op GEMM graphs", file=sys.stderr, flush=True)
         gemm = gemm_bench(a.threads, a.repeats, tmp) if "gemm" not in skip else []
+        print("accuracy", file=sys.stderr, flush=True)
+        acc = accuracy(d, {"u8 (shipped)": graphs["ORT int8 (u8, shipped)"], "s8 weights": s8}) \
+            if "accuracy" not in skip else {}
     envs = run_ct2_envs(d, a.threads, max(3, a.repeats - 2)) if "envs" not in skip else {}
-    text = render(facts, timing, profiles, gemm, envs, a)
+    text = render(facts, timing, profiles, gemm, envs, acc, a)
     print(text)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -366,7 +401,7 @@ def main(argv=None) -> int:
         a.out.with_suffix(".json").write_text(json.dumps(
             {"cpu": facts, "timing_s": {k: {shape_name(s): v for s, v in t.items()} for k, t in timing.items()},
              "profiles_ms": {k: {shape_name(s): v for s, v in t.items()} for k, t in profiles.items()},
-             "gemm": gemm, "ct2_envs": envs}, indent=1) + "\n")
+             "gemm": gemm, "ct2_envs": envs, "accuracy": acc}, indent=1) + "\n")
     return 0
 
 
