@@ -18,8 +18,11 @@ read ratios, not absolute times):
 
     python -m encoderkit.cli init-random --size base /tmp/prof-rb-ckpt
     python -m encoderkit.cli convert /tmp/prof-rb-ckpt --to safetensors,flax --out /tmp/prof-rb
-    python -m benchmarks.profile_flax /tmp/prof-rb [--texts 256] [--repeats 3] \\
+    python -m benchmarks.profile_flax /tmp/prof-rb [--texts 256] [--repeats 3] [--threads 1] \\
         [--out benchmarks/results/profile_flax.md]
+
+On a loaded shared machine prefix ``taskset -c 1`` and pass ``--threads 1``: with two threads the
+torch pool stalls whenever one thread loses its core, which decides the ratio more than the code.
 """
 from __future__ import annotations
 
