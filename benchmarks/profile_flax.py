@@ -72,7 +72,6 @@ def load(directory: Path, threads: int | None):
     import torch
 
     import encoderkit
-    from encoderkit.bench import fit_workload, read_workload
 
     if threads:
         torch.set_num_threads(threads)
