@@ -25,9 +25,8 @@ are in the module constants' comments.
 from __future__ import annotations
 
 import contextlib
-import json
+import io
 import logging
-import math
 import random
 import tempfile
 from pathlib import Path
@@ -123,15 +122,21 @@ class FeedReader:
 
 @contextlib.contextmanager
 def _quiet_quantizer():
-    """ORT's quantizer logs through the root logger ("Please consider pre-processing ..."); the CLI
-    captures it anyway, this keeps it out of library callers' logs too."""
+    """ORT's quantizer logs through the root logger ("Please consider pre-processing ...") and
+    print()s its calibration steps ("Collecting tensor data and making histogram ..."). The CLI
+    captures both anyway; this keeps them out of library callers' output too, passing the prints on
+    at DEBUG level to the ``onnxruntime.quantization`` logger."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.ERROR))
+    chatter = io.StringIO()
     try:
-        yield
+        with contextlib.redirect_stdout(chatter):
+            yield
     finally:
         root.setLevel(level)
+        if chatter.getvalue().strip():
+            logging.getLogger("onnxruntime.quantization").debug(chatter.getvalue())
 
 
 def _session(path: Path):
@@ -277,10 +282,3 @@ def quantize_static_int8(src: Path, dst: Path, *, tokenizer, pad_id: int, typed:
             "steps": steps, "min_cosine_vs_fp32": cos_min, "target_cosine": target_cosine,
             "target_met": cos_min >= target_cosine}
 
-
-def _db(x: float) -> float:
-    return -10 * math.log10(x) if x > 0 else float("inf")
-
-
-if __name__ == "__main__":  # pragma: no cover - a developer's probe
-    print(json.dumps(shipped_texts("<mask>")[:3]))
