@@ -137,3 +137,59 @@ def test_quantized_backends_report_their_own_inner_layers_and_attentions(tiny_ro
         assert np.abs(att - want_att).max() < bound, (backend, np.abs(att - want_att).max())
         cos = float((emb @ want_emb.T).item() / np.linalg.norm(emb) / np.linalg.norm(want_emb))
         assert cos > 0.99, (backend, cos)
+
+
+@pytest.fixture(scope="module")
+def static_int8(tiny_roberta, tmp_path_factory):
+    out = tmp_path_factory.mktemp("static") / "out"
+    # An unreachable target (cosine > 1) makes the sensitivity step spend its whole budget: its
+    # exclusions are then recorded whatever the tiny model's accuracy.
+    report = convert(tiny_roberta, ["onnx"], out, quantize="int8", int8_mode="static",
+                     int8_target_cosine=1.01, int8_max_exclusions=2)
+    return out, report
+
+
+def test_static_int8_converts_and_passes_the_gate(static_int8, tiny_roberta):
+    out, report = static_int8
+    res = report["formats"]["onnx"]["parity"]["onnx-int8"]
+    tol = encoderkit.registry.backend("onnx-int8").tolerance
+    assert res["cosine"] >= tol.min_cosine and res["top1"] >= tol.min_top1, res
+    counts = op_counts(out / "onnx" / "encoder.int8.onnx")
+    # QDQ: static activation scales (QuantizeLinear in the graph), no run-time DynamicQuantizeLinear
+    assert counts.get("QuantizeLinear", 0) > 0 and "DynamicQuantizeLinear" not in counts, counts
+    assert "MatMulInteger" not in counts
+    rt, ref = encoderkit.load(out, "onnx-int8"), encoderkit.load(tiny_roberta)
+    texts = ["The capital of France is <mask>.", "A longer sentence with a <mask> in the middle of it."]
+    a, b = rt.embed(texts, normalize=True), ref.embed(texts, normalize=True)
+    assert (a * b).sum(1).min() > 0.99, (a * b).sum(1)
+
+
+def test_static_int8_records_the_sensitivity_step(static_int8):
+    out, _ = static_int8
+    rec = json.loads((out / "onnx" / "onnx_info.json").read_text())["int8_static"]
+    assert rec["calibration"]["batches"] >= 8 and rec["calibration"]["tokens"] > 1000
+    # the two worst-ranked MatMuls were kept fp32, in ranking order, each with its measured error
+    ranked = [r["node"] for r in rec["ranking"]]
+    assert [e["node"] for e in rec["excluded"]] == ranked[:2]
+    assert all(e["error_nsr"] > 0 and 0 < e["min_cosine_after"] <= 1 for e in rec["excluded"])
+    assert rec["ranking"][0]["error_nsr"] >= rec["ranking"][-1]["error_nsr"]
+    assert rec["target_met"] is False and len(rec["steps"]) == 3
+    assert rec["quantized_matmuls"] == 2 * 3 - 2  # fused graph: 3 MatMuls a layer, 2 layers, 2 kept
+    md = (out / "report.md").read_text()
+    assert "int8 mode: static" in md and f"int8 static kept fp32 (worst first): {ranked[0]} (error" in md
+
+
+def test_int8_mode_bad_values_are_clear_errors(tiny_roberta, tmp_path, capfd):
+    from encoderkit.cli import main
+
+    with pytest.raises(InputError, match="--int8-mode takes dynamic or static"):
+        convert(tiny_roberta, ["onnx"], tmp_path / "a", quantize="int8", int8_mode="qat")
+    with pytest.raises(InputError, match="--int8-calibration takes minmax or percentile or entropy"):
+        convert(tiny_roberta, ["onnx"], tmp_path / "b", quantize="int8", int8_calibration="kl")
+    with pytest.raises(InputError, match="--int8-max-exclusions takes a whole number"):
+        convert(tiny_roberta, ["onnx"], tmp_path / "c", quantize="int8", int8_max_exclusions=-1)
+    assert main(["convert", str(tiny_roberta), "--to", "onnx", "--quantize", "int8", "--int8-mode", "fast",
+                 "--out", str(tmp_path / "d")]) == 2
+    err = capfd.readouterr().err
+    assert "--int8-mode" in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())

@@ -34,12 +34,14 @@ from ..errors import InputError
 from ..models.onnx_graphs import GRAPHS, INFO_FILE, op_counts
 from ..options import option
 from .base import Converter, NoOptions
+from .onnx_static import STATIC_DEFAULTS
 
 OPSET = 18
 EXTERNAL_DATA_BYTES = 1 << 30  # above this, weights go to a side file (protobuf caps at 2 GB)
 FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "BiasGelu", "FastGelu",
              "EmbedLayerNormalization", "LayerNormalization")
 QUANTIZATIONS = ("int8", "fp16")
+INT8_MODES = ("dynamic", "static")
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,15 @@ class OnnxOptions(NoOptions):
                               "or unfused (faster)", choices=("fused", "unfused"))
     int8_weights: str = option("u8", "int8 weight type: u8 (default, no AVX2 saturation) or s8 (faster "
                                "without VNNI)", choices=("u8", "s8"))
+    int8_mode: str = option("dynamic", "int8 quantization: dynamic (default, activations quantized at run time) "
+                            "or static (activation ranges calibrated on the shipped corpus, QDQ, the most "
+                            "sensitive MatMuls kept fp32)", choices=INT8_MODES)
+    int8_calibration: str = option(STATIC_DEFAULTS["method"], "static int8 calibration method",
+                                   choices=("minmax", "percentile", "entropy"))
+    int8_max_exclusions: int = option(STATIC_DEFAULTS["max_exclusions"], "static int8: most MatMuls the "
+                                      "sensitivity step may keep in fp32 to reach the accuracy target", type=int)
+    int8_target_cosine: float = option(STATIC_DEFAULTS["target_cosine"], "static int8: min cosine vs fp32 "
+                                       "on held-out texts the sensitivity step aims for", cli=False)
     per_channel: bool = option(True, "per-channel int8 weight scales", cli=False)
     external_data: bool | None = option(None, "force weights into external data (None: above 1 GiB)", cli=False)
 
@@ -61,6 +72,10 @@ class OnnxOptions(NoOptions):
             if x not in QUANTIZATIONS:
                 raise InputError(f"--quantize takes int8, fp16 or int8,fp16; got {x!r}")
         object.__setattr__(self, "quantize", tuple(dict.fromkeys(names)))
+        if self.int8_mode not in INT8_MODES:  # make_options checks it too; this covers direct construction
+            raise InputError(f"--int8-mode takes {' or '.join(INT8_MODES)}; got {self.int8_mode!r}")
+        if not (isinstance(self.int8_max_exclusions, int) and self.int8_max_exclusions >= 0):
+            raise InputError(f"--int8-max-exclusions takes a whole number >= 0; got {self.int8_max_exclusions!r}")
 
     def variants(self) -> frozenset[str]:
         return frozenset(self.quantize)  # the backends onnx-int8 / onnx-fp16 (registry.variant)
@@ -125,8 +140,8 @@ class OnnxConverter(Converter):
             src = out / ".int8-source"
             src.mkdir()
             _save(enc, src / GRAPHS["encoder"], external=external)
-            info["files"]["encoder_int8"] = quantize_int8(src / GRAPHS["encoder"], out / GRAPHS["encoder_int8"],
-                                                          per_channel=o.per_channel, weights=o.int8_weights)
+            info["files"]["encoder_int8"] = _encoder_int8(o, ckpt, src / GRAPHS["encoder"],
+                                                          out / GRAPHS["encoder_int8"], info)
             info["int8_source"] = "unfused graph"
             shutil.rmtree(src)
         if fuse:
@@ -139,8 +154,8 @@ class OnnxConverter(Converter):
             # Default: quantize the FUSED graph. ORT's quantizer cannot turn the fused Attention
             # (which carries attention_bias) into QAttention, so QKV projections stay fp32; that
             # keeps real-weight accuracy (MiniLM: every test sentence >= 0.99 cosine).
-            info["files"]["encoder_int8"] = quantize_int8(out / GRAPHS["encoder"], out / GRAPHS["encoder_int8"],
-                                                          per_channel=o.per_channel, weights=o.int8_weights)
+            info["files"]["encoder_int8"] = _encoder_int8(o, ckpt, out / GRAPHS["encoder"],
+                                                          out / GRAPHS["encoder_int8"], info)
             info["int8_source"] = "fused graph"
         counts = op_counts(out / GRAPHS["encoder"])
         info["fused_ops"] = {k: counts[k] for k in FUSED_OPS if counts.get(k)}
@@ -154,7 +169,9 @@ class OnnxConverter(Converter):
         del analysis
         info["files"]["analysis"] = GRAPHS["analysis"]
         # The quantized backends get their own analysis graph: their inner layers and attention
-        # probabilities are then the quantized model's, not the fp32 graph's.
+        # probabilities are then the quantized model's, not the fp32 graph's. (Dynamic int8 in both
+        # modes: the static one would need its own calibration and sensitivity pass over a graph with
+        # 2n+1 outputs; onnx_info.json's int8_static says so.)
         if "int8" in quantize:
             info["files"]["analysis_int8"] = quantize_int8(out / GRAPHS["analysis"], out / GRAPHS["analysis_int8"],
                                                            per_channel=o.per_channel, weights=o.int8_weights)
@@ -181,8 +198,39 @@ class OnnxConverter(Converter):
         (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         report = {"opset": OPSET, "graphs": ", ".join(info["files"].values()),
                   **({"int8 quantized from": info["int8_source"]} if "int8_source" in info else {}),
+                  **({"int8 mode": o.int8_mode} if "int8" in quantize else {}),
+                  **(static_report(info["int8_static"]) if "int8_static" in info else {}),
                   "fused operators (encoder.onnx)": info["fused_ops"] or "none (--no-fuse)"}
         return report
+
+
+def _encoder_int8(o: OnnxOptions, ckpt: Checkpoint, src: Path, dst: Path, info: dict[str, Any]) -> str:
+    """The int8 encoder in the selected mode; static mode records its calibration and exclusions."""
+    if o.int8_mode == "dynamic":
+        return quantize_int8(src, dst, per_channel=o.per_channel, weights=o.int8_weights)
+    from .onnx_static import quantize_static_int8
+
+    record = quantize_static_int8(src, dst, tokenizer=ckpt.tokenizer(), pad_id=ckpt.spec.pad_token_id,
+                                  typed=bool(ckpt.spec.architecture.segment_types), method=o.int8_calibration,
+                                  per_channel=o.per_channel, target_cosine=o.int8_target_cosine,
+                                  max_exclusions=o.int8_max_exclusions)
+    record["analysis_int8"] = "dynamic"
+    info["int8_static"] = record
+    return record["file"]
+
+
+def static_report(r: dict[str, Any]) -> dict[str, str]:
+    """The static int8 facts for report.md: calibration, and what the sensitivity step kept in fp32."""
+    excl = "; ".join(f"{e['node']} (error {e['error_nsr']:.2e}, min cosine after {e['min_cosine_after']:.4f})"
+                     for e in r["excluded"]) or "none"
+    return {"int8 static calibration": f"{r['method']}, {r['calibration']['batches']} batches, "
+                                       f"{r['calibration']['tokens']} tokens, activations {r['activations']}, "
+                                       f"weights {r['weights']}",
+            "int8 static MatMuls quantized": f"{r['quantized_matmuls']} (kept fp32: {len(r['excluded'])})",
+            "int8 static min cosine vs fp32 (held-out texts)": f"{r['steps'][0]['min_cosine']:.4f} before "
+                                                               f"exclusions, {r['min_cosine_vs_fp32']:.4f} after "
+                                                               f"(target {r['target_cosine']})",
+            "int8 static kept fp32 (worst first)": excl}
 
 
 def quantize_int8(src: Path, dst: Path, *, per_channel: bool = True, weights: str = "u8") -> str:
