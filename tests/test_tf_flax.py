@@ -144,6 +144,18 @@ def test_flax_compilations_bounded_by_buckets(tiny_converted):
     shapes = set(rt.shape_buckets())
     assert {s for s, _ in seen} <= shapes, sorted({s for s, _ in seen} - shapes)
     assert all(b * t <= 512 or b == 1 for (b, t), _ in seen)  # planned in padded tokens
+    # a batch short of its bucket runs as bucket-sized pieces rather than wasting over 1/8 in padding
+    assert rt.full_batch(20) == 25  # buckets 1, 2, 4, 8, 16, 25
+    assert rt.pieces(20, 20) == [16, 4] and rt.pieces(15, 20) == [15] and rt.pieces(24, 20) == [24]
+    assert rt.pieces(13, 20) == [8, 4, 1] and rt.pieces(25, 20) == [25]
+    from encoderkit.runtimes.flax import batch_buckets
+
+    for b in range(1, 60):
+        for t in (4, 20, 40, 144):
+            p = rt.pieces(b, t)
+            sizes = batch_buckets(rt.full_batch(t))
+            padded = [next((x for x in sizes if x >= n), n) for n in p]
+            assert sum(p) == b and all(x - n <= x / 8 or n > sizes[-1] for x, n in zip(padded, p)), (b, t, p)
     assert rt.buckets[:10] == [4, 8, 12, 16, 20, 24, 28, 32, 40, 48]
     from encoderkit.runtimes.flax import length_buckets
 

@@ -10,7 +10,10 @@ instead of once per batch shape:
   of 32/64 above 128 still cost it ~12 % on the embed and long-document workloads.) Compilations
   stay bounded: a workload compiles at most one shape per batch it runs, and never a shape twice.
 - batch: batches are planned in padded tokens, so a full batch of length bucket T holds
-  ``max_tokens // T`` texts; a smaller (last) batch is padded to the next power of two below that.
+  ``max_tokens // T`` texts; a smaller (last) batch is padded to the next batch bucket (powers of
+  two below full) when that wastes at most 1/8 of the rows, else run as bucket-sized pieces
+  (20 rows: 16 + 4, not 25 with 5 rows of padding -- that padding alone made flax embed 0.87x
+  torch, benchmarks/results/profile_flax.md).
 - mask count (the head): the next power of two.
 
 Padded rows and positions carry attention_mask 0 and are sliced off before results leave the
@@ -120,7 +123,33 @@ class FlaxRuntime(Runtime):
             types[:b, :t] = token_type_ids
         return ids, mask, types, b, t
 
+    def pieces(self, rows: int, padded_length: int) -> list[int]:
+        """Row counts a batch of ``rows`` runs as: one padded call when its batch bucket wastes at
+        most 1/8 of the rows, else the largest bucket that fits, then the rest the same way."""
+        sizes = batch_buckets(self.full_batch(padded_length))
+        out = []
+        while rows > 0:
+            B = next((x for x in sizes if x >= rows), None)
+            if B is None or (B - rows) * 8 <= B:  # a caller's own larger batch, or little waste
+                return out + [rows]
+            below = max(x for x in sizes if x <= rows)
+            out.append(below)
+            rows -= below
+        return out
+
     def _call(self, input_ids, attention_mask, what, token_type_ids=None):
+        pieces = self.pieces(input_ids.shape[0], self.padded_length(input_ids.shape[1]))
+        if len(pieces) == 1:
+            return self._call_one(input_ids, attention_mask, what, token_type_ids)
+        outs, start = [], 0
+        for n in pieces:
+            rows = slice(start, start + n)
+            start += n
+            outs.append(self._call_one(input_ids[rows], attention_mask[rows], what,
+                                       None if token_type_ids is None else token_type_ids[rows]))
+        return np.concatenate(outs, axis=0 if what in ("classify", "last") else 1)  # hidden/probs: [layer, batch, ...]
+
+    def _call_one(self, input_ids, attention_mask, what, token_type_ids=None):
         ids, mask, types, b, t = self._padded(input_ids, attention_mask, token_type_ids)
         out = np.asarray(self._run(self.params, ids, mask, types, what))
         if what == "classify":
