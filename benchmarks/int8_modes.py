@@ -30,23 +30,27 @@ def main(argv=None) -> int:
     p.add_argument("--name", required=True)
     p.add_argument("--work", type=Path, default=Path("bench-out/int8_modes"))
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--modes", default="dynamic,static",
+                   help="int8 variants: dynamic, static, or MODE-s8 / MODE-u8 for a weight type (e.g. dynamic-s8)")
     a = p.parse_args(argv)
     import encoderkit
     from encoderkit.bench import fit_workload, read_workload
     from encoderkit.pipeline import convert
 
     work = a.work / a.name
-    dirs = {"dynamic": work / "dynamic", "static": work / "static"}
+    modes = [m for m in a.modes.split(",") if m]
+    dirs = {m: work / m for m in modes}
     reports = {}
     for mode, d in dirs.items():
         if not (d / "report.md").exists():
             t = time.perf_counter()
-            convert(a.model, ["onnx"], d, quantize="int8", int8_mode=mode, force=True)
+            kind, _, weights = mode.partition("-")
+            convert(a.model, ["onnx"], d, quantize="int8", int8_mode=kind, force=True,
+                    **({"int8_weights": weights} if weights else {}))
             print(f"converted {mode} in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
         reports[mode] = (d / "report.md").read_text()
-    systems = {"onnx fp32": encoderkit.load(dirs["dynamic"], "onnx"),
-               "onnx-int8 dynamic": encoderkit.load(dirs["dynamic"], "onnx-int8"),
-               "onnx-int8 static": encoderkit.load(dirs["static"], "onnx-int8")}
+    systems = {"onnx fp32": encoderkit.load(dirs[modes[0]], "onnx"),
+               **{f"onnx-int8 {m}": encoderkit.load(dirs[m], "onnx-int8") for m in modes}}
     ref = encoderkit.load(a.model)  # torch
     tok = ref.tokenizer
     embed_texts, _ = fit_workload(read_workload("embed_corpus", tok.mask_token), tok, need_mask=False)
@@ -92,7 +96,7 @@ def main(argv=None) -> int:
     gate = {m: [ln for ln in reports[m].splitlines() if ln.startswith("| onnx-int8 |")] for m in dirs}
     cols = list(jobs) + ["latency p50 ms", "min cosine vs torch (64 texts)"]
     fp32 = rows["onnx fp32"]
-    md = [f"# ONNX int8 modes: {a.name}", "", f"`python -m benchmarks.int8_modes {a.model} --name {a.name}` "
+    md = [f"# ONNX int8 modes: {a.name}", "", f"`python -m benchmarks.int8_modes {a.model} --name {a.name} --modes {a.modes}` "
           f"({a.repeats} interleaved repeats, medians; 2 shared cores: compare ratios, not absolutes)", "",
           "| system | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for s, row in rows.items():
@@ -110,7 +114,7 @@ def main(argv=None) -> int:
     for m, lines in gate.items():
         md += [f"- {m}: " + "; ".join(" ".join(x.strip() for x in ln.split("|")[2:4]) for ln in lines
                                        if "random-weight" not in ln)]
-    if "static: MatMuls int8 / kept fp32" in rows["onnx-int8 static"]:
+    if "static: MatMuls int8 / kept fp32" in rows.get("onnx-int8 static", {}):
         md.append(f"- static MatMuls int8 / kept fp32: {rows['onnx-int8 static']['static: MatMuls int8 / kept fp32']}")
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"int8_modes_{a.name}.md").write_text("\n".join(md) + "\n")

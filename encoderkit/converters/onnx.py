@@ -51,8 +51,8 @@ class OnnxOptions(NoOptions):
     fuse: bool = option(True, "keep the ONNX graph unfused (no attention fusion)")
     int8_source: str = option("fused", "graph int8 quantizes: fused (default, keeps QKV fp32, more accurate) "
                               "or unfused (faster)", choices=("fused", "unfused"))
-    int8_weights: str = option("u8", "int8 weight type: u8 (default, no AVX2 saturation) or s8 (faster "
-                               "without VNNI)", choices=("u8", "s8"))
+    int8_weights: str = option("u8", "dynamic int8 weight type: u8 (default, more accurate) or s8 (faster, "
+                               "less accurate; may saturate on AVX2 CPUs without VNNI)", choices=("u8", "s8"))
     int8_mode: str = option("dynamic", "int8 quantization: dynamic (default, activations quantized at run time) "
                             "or static (activation ranges calibrated on the shipped corpus, QDQ, the most "
                             "sensitive MatMuls kept fp32)", choices=INT8_MODES)
@@ -245,9 +245,10 @@ def quantize_int8(src: Path, dst: Path, *, per_channel: bool = True, weights: st
 
     logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))  # "consider pre-processing"
 
-    # u8 weights (U8U8) by default: on AVX2 without VNNI, s8 weights (U8S8) go through VPMADDUBSW,
-    # which can saturate; on the real MiniLM s8 left one test sentence at cosine 0.989 and made
-    # results depend on the batch's activation range, u8 kept every sentence >= 0.992.
+    # u8 weights (U8U8) by default. s8 weights (U8S8) use ORT's faster VNNI kernels (2.2-2.7x per
+    # GEMM on this AVX-512 VNNI EPYC, benchmarks/results/profile_int8.md) but on the real MiniLM
+    # dropped the min cosine vs torch over the 64 workload texts to 0.981 (u8 0.991); on AVX2 CPUs
+    # without VNNI, U8S8 goes through VPMADDUBSW, which can saturate.
     weight_type = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}[weights]
     quantize_dynamic(str(src), str(dst), weight_type=weight_type, per_channel=per_channel,
                      op_types_to_quantize=["MatMul", "Attention"],
