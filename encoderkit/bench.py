@@ -124,6 +124,7 @@ def _load_systems(model: Path, backends: list[str], tasks: list[str], skipped: d
     ckpt_dir = model / "safetensors" if manifest and manifest.get("kind") == "convert" else model
     systems: list[System] = []
     ref = None
+    ct2_loaded: dict[str, Any] = {}
     for b in backends:
         rss, t = _rss_mb(), time.perf_counter()
         # the peers run on the CPU, so the torch backend does too (it would pick CUDA where present)
@@ -134,6 +135,8 @@ def _load_systems(model: Path, backends: list[str], tasks: list[str], skipped: d
         size = loaded / 1e6 if loaded is not None else _dir_mb(ckpt_dir if fmt == "safetensors" else model / fmt)
         runners = {"fill-mask": lambda xs, rt=rt: rt.fill_mask(xs, truncate=True),
                    "embed": lambda xs, rt=rt: rt.embed(xs, truncate=True)}
+        if hasattr(rt, "encoder") and type(rt.encoder).__module__.startswith("ctranslate2"):
+            ct2_loaded[backend(b).variant or "fp32"] = rt.encoder  # the direct peer runs the same model
         systems.append(System(b, "encoderkit", runners, lambda x, rt=rt: rt.fill_mask([x], truncate=True),
                               load_s, _rss_mb() - rss, size))
         ref = ref or rt
@@ -179,15 +182,19 @@ def _load_systems(model: Path, backends: list[str], tasks: list[str], skipped: d
 
         systems.append(System(f"automodel-bs{PEER_BATCH}", "peer", {"embed": automodel}, None, load_s,
                               _rss_mb() - rss, _dir_mb(ckpt_dir)))
-        systems += ct2_direct_systems(model, tok, skipped)
+        systems += ct2_direct_systems(model, tok, skipped, loaded=ct2_loaded)
         systems += optimum_systems(ckpt_dir, optimum_python, skipped, workdir, closers)
     return systems, ref
 
 
-def ct2_direct_systems(model: Path, tok, skipped: dict[str, str]) -> list[System]:
+def ct2_direct_systems(model: Path, tok, skipped: dict[str, str], loaded: dict[str, Any] | None = None) -> list[System]:
     """CTranslate2 used directly, as a user who picks it instead of encoderkit writes it: an
     ``Encoder`` over the directory's CTranslate2 model, the HF tokenizer, fixed batches of
-    ``PEER_BATCH`` texts in input order (no length sorting, no token budget) and mean pooling."""
+    ``PEER_BATCH`` texts in input order (no length sorting, no token budget) and mean pooling.
+
+    ``loaded``: variant -> a ``ctranslate2.Encoder`` our ctranslate2 backend already holds; the
+    peer then calls that same object (the comparison is the calling pattern, and roberta-large
+    does not need a second copy in memory)."""
     import importlib.util
 
     from .models.ct2_layout import COMPUTE_TYPES, MODEL_DIRS
@@ -206,7 +213,8 @@ def ct2_direct_systems(model: Path, tok, skipped: dict[str, str]) -> list[System
             skipped[name] = f"the model directory has no {path.relative_to(model)}/ (convert --to ctranslate2{flag})"
             continue
         rss, t = _rss_mb(), time.perf_counter()
-        encoder = ctranslate2.Encoder(str(path), device="cpu", compute_type=COMPUTE_TYPES[variant])
+        encoder = (loaded or {}).get(variant) or ctranslate2.Encoder(str(path), device="cpu",
+                                                                     compute_type=COMPUTE_TYPES[variant])
         load_s = time.perf_counter() - t
 
         def run(xs, encoder=encoder):

@@ -97,7 +97,10 @@ def test_ray_worker_killed_mid_run(tmp_path, tiny_roberta):
             except ValueError:
                 pass  # caught mid-write
         time.sleep(0.05)
-    assert victim is not None, "no actor got under way before the job ended"
+    if victim is None:
+        proc.kill()
+        _, err = proc.communicate(timeout=60)
+        raise AssertionError(f"no actor got under way before the job ended (exit {proc.returncode}): {err[-3000:]}")
     os.kill(victim, signal.SIGKILL)
     killed_at = {f.name for f in pids.iterdir()}
     _, err = proc.communicate(timeout=300)
