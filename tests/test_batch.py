@@ -284,6 +284,30 @@ def test_second_job_on_the_same_output_is_refused(tmp_path, tiny_roberta, rt, te
     assert not list(tmp_path.glob(".*.lock"))  # released when the job ended
 
 
+def test_unreachable_ray_address_fails_at_once(tmp_path, tiny_roberta, texts):
+    """A wrong --ray-address is one line within seconds (Ray's client alone retries for minutes),
+    and nothing is written."""
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    inp = write_input(tmp_path / "in.txt", texts)
+    t = time.monotonic()
+    r = subprocess.run(_cli("embed", tiny_roberta, "--input", inp, "--output", tmp_path / "o.parquet",
+                            "--engine", "ray", "--ray-address", f"127.0.0.1:{port}"),
+                       env=ENV, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith(
+        f"error: cannot join the Ray cluster at 127.0.0.1:{port}: nothing answers there"), r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and time.monotonic() - t < 60
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+    r = subprocess.run(_cli("embed", tiny_roberta, "--input", inp, "--output", tmp_path / "o.parquet",
+                            "--engine", "ray", "--ray-address", "no-port-here"), env=ENV, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "expected HOST:PORT" in r.stderr, r.stderr[-2000:]
+
+
 def test_resume_refuses_another_job(tmp_path, tiny_roberta, rt, texts):
     inp = write_input(tmp_path / "in.txt", texts)
     shards = tmp_path / "o.parquet.shards"

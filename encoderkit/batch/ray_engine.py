@@ -103,6 +103,26 @@ def _stage(job: Job, reader: Reader, store: ShardStore, done: int) -> tuple[list
     return parts, counts
 
 
+def _reachable(address: str, host: str, port: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes, when nothing listens at ``address`` (Ray's own client keeps
+    retrying an unreachable GCS for minutes).
+
+    Raises:
+        InputError: not HOST:PORT, or the connection is refused / times out.
+    """
+    import socket
+
+    from ..errors import InputError
+
+    if not host or not port.isdigit():
+        raise InputError(f"--ray-address {address!r}: expected HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise InputError(f"cannot join the Ray cluster at {address}: nothing answers there "
+                         f"({e.strerror or e}); check the address (`ray status` on the head node prints it)") from None
+
+
 def _init_ray(ray, address: str | None, workers: int) -> bool:
     """Join ``address``, or start a local Ray on 127.0.0.1; returns whether we started it."""
     if ray.is_initialized():
@@ -111,7 +131,9 @@ def _init_ray(ray, address: str | None, workers: int) -> bool:
     if address:
         from ..errors import InputError
 
-        host = address.split("://")[-1].rsplit(":", 1)[0]
+        host, _, port = address.split("://")[-1].rpartition(":")
+        if address != "auto":  # "auto": the cluster `ray start` recorded on this machine
+            _reachable(address, host, port)
         # a cluster on this machine's loopback: this driver must be on 127.0.0.1 too, not on the
         # machine's outward address, which that cluster does not listen on
         local = {"_node_ip_address": "127.0.0.1"} if host in ("127.0.0.1", "localhost") else {}
