@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -121,14 +120,6 @@ def cli(ctx: Context, stage: str, *args: Any, **kw: Any) -> str:
     """``python -m encoderkit.cli ARGS`` on the checkout (the pipeline's own encoderkit)."""
     return sh(ctx, stage, [sys.executable, "-m", "encoderkit.cli", *map(str, args)],
               what=f"encoderkit {args[0]}", **kw)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def dir_bytes(path: Path) -> int:
@@ -374,8 +365,9 @@ def tool_versions() -> dict[str, str | None]:
 
 
 def stage_notes(ctx: Context) -> str:
+    from encoderkit.io import sha256_file
+
     versions = tool_versions()
-    files = sorted(p for p in ctx.tmp.rglob("*") if p.is_file())
     release = {"name": ctx.name, "model": ctx.model, "version": ctx.args.version,
                "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
@@ -384,7 +376,7 @@ def stage_notes(ctx: Context) -> str:
     (ctx.tmp / "release.json").write_text(json.dumps(release, indent=2, default=str) + "\n")
     (ctx.tmp / "RELEASE.md").write_text(render_notes(ctx, versions))
     files = sorted(p for p in ctx.tmp.rglob("*") if p.is_file() and p.name != "SHA256SUMS")
-    (ctx.tmp / "SHA256SUMS").write_text("".join(f"{sha256(p)}  {p.relative_to(ctx.tmp).as_posix()}\n"
+    (ctx.tmp / "SHA256SUMS").write_text("".join(f"{sha256_file(p)}  {p.relative_to(ctx.tmp).as_posix()}\n"
                                                 for p in files))
     return f"{len(files)} files hashed into SHA256SUMS; RELEASE.md, release.json"
 

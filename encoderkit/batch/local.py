@@ -16,7 +16,7 @@ from .tasks import check_arguments, output_schema, process_batch, records_table
 
 
 def run_local(job: Job, runtime: Any = None) -> Summary:
-    """Run ``job`` in this process.
+    """Run ``job`` in this process (through ``run_job``, which checks the job and holds the output lock).
 
     Args:
         runtime: an already loaded Runtime (tests, notebooks); default ``encoderkit.load(job.model, ...)``.
@@ -25,7 +25,6 @@ def run_local(job: Job, runtime: Any = None) -> Summary:
     Raises:
         InputError: bad arguments or, with on_error "stop", the first bad row (file and line).
     """
-    job.check()
     reader = Reader(job.input, job.text_column, job.id_column)
     store = ShardStore(job, reader)
     done = store.open()

@@ -156,7 +156,8 @@ def _init_ray(ray, address: str | None, workers: int) -> bool:
 
 
 def run_ray(job: Job, address: str | None = None, workers: int | None = None) -> Summary:
-    """Run ``job`` on Ray Data with ``workers`` actors (default 2).
+    """Run ``job`` on Ray Data with ``workers`` actors (default 2), through ``run_job`` (which checks
+    the job and holds the output lock).
 
     Args:
         address: a running cluster's address (``ray://host:port`` or ``host:port``); default: a
@@ -170,7 +171,6 @@ def run_ray(job: Job, address: str | None = None, workers: int | None = None) ->
     from ..errors import InputError
 
     ray = _import_ray()
-    job.check()
     workers = DEFAULT_WORKERS if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InputError(f"--workers must be a positive integer, got {workers!r}")
@@ -179,13 +179,13 @@ def run_ray(job: Job, address: str | None = None, workers: int | None = None) ->
     # here, leaving nothing behind (a local cluster is started later, only if there is work)
     joined = _init_ray(ray, address, workers) if address else False
     try:
-        return _run(ray, job, reader, address, workers, joined)
+        return _run(ray, job, reader, address, workers)
     finally:
         if joined:
             ray.shutdown()
 
 
-def _run(ray, job: Job, reader: Reader, address: str | None, workers: int, joined: bool) -> Summary:
+def _run(ray, job: Job, reader: Reader, address: str | None, workers: int) -> Summary:
     store = ShardStore(job, reader)
     done = store.open()
     # the driver checks the arguments and learns the output schema once; the model is then freed
@@ -198,8 +198,7 @@ def _run(ray, job: Job, reader: Reader, address: str | None, workers: int, joine
     started = False
     try:
         if parts:
-            if not joined:
-                started = _init_ray(ray, address, workers)
+            started = _init_ray(ray, address, workers)  # False when already joined above
             if not job.runtime_options.get("threads") and not address:
                 # actors share this machine's cores instead of each taking all of them
                 job = Job(**{**job.__dict__, "runtime_options": {
