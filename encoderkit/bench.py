@@ -33,20 +33,14 @@ from .checkpoint import resolve_model
 from .io import read_manifest
 from .progress import bar, say
 from .registry import BACKENDS, REFERENCE, backend
+from .tokenization import read_workload
 
-# The workloads ship inside the package (a non-editable install runs `encoderkit bench` too).
-WORKLOADS = Path(__file__).resolve().parent / "workloads"
 PEER_BATCH = 32  # AutoModel / CTranslate2-direct / optimum + mean pooling batch size
 # optimum's recipe runs in its own venv (`make optimum-venv`); the script is in the checkout.
 OPTIMUM_SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "optimum_peer.py"
 OPTIMUM_ENV = "ENCODERKIT_OPTIMUM_PYTHON"
 OPTIMUM_SYSTEMS = ("optimum-o2", "optimum-int8")
 CT2_DIRECT = {"fp32": "ctranslate2-direct", "int8": "ctranslate2-direct-int8"}  # variant -> peer name
-
-
-def read_workload(name: str, mask_token: str, workloads: Path = WORKLOADS, limit: int | None = None) -> list[str]:
-    lines = [ln for ln in (workloads / f"{name}.txt").read_text().splitlines() if ln.strip()]
-    return [ln.replace("<mask>", mask_token) for ln in lines][:limit]
 
 
 def fit_workload(texts: list[str], tokenizer, *, need_mask: bool) -> tuple[list[str], dict[str, int]]:
@@ -135,8 +129,8 @@ def _load_systems(model: Path, backends: list[str], tasks: list[str], skipped: d
         size = loaded / 1e6 if loaded is not None else _dir_mb(ckpt_dir if fmt == "safetensors" else model / fmt)
         runners = {"fill-mask": lambda xs, rt=rt: rt.fill_mask(xs, truncate=True),
                    "embed": lambda xs, rt=rt: rt.embed(xs, truncate=True)}
-        if hasattr(rt, "encoder") and type(rt.encoder).__module__.startswith("ctranslate2"):
-            ct2_loaded[backend(b).variant or "fp32"] = rt.encoder  # the direct peer runs the same model
+        if fmt == "ctranslate2":  # the direct peer calls the same loaded model
+            ct2_loaded[backend(b).variant or "fp32"] = rt.encoder
         systems.append(System(b, "encoderkit", runners, lambda x, rt=rt: rt.fill_mask([x], truncate=True),
                               load_s, _rss_mb() - rss, size))
         ref = ref or rt

@@ -206,6 +206,17 @@ def corpus_lines() -> list[str]:
     return [ln for ln in _CORPUS.read_text().splitlines() if ln.strip()]
 
 
+# The benchmark workloads ship inside the package (a non-editable install runs `encoderkit bench`
+# too); static int8 calibrates on them as well.
+WORKLOADS = Path(__file__).resolve().parent / "workloads"
+
+
+def read_workload(name: str, mask_token: str, workloads: Path = WORKLOADS, limit: int | None = None) -> list[str]:
+    """The non-empty lines of ``workloads/NAME.txt``, ``<mask>`` spelt the model's way."""
+    lines = [ln for ln in (workloads / f"{name}.txt").read_text().splitlines() if ln.strip()]
+    return [ln.replace("<mask>", mask_token) for ln in lines][:limit]
+
+
 def _pad_vocab(vocab: dict[str, int], size: int, rng: random.Random, make) -> list[tuple[str, str]]:
     """Grow ``vocab`` to exactly ``size`` entries with ``make(rng, tokens) -> (piece, parts)``."""
     tokens = list(vocab)

@@ -36,9 +36,8 @@ import numpy as np
 
 from ..batching import pad_batch
 from ..progress import bar, say
-from ..tokenization import corpus_lines
+from ..tokenization import WORKLOADS, corpus_lines, read_workload
 
-WORKLOADS = Path(__file__).resolve().parent.parent / "workloads"
 BATCH_SIZES = (1, 2, 4, 8, 16, 3, 6, 12)  # cycled: varied batch shapes (and so varied padding)
 HOLD_OUT_EVERY = 5  # one text in five judges the sensitivity step instead of calibrating
 CALIBRATION_TEXTS = 240  # texts calibrated on (the rest of the shipped corpus is not needed)
@@ -55,7 +54,7 @@ def shipped_texts(mask_token: str) -> list[str]:
     """corpus.txt and every workload, ``<mask>`` spelt the model's way, duplicates removed."""
     lines = list(corpus_lines())
     for path in sorted(WORKLOADS.glob("*.txt")):
-        lines += [ln.replace("<mask>", mask_token) for ln in path.read_text().splitlines() if ln.strip()]
+        lines += read_workload(path.stem, mask_token)
     return list(dict.fromkeys(lines))
 
 
