@@ -20,7 +20,7 @@ from pathlib import Path
 
 def make_docs(n: int, seed: int = 0) -> list[str]:
     """``n`` documents of mixed lengths (4 to ~300 words) stitched from the packaged corpus."""
-    from encoderkit.tokenization import corpus_lines
+    from encoderkit.core.texts import corpus_lines
 
     words = " ".join(corpus_lines()).split()
     rnd = random.Random(seed)

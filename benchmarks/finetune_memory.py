@@ -16,7 +16,7 @@ from pathlib import Path
 
 def run(work: Path, steps: int = 3, batch_size: int = 4, size: str = "large") -> list[dict]:
     from encoderkit.finetune import TOPICS_TRAIN
-    from encoderkit.random_init import init_random
+    from encoderkit.storage.random_init import init_random
 
     ckpt = work / f"roberta-{size}-random"
     if not ckpt.exists():

@@ -39,7 +39,7 @@ def main() -> None:
         agree = {}
         if method != "probe":
             import encoderkit
-            from encoderkit.pipeline import convert
+            from encoderkit.conversion import convert
 
             convert(d, ["safetensors", "onnx", "tf", "flax"], out / f"{method}-conv", force=True)
             want = [r[0]["label"] for r in encoderkit.load(d, "torch").classify(list(test.texts))]

@@ -5,7 +5,7 @@
 Builds random checkpoints, converts them (onnx with fp16, flax), then:
 - parity: torch on CUDA, flax on the GPU JAX sees, and ONNX Runtime's CUDA provider (fp32 and
   fp16 encoders) where the installed onnxruntime has it, each against torch on the CPU with the
-  checks and tolerances `convert` validates with (encoderkit.validate: fp32 max |diff| of hidden
+  checks and tolerances `convert` validates with (encoderkit.verify.gate: fp32 max |diff| of hidden
   states and mask logits, fp16 accuracy thresholds), plus fill-mask scores and attentions;
 - speed: fill-mask and embed throughput of torch CUDA and flax GPU on the same workloads
   (compile time excluded and reported separately), side by side in one process.
@@ -41,10 +41,10 @@ def parity(conv: Path, say) -> dict:
     import jax
     import torch
 
-    from encoderkit.errors import ParityError
-    from encoderkit.runtimes import load
-    from encoderkit.registry import backend as backend_info
-    from encoderkit.validate import fp32_parity, quant_accuracy, reference_probes
+    from encoderkit.core.errors import ParityError
+    from encoderkit.backends.loading import load
+    from encoderkit.backends.catalog import backend as backend_info
+    from encoderkit.verify.gate import fp32_parity, quant_accuracy, reference_probes
 
     texts = read_workload("short_masked", "<mask>", limit=8)
     ref = load(conv, backend="torch", device="cpu")
@@ -96,7 +96,7 @@ def parity(conv: Path, say) -> dict:
 def speed(conv: Path, say, repeats: int = 3) -> dict:
     import torch
 
-    from encoderkit.runtimes import load
+    from encoderkit.backends.loading import load
 
     mask = "<mask>"
     work = {"fill-mask/short": ("fill_mask", read_workload("short_masked", mask)),

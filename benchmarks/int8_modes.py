@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     import encoderkit
     from encoderkit.bench import fit_workload, read_workload
-    from encoderkit.pipeline import convert
+    from encoderkit.conversion import convert
 
     work = a.work / a.name
     modes = [m for m in a.modes.split(",") if m]

@@ -40,8 +40,8 @@ OPTION_SETS: dict[str, tuple[dict[str, str], dict[str, object]]] = {
 
 
 def models() -> dict[str, Path]:
-    from encoderkit.pipeline import convert
-    from encoderkit.random_init import init_random
+    from encoderkit.conversion import convert
+    from encoderkit.storage.random_init import init_random
 
     out = {}
     base = WORK / "roberta-base-random"

@@ -41,9 +41,9 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from encoderkit.demo import OUT as DEMO, _converted
-    from encoderkit.random_init import init_random
-    from encoderkit.runtimes import available_backends
-    from encoderkit.similarity import similarity_table
+    from encoderkit.storage.random_init import init_random
+    from encoderkit.backends.loading import available_backends
+    from encoderkit.demo.similarity import similarity_table
 
     if not a.readme_only:
         from encoderkit.bench import run_bench

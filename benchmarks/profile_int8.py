@@ -366,7 +366,7 @@ def main(argv=None) -> int:
     if a.worker:
         print(json.dumps(ct2_env_worker(d, a.threads, a.repeats)))
         return 0
-    from encoderkit.converters.onnx import quantize_int8
+    from encoderkit.backends.onnx.export import quantize_int8
 
     facts = cpu_facts()
     vocab = _vocab(d)

@@ -14,7 +14,7 @@ run with one line naming the stage (exit 1):
             checkout is not on ``sys.path``; then CLI smoke commands (init-random, fill-mask, embed,
             convert, bench --quick, attention, package) run from the venv's ``encoderkit`` script.
 3. convert  ``encoderkit convert MODEL --to all --quantize int8,fp16``.
-4. parity   ``encoderkit.parity.parity_matrix`` -> parity.md + parity.json; any failing cell fails.
+4. parity   ``encoderkit.verify.parity.parity_matrix`` -> parity.md + parity.json; any failing cell fails.
 5. bench    ``encoderkit bench`` (``--bench quick``: the quick workloads, one repeat) -> tables, plots.
 6. package  ``encoderkit package`` per ``--targets``, then each bundle's ``run.py --self-test``.
 7. notes    RELEASE.md, release.json, SHA256SUMS.
@@ -256,7 +256,7 @@ def stage_install(ctx: Context) -> str:
 def stage_convert(ctx: Context) -> str:
     t = time.perf_counter()
     if ctx.args.from_converted:  # an earlier `convert` output: verified and copied, not redone
-        from encoderkit.io import verify_manifest
+        from encoderkit.storage.manifest import verify_manifest
 
         verify_manifest(Path(ctx.args.from_converted))
         shutil.copytree(ctx.args.from_converted, ctx.converted)
@@ -282,8 +282,8 @@ def _perturb(converted: Path, spec: str) -> str:
     """The failure-injection hook: shift one weight tensor of a format's output, re-hash the manifest."""
     import numpy as np
 
-    from encoderkit.io import read_manifest, write_manifest
-    from encoderkit.mapping import flatten, nest
+    from encoderkit.storage.manifest import read_manifest, write_manifest
+    from encoderkit.storage.mapping import flatten, nest
 
     fmt, _, delta = spec.partition(":")
     delta = float(delta or 0.05)
@@ -291,7 +291,7 @@ def _perturb(converted: Path, spec: str) -> str:
         raise StageFailure(f"{PERTURB_ENV}: only 'flax' is supported, got {fmt!r}")
     from flax import serialization
 
-    from encoderkit.models.flax_model import PARAMS_FILE
+    from encoderkit.backends.flax.model import PARAMS_FILE
 
     f = converted / "flax" / PARAMS_FILE
     flat = flatten(serialization.msgpack_restore(f.read_bytes()))
@@ -307,8 +307,8 @@ def _perturb(converted: Path, spec: str) -> str:
 
 
 def stage_parity(ctx: Context) -> str:
-    from encoderkit.logs import captured
-    from encoderkit.parity import parity_matrix, write_json, write_markdown
+    from encoderkit.core.logs import captured
+    from encoderkit.verify.parity import parity_matrix, write_json, write_markdown
 
     with captured():  # frameworks' own chatter (TF's absl lines) stays out of the stage lines
         m = parity_matrix(ctx.converted)
@@ -365,7 +365,7 @@ def tool_versions() -> dict[str, str | None]:
 
 
 def stage_notes(ctx: Context) -> str:
-    from encoderkit.io import sha256_file
+    from encoderkit.storage.files import sha256_file
 
     versions = tool_versions()
     release = {"name": ctx.name, "model": ctx.model, "version": ctx.args.version,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 import encoderkit
-from encoderkit.pipeline import convert
-from encoderkit.random_init import init_random
-from encoderkit.registry import installed_formats
+from encoderkit.conversion import convert
+from encoderkit.storage.random_init import init_random
+from encoderkit.backends.catalog import installed_formats
 
 CHECKPOINTS = {"tiny-roberta": ("tiny", "roberta", 0), "small-roberta": ("small", "roberta", 1),
                "tiny-bert": ("tiny", "bert", 2), "small-bert": ("small", "bert", 3)}

@@ -1,10 +1,10 @@
 """Comparison helpers shared by every parity test. The tolerance table is the project's one
-table, ``encoderkit.registry.BACKENDS`` (the same numbers `convert` validates with)."""
+table, ``encoderkit.backends.catalog.BACKENDS`` (the same numbers `convert` validates with)."""
 from __future__ import annotations
 
 import numpy as np
 
-from encoderkit.registry import BACKENDS, installed_backends
+from encoderkit.backends.catalog import BACKENDS, installed_backends
 
 
 def fp32_backends() -> list[str]:

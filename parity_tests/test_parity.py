@@ -1,6 +1,6 @@
 """Every backend against the torch reference, on tiny and mid-size random RoBERTa and BERT models.
 
-Backends and tolerances come from the one table, encoderkit.registry.BACKENDS (fp32: atol;
+Backends and tolerances come from the one table, encoderkit.backends.catalog.BACKENDS (fp32: atol;
 quantized: accuracy thresholds). Failures print the max difference and where it occurred.
 """
 from __future__ import annotations

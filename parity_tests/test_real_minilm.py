@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import encoderkit
-from encoderkit.pipeline import convert
-from encoderkit.errors import InputError
+from encoderkit.conversion import convert
+from encoderkit.core.errors import InputError
 
-from encoderkit.registry import installed_formats
+from encoderkit.backends.catalog import installed_formats
 
 from .helpers import fp32_backends
 
@@ -54,7 +54,7 @@ def minilm(tmp_path_factory):
 def st_embeddings():
     from sentence_transformers import SentenceTransformer
 
-    from encoderkit.checkpoint import packaged_model_dir
+    from encoderkit.storage.checkpoint import packaged_model_dir
 
     st = SentenceTransformer(str(packaged_model_dir("minilm")), device="cpu")
     return st.encode(TEXTS, normalize_embeddings=True, batch_size=8)
@@ -91,7 +91,7 @@ def test_int8_accuracy_and_retrieval(minilm, st_embeddings):
 
 
 def test_fill_mask_without_head_is_a_clear_error(minilm):
-    for backend in encoderkit.runtimes.available_backends(minilm):
+    for backend in encoderkit.backends.loading.available_backends(minilm):
         with pytest.raises(InputError, match="no masked-LM head"):
             encoderkit.load(minilm, backend).fill_mask(["Paris is the [MASK] of France."])
 

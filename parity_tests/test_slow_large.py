@@ -11,10 +11,10 @@ import time
 import pytest
 
 import encoderkit
-from encoderkit.pipeline import convert
-from encoderkit.random_init import init_random
+from encoderkit.conversion import convert
+from encoderkit.storage.random_init import init_random
 
-from encoderkit.registry import installed_formats
+from encoderkit.backends.catalog import installed_formats
 
 pytestmark = pytest.mark.slow
 

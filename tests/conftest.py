@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from encoderkit.random_init import init_random
+from encoderkit.storage.random_init import init_random
 
 
 def _ckpt(tmp_path_factory, name, size, arch="roberta", seed=0):

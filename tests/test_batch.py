@@ -23,8 +23,8 @@ from encoderkit import load  # noqa: E402
 from encoderkit.batch import Job, run_job  # noqa: E402
 from encoderkit.batch.io import read_output  # noqa: E402
 from encoderkit.cli import main  # noqa: E402
-from encoderkit.errors import InputError  # noqa: E402
-from encoderkit.tokenization import corpus_lines  # noqa: E402
+from encoderkit.core.errors import InputError  # noqa: E402
+from encoderkit.core.texts import corpus_lines  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -341,7 +341,7 @@ _MEM = """
 import random, resource, sys
 from pathlib import Path
 n, d, model = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
-from encoderkit.tokenization import corpus_lines
+from encoderkit.core.texts import corpus_lines
 lines, rnd = corpus_lines(), random.Random(0)
 with open(d / "in.txt", "w") as f:
     for i in range(n):

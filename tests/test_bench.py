@@ -12,8 +12,8 @@ import pytest
 import encoderkit
 from encoderkit.bench import (CT2_DIRECT, OPTIMUM_SYSTEMS, best_int8, ct2_direct_systems, fit_workload, model_flops,
                               ratios, read_workload, run_bench, target_rows)
-from encoderkit.pipeline import convert
-from encoderkit.random_init import random_spec
+from encoderkit.conversion import convert
+from encoderkit.storage.random_init import random_spec
 
 pytestmark = pytest.mark.xdist_group("bench")
 

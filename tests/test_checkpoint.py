@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from encoderkit.checkpoint import expected_shapes, load_checkpoint
-from encoderkit.converters.safetensors import write_safetensors
-from encoderkit.errors import (CheckpointError, InputError, PickleRefusedError, UnknownNameError,
+from encoderkit.storage.checkpoint import expected_shapes, load_checkpoint
+from encoderkit.storage.hf import write_safetensors
+from encoderkit.core.errors import (CheckpointError, InputError, PickleRefusedError, UnknownNameError,
                                UnsupportedArchitectureError)
-from encoderkit.io import sha256_file
-from encoderkit.random_init import init_random, random_spec
-from encoderkit.tokenization import build_bpe_tokenizer
+from encoderkit.storage.files import sha256_file
+from encoderkit.storage.random_init import init_random, random_spec
+from encoderkit.storage.random_tokenizers import build_bpe_tokenizer
 
 
 def test_init_random_is_deterministic(tmp_path):
@@ -55,7 +55,7 @@ def test_large_tokenizer_vocab_has_exactly_model_size():
 
 def test_checkpoint_roundtrip_is_bit_identical(tiny_roberta, tmp_path):
     ck = load_checkpoint(tiny_roberta)
-    write_safetensors(ck.state, ck.spec, tmp_path, max_shard_bytes=50_000)  # force sharding
+    write_safetensors(ck.state, tmp_path, max_shard_bytes=50_000)  # force sharding
     assert (tmp_path / "model.safetensors.index.json").is_file()
     for f in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(tiny_roberta / f, tmp_path / f)
@@ -127,7 +127,7 @@ def test_unsupported_architecture_and_bad_config(tiny_roberta, tmp_path):
 
 
 def test_hub_id_offline_gives_one_line_error(monkeypatch):
-    from encoderkit.errors import HubUnavailableError
+    from encoderkit.core.errors import HubUnavailableError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(HubUnavailableError, match="pass a local checkpoint directory"):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import encoderkit
-from encoderkit.registry import BACKENDS, installed_backends
+from encoderkit.backends.catalog import BACKENDS, installed_backends
 
 TEXTS = ["The striker scored twice in the second half.", "Add the garlic once the onions turn golden.",
          "Restart your router if the wifi keeps dropping.", "Heavy rain is expected tomorrow.", "ok"]
@@ -26,9 +26,9 @@ QUANTIZED = [b for b in installed_backends() if BACKENDS[b].quantized]
 def tuned(request, tmp_path_factory):
     """(arch, fine-tuned checkpoint dir, its convert output)."""
     from encoderkit.finetune import TOPICS_TEST, TOPICS_TRAIN, finetune
-    from encoderkit.pipeline import convert
-    from encoderkit.random_init import init_random
-    from encoderkit.registry import installed_formats
+    from encoderkit.conversion import convert
+    from encoderkit.storage.random_init import init_random
+    from encoderkit.backends.catalog import installed_formats
 
     arch = request.param
     root = tmp_path_factory.mktemp(f"cls-{arch}")
@@ -80,7 +80,7 @@ def test_classify_equals_the_pipeline(tuned, backend, pairs):
 def test_bert_token_types_reach_every_backend(tuned):
     """A BERT pair's type-1 segment changes the logits, on every backend by the same amount."""
     import encoderkit
-    from encoderkit.batching import pad_batch
+    from encoderkit.core.batching import pad_batch
 
     arch, tuned_dir, conv = tuned
     if arch != "bert":
@@ -122,7 +122,8 @@ def test_convert_validates_the_classification_head(tuned):
 
 
 def test_spec_carries_the_labels(tuned):
-    from encoderkit.checkpoint import load_checkpoint, read_saved_spec
+    from encoderkit.storage.checkpoint import load_checkpoint
+    from encoderkit.storage.hf import read_saved_spec
 
     _, tuned_dir, conv = tuned
     spec = load_checkpoint(tuned_dir).spec
@@ -153,7 +154,7 @@ def test_model_without_head_is_a_one_line_error(tiny_roberta, capfd):
 
 def test_bad_top_k_and_pair_count(tuned):
     import encoderkit
-    from encoderkit.errors import InputError
+    from encoderkit.core.errors import InputError
 
     rt = encoderkit.load(tuned[1], "torch")
     with pytest.raises(InputError, match="top_k"):

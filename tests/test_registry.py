@@ -1,5 +1,5 @@
-"""One source of truth: a new backend is one converter, one runtime and one table row; options are
-typed; converters and runtimes never import each other; architecture names live in one file."""
+"""One source of truth: a new backend is one converter, one runtime and one catalog row; options are
+typed; architecture names live in one file. (Which module may import which: tests/test_layers.py.)"""
 from __future__ import annotations
 
 import ast
@@ -12,27 +12,28 @@ import numpy as np
 import pytest
 
 import encoderkit
-from encoderkit import registry
+from encoderkit.backends import catalog as registry
+from encoderkit.core.contracts import BackendInfo, FormatInfo, Tolerance
 from encoderkit.cli import build_parser, main
-from encoderkit.errors import CheckpointError, InputError, UnknownNameError
-from encoderkit.pipeline import convert
+from encoderkit.core.errors import CheckpointError, InputError, UnknownNameError
+from encoderkit.conversion import convert
 
 PKG = Path(encoderkit.__file__).resolve().parent
 
 FAKE = textwrap.dedent('''
     """A backend that lives outside encoderkit: its own format (a copy of the safetensors
     checkpoint) and a runtime that is torch with a label of its own."""
-    from encoderkit.converters import Converter
-    from encoderkit.converters.safetensors import write_safetensors
-    from encoderkit.checkpoint import copy_model_files
-    from encoderkit.runtimes.torch import TorchRuntime
+    from encoderkit.backends.converter import Converter
+    from encoderkit.storage.hf import write_safetensors
+    from encoderkit.storage.hf import copy_model_files
+    from encoderkit.backends.torch.runtime import TorchRuntime
 
     class FakeConverter(Converter):
         name = "fakefmt"
 
         def export(self, ckpt, out):
             copy_model_files(ckpt.directory, out, ckpt.spec)
-            return {"files": write_safetensors(ckpt.state, ckpt.spec, out)}
+            return {"files": write_safetensors(ckpt.state, out)}
 
     class FakeRuntime(TorchRuntime):
         name = "fake"
@@ -43,9 +44,9 @@ FAKE = textwrap.dedent('''
 def fake_backend(tmp_path, monkeypatch):
     (tmp_path / "fake_backend_mod.py").write_text(FAKE)
     monkeypatch.syspath_prepend(str(tmp_path))
-    registry.register_format(registry.FormatInfo("fakefmt", "fake_backend_mod:FakeConverter", None, "test"))
-    registry.register_backend(registry.BackendInfo("fake", "fake_backend_mod:FakeRuntime", "fakefmt", None,
-                                                   registry.Tolerance(atol=1e-4), "test"))
+    registry.register_format(FormatInfo("fakefmt", "fake_backend_mod:FakeConverter", None, "test"))
+    registry.register_backend(BackendInfo("fake", "fake_backend_mod:FakeRuntime", "fakefmt", None,
+                                                   Tolerance(atol=1e-4), "test"))
     yield "fake"
     registry.unregister("fake")
     registry.unregister("fakefmt")
@@ -73,7 +74,7 @@ def test_a_new_backend_is_one_row(fake_backend, tiny_roberta, tmp_path, capfd):
     from parity_tests.helpers import fp32_backends
 
     assert "fake" in fp32_backends()
-    assert "fake" in encoderkit.runtimes.available_backends(out)
+    assert "fake" in encoderkit.backends.loading.available_backends(out)
     from encoderkit.bench import run_bench
 
     report = run_bench(out, backends=None, tasks=["embed"], out=tmp_path / "bench", repeats=1, quick=True)
@@ -104,38 +105,12 @@ def test_misspelt_or_foreign_options_are_errors(tiny_roberta, tmp_path, capfd):
 def test_convert_flags_come_from_the_option_dataclasses():
     import dataclasses
 
-    from encoderkit.converters.onnx import OnnxOptions
-    from encoderkit.options import cli_flag
+    from encoderkit.backends.onnx.export import OnnxOptions
+    from encoderkit.core.options import cli_flag
 
     help_text = build_parser()._subparsers._group_actions[0].choices["convert"].format_help()
     for f in dataclasses.fields(OnnxOptions):
         assert (cli_flag(f) in help_text) == f.metadata["cli"], f.name
-
-
-def _imports(path: Path) -> set[str]:
-    """Absolute module names imported by ``path`` (relative imports resolved)."""
-    rel = path.relative_to(PKG.parent).with_suffix("")
-    package = list(rel.parts[:-1])  # the package a relative import starts from
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = package[: len(package) - node.level + 1] if node.level else []
-            mod = ".".join(base + ([node.module] if node.module else []))
-            out.add(mod)
-            out |= {f"{mod}.{a.name}" for a in node.names}
-    return out
-
-
-def test_converters_and_runtimes_never_import_each_other():
-    for a, b in (("converters", "runtimes"), ("runtimes", "converters")):
-        for path in sorted((PKG / a).glob("*.py")):
-            bad = sorted(m for m in _imports(path) if m.startswith(f"encoderkit.{b}"))
-            assert not bad, f"{path.relative_to(PKG)} imports {bad}"
-    # and the checker does see imports (it would pass vacuously otherwise)
-    assert "encoderkit.models.torch_model" in _imports(PKG / "runtimes" / "torch.py")
-    assert "encoderkit.models.onnx_graphs" in _imports(PKG / "converters" / "onnx.py")
 
 
 def test_architecture_names_live_in_the_records_only():
@@ -213,7 +188,7 @@ def test_torch_attentions_are_thread_safe(tiny_roberta):
 
 def test_onnx_runtime_out_of_resources_is_not_blamed_on_the_artifact(tiny_roberta, tmp_path, monkeypatch):
     ort = pytest.importorskip("onnxruntime")
-    from encoderkit.errors import ArtifactError, ResourceError
+    from encoderkit.core.errors import ArtifactError, ResourceError
 
     out = tmp_path / "conv"
     convert(tiny_roberta, ["onnx"], out)

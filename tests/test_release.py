@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from encoderkit.registry import BACKENDS, installed_formats
+from encoderkit.backends.catalog import BACKENDS, installed_formats
 
 REPO = Path(__file__).resolve().parent.parent
 RELEASE = REPO / "ci" / "release.py"
@@ -145,7 +145,7 @@ def test_injected_converter_bug_fails_the_parity_gate_and_publishes_nothing(tiny
     assert "] parity FAILED in " in p.stdout and "] notes" not in p.stdout
     assert list(out.iterdir()) == []  # no release dir, no temp dir left
     # the source it copied from is untouched
-    from encoderkit.io import verify_manifest
+    from encoderkit.storage.manifest import verify_manifest
 
     verify_manifest(rel / "converted")
 
@@ -166,7 +166,7 @@ def test_existing_release_is_not_replaced_without_force(tmp_path):
 def test_conversion_determinism(tiny_release, tiny_roberta, tmp_path):
     """A second conversion of the same checkpoint: which files are byte-identical (ci/release.py's
     DETERMINISM table says the same)."""
-    from encoderkit.pipeline import convert
+    from encoderkit.conversion import convert
 
     rel, _ = tiny_release
     a = rel / "converted"
@@ -214,7 +214,7 @@ def test_release_of_random_roberta_large(tmp_path):
     """The full release (install stage excluded) of random roberta-large; prints each stage's time
     and the release directory's size."""
     need_all_formats()
-    from encoderkit.random_init import init_random
+    from encoderkit.storage.random_init import init_random
 
     ckpt = tmp_path / "roberta-large-random"
     init_random(ckpt, "large", seed=0)

@@ -19,9 +19,10 @@ import pytest
 import encoderkit
 from encoderkit import registry
 from encoderkit.cli import main
-from encoderkit.errors import ArtifactError, CheckpointError, EncoderkitError, InputError, ParityError
-from encoderkit.io import OWNER_FILE, target_lock, write_manifest
-from encoderkit.pipeline import convert
+from encoderkit.core.errors import ArtifactError, CheckpointError, EncoderkitError, InputError, ParityError
+from encoderkit.storage.files import OWNER_FILE, target_lock
+from encoderkit.storage.manifest import write_manifest
+from encoderkit.conversion import convert
 
 ROOT = Path(__file__).resolve().parents[1]
 FORMATS = [f for f in ("safetensors", "onnx", "tf", "flax") if f in registry.installed_formats()]
@@ -55,7 +56,7 @@ def copy(converted, tmp_path):
 
 
 def backends_of(conv: Path) -> list[str]:
-    return encoderkit.runtimes.available_backends(conv)
+    return encoderkit.backends.loading.available_backends(conv)
 
 
 def need(fmt: str) -> None:
@@ -68,8 +69,8 @@ def need(fmt: str) -> None:
 EVIL = '''
 import sys
 import tensorflow as tf
-from encoderkit.checkpoint import read_saved_spec
-from encoderkit.models.tf_model import TFMaskedLM, IDS
+from encoderkit.storage.hf import read_saved_spec
+from encoderkit.backends.tf.model import TFMaskedLM, IDS
 from pathlib import Path
 
 tf_dir, marker, kind = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -138,10 +139,10 @@ def test_our_own_savedmodels_pass_the_origin_check(converted, tiny_bert, tmp_pat
     """Item 1: the check accepts exactly what we export (RoBERTa and BERT) and the tree it compares
     with is the one build_tf_model declares."""
     need("tf")
-    from encoderkit.checkpoint import read_saved_spec
-    from encoderkit.mapping import expected_tree
-    from encoderkit.models.tf_check import check_saved_model
-    from encoderkit.models.tf_model import TFMaskedLM
+    from encoderkit.storage.hf import read_saved_spec
+    from encoderkit.storage.mapping import expected_tree
+    from encoderkit.backends.tf.check import check_saved_model
+    from encoderkit.backends.tf.model import TFMaskedLM
 
     convert(tiny_bert, ["tf"], tmp_path / "bert", validate=False)
     for tf_dir in (converted / "tf", tmp_path / "bert" / "tf"):
@@ -214,7 +215,7 @@ def test_an_outside_entry_is_refused_before_it_is_read(copy, tmp_path, monkeypat
     big = tmp_path / "outside" / "big.bin"
     big.write_bytes(b"x" * 1000)
     opened = []
-    import encoderkit.io as io
+    import encoderkit.storage.files as io
 
     real = io.sha256_file
     monkeypatch.setattr(io, "sha256_file", lambda p, *a: opened.append(Path(p)) or real(p, *a))
@@ -268,7 +269,7 @@ def test_flax_params_symlinked_to_dev_zero_is_refused_without_reading(copy):
     with pytest.raises(ArtifactError, match="symbolic link"):
         encoderkit.load(copy, "flax")
     # and the runtime alone (no manifest step) refuses it too, without reading
-    from encoderkit.runtimes.flax import FlaxRuntime
+    from encoderkit.backends.flax.runtime import FlaxRuntime
 
     with pytest.raises(ArtifactError, match="not a regular file"):
         FlaxRuntime.load(copy / "flax")
@@ -330,7 +331,7 @@ def test_nan_weights_are_refused_at_load(tiny_roberta, tmp_path, capfd):
 
 def test_parity_treats_nan_as_failure(tiny_roberta):
     """Item 4: a candidate answering NaN fails fp32 parity (np.nanmax / `>` would pass it)."""
-    from encoderkit.validate import fp32_parity, reference_probes
+    from encoderkit.verify.gate import fp32_parity, reference_probes
 
     ref = encoderkit.load(tiny_roberta)
     probes = reference_probes(ref)
@@ -474,8 +475,8 @@ def test_full_disk_is_one_line_exit_2(tiny_roberta, tmp_path, capfd):
 def test_enospc_simulated_and_wrapped(tiny_roberta, tmp_path, capfd, monkeypatch):
     """Item 8 (any machine): ENOSPC raised as OSError, or wrapped by an exporter (here RuntimeError)
     while the disk is nearly full: one line, exit 2, naming the directory; nothing left behind."""
-    import encoderkit.io as io
-    import encoderkit.pipeline as pipeline
+    import encoderkit.storage.files as io
+    import encoderkit.conversion as pipeline
 
     def full(root, extra=None):
         raise OSError(errno.ENOSPC, "No space left on device", str(root / "manifest.json"))
@@ -486,7 +487,7 @@ def test_enospc_simulated_and_wrapped(tiny_roberta, tmp_path, capfd, monkeypatch
     assert len(err.splitlines()) == 1 and "No space left on device; free disk space" in err
     monkeypatch.undo()
 
-    from encoderkit.converters.safetensors import SafetensorsConverter
+    from encoderkit.backends.torch.export import SafetensorsConverter
 
     monkeypatch.setattr(SafetensorsConverter, "export", lambda self, ckpt, out: (_ for _ in ()).throw(
         RuntimeError("safetensors: write failed")))

@@ -18,10 +18,10 @@ from hypothesis import strategies as st  # noqa: E402
 
 import encoderkit  # noqa: E402
 from encoderkit import registry  # noqa: E402
-from encoderkit.checkpoint import load_checkpoint  # noqa: E402
-from encoderkit.errors import EncoderkitError  # noqa: E402
-from encoderkit.io import write_manifest  # noqa: E402
-from encoderkit.pipeline import convert  # noqa: E402
+from encoderkit.storage.checkpoint import load_checkpoint  # noqa: E402
+from encoderkit.core.errors import EncoderkitError  # noqa: E402
+from encoderkit.storage.manifest import write_manifest  # noqa: E402
+from encoderkit.conversion import convert  # noqa: E402
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

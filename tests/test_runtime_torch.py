@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import encoderkit
-from encoderkit.errors import InputError
+from encoderkit.core.errors import InputError
 
 TEXTS_ONE = ["The capital of France is <mask>.", "She opened the <mask> and looked outside at the rain."]
 TEXT_TWO = "The <mask> flows through the valley and into the <mask>."
@@ -146,7 +146,7 @@ def test_attentions_of_a_pair_mark_the_second_text(rt):
 
 
 def test_plan_batches_respects_the_budget_in_padded_tokens():
-    from encoderkit.batching import plan_batches
+    from encoderkit.core.batching import plan_batches
 
     lengths = [19, 17, 18, 11, 30, 9, 19, 12]
     # every text in exactly one batch, every batch within the budget in padded tokens

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import encoderkit
-from encoderkit.checkpoint import load_checkpoint
-from encoderkit.pipeline import convert
-from encoderkit.errors import ArtifactError, MappingError
-from encoderkit.mapping import expected_tree, map_state
+from encoderkit.storage.checkpoint import load_checkpoint
+from encoderkit.conversion import convert
+from encoderkit.core.errors import ArtifactError, MappingError
+from encoderkit.storage.mapping import expected_tree, map_state
 
 pytestmark = pytest.mark.xdist_group("tfflax")
 
@@ -84,8 +84,8 @@ def test_saved_model_cli_lists_signatures(tiny_converted):
 def test_flax_msgpack_roundtrip_is_bit_identical(tiny_converted, tiny_roberta):
     from flax import serialization
 
-    from encoderkit.models.flax_model import load_params, model_tree
-    from encoderkit.mapping import flatten
+    from encoderkit.backends.flax.model import load_params, model_tree
+    from encoderkit.storage.mapping import flatten
 
     ck = load_checkpoint(tiny_roberta)
     params = flatten(load_params(tiny_converted / "flax" / "flax_model.msgpack", ck.spec))
@@ -103,7 +103,7 @@ def test_flax_wrong_tree_or_shape_is_typed_error(tiny_converted, tmp_path, tiny_
 
     from flax import serialization
 
-    from encoderkit.runtimes.flax import FlaxRuntime
+    from encoderkit.backends.flax.runtime import FlaxRuntime
 
     d = tmp_path / "flax"
     shutil.copytree(tiny_converted / "flax", d)
@@ -123,7 +123,7 @@ def test_flax_wrong_tree_or_shape_is_typed_error(tiny_converted, tmp_path, tiny_
 
 
 def test_flax_compilations_bounded_by_buckets(tiny_converted):
-    from encoderkit.runtimes.flax import FlaxRuntime
+    from encoderkit.backends.flax.runtime import FlaxRuntime
 
     rt = FlaxRuntime.load(tiny_converted / "flax", max_tokens=512)
     rng = np.random.default_rng(0)
@@ -148,7 +148,7 @@ def test_flax_compilations_bounded_by_buckets(tiny_converted):
     assert rt.full_batch(20) == 25  # buckets 1, 2, 4, 8, 16, 25
     assert rt.pieces(20, 20) == [16, 4] and rt.pieces(15, 20) == [15] and rt.pieces(24, 20) == [24]
     assert rt.pieces(13, 20) == [8, 4, 1] and rt.pieces(25, 20) == [25]
-    from encoderkit.runtimes.flax import batch_buckets
+    from encoderkit.backends.flax.runtime import batch_buckets
 
     for b in range(1, 60):
         for t in (4, 20, 40, 144):
@@ -157,7 +157,7 @@ def test_flax_compilations_bounded_by_buckets(tiny_converted):
             padded = [next((x for x in sizes if x >= n), n) for n in p]
             assert sum(p) == b and all(x - n <= x / 8 or n > sizes[-1] for x, n in zip(padded, p)), (b, t, p)
     assert rt.buckets[:10] == [4, 8, 12, 16, 20, 24, 28, 32, 40, 48]
-    from encoderkit.runtimes.flax import length_buckets
+    from encoderkit.backends.flax.runtime import length_buckets
 
     b = length_buckets(512)  # roberta-large: padding waste bounded as the README says
     assert b[-1] == 512 and all(y / x <= 1.25 for x, y in zip(b, b[1:]) if x >= 16)

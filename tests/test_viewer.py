@@ -15,7 +15,7 @@ import pytest
 
 import encoderkit
 from encoderkit.cli import main
-from encoderkit.errors import InputError
+from encoderkit.core.errors import InputError
 from encoderkit.viewer import _data, attention_record, decode_page, render
 from encoderkit.viewer.synthetic import synthetic_record
 
@@ -187,7 +187,7 @@ def test_cli_on_the_packaged_minilm(tmp_path):
 
 @pytest.mark.slow
 def test_cli_on_random_roberta_large(tmp_path):
-    from encoderkit.random_init import init_random
+    from encoderkit.storage.random_init import init_random
 
     init_random(tmp_path / "large", "large")
     out = tmp_path / "large.html"

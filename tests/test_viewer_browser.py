@@ -88,7 +88,7 @@ def large_page(tmp_path_factory, large_record):
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory, tiny_roberta):
-    from encoderkit.pipeline import convert
+    from encoderkit.conversion import convert
 
     out = tmp_path_factory.mktemp("conv") / "tiny"
     convert(tiny_roberta, ["safetensors", "onnx"], out)

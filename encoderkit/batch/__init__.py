@@ -6,7 +6,7 @@ task commands. Ray is imported only by ``ray_engine``; pyarrow only when a job r
 from __future__ import annotations
 
 from .job import Job, Summary
-from .tasks import TASKS
+from ..tasks import TASKS
 
 ENGINES = ("local", "ray")
 
@@ -21,8 +21,8 @@ def run_job(job: Job, engine: str = "local", *, ray_address: str | None = None, 
     """
     from pathlib import Path
 
-    from ..errors import InputError
-    from ..io import target_lock
+    from ..core.errors import InputError
+    from ..storage.files import target_lock
 
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")

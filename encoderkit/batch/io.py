@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, MissingDependencyError
+from ..core.errors import InputError, MissingDependencyError
 
 INPUT_FORMATS = (".txt", ".jsonl", ".csv", ".parquet")
 OUTPUT_FORMATS = (".parquet", ".jsonl")

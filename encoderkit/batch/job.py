@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..io import atomic_write_text, sha256_file
+from ..core.errors import InputError
+from ..storage.files import atomic_write_text, sha256_file
 from .io import OUTPUT_FORMATS, Reader, ShardWriter, _suffix, pyarrow
 
 ON_ERROR = ("stop", "skip")
@@ -93,7 +93,7 @@ class Job:
 
 
 def load_runtime(job: Job):
-    from ..runtimes import load
+    from ..backends.loading import load
 
     return load(job.model, job.backend, **job.runtime_options)
 
@@ -127,7 +127,7 @@ class Progress:
     """tqdm bar on stderr with rows/s, tokens/s and ETA; off with --quiet or when stderr is no TTY."""
 
     def __init__(self, job: Job, reader: Reader, initial: int):
-        from ..progress import quiet, stream
+        from ..core.progress import quiet, stream
 
         out = stream()  # the real terminal while the CLI captures third-party output
         self.enabled = not (job.quiet or quiet()) and hasattr(out, "isatty") and out.isatty()

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import MissingDependencyError
+from ..core.errors import MissingDependencyError
 from .io import Reader, ShardWriter, pyarrow
 from .job import Job, Progress, ShardStore, Summary, job_dict, load_runtime, test_hooks
 from .tasks import check_arguments, output_schema, process_batch, records_table
@@ -112,7 +112,7 @@ def _reachable(address: str, host: str, port: str, timeout: float = 5.0) -> None
     """
     import socket
 
-    from ..errors import InputError
+    from ..core.errors import InputError
 
     if not host or not port.isdigit():
         raise InputError(f"--ray-address {address!r}: expected HOST:PORT or ray://HOST:PORT")
@@ -129,7 +129,7 @@ def _init_ray(ray, address: str | None, workers: int) -> bool:
         return False
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
     if address:
-        from ..errors import InputError
+        from ..core.errors import InputError
 
         host, _, port = address.split("://")[-1].rpartition(":")
         if address != "auto":  # "auto": the cluster `ray start` recorded on this machine
@@ -168,7 +168,7 @@ def run_ray(job: Job, address: str | None = None, workers: int | None = None) ->
         InputError: as ``run_local``.
         MissingDependencyError: Ray is not installed.
     """
-    from ..errors import InputError
+    from ..core.errors import InputError
 
     ray = _import_ray()
     workers = DEFAULT_WORKERS if workers is None else workers
@@ -226,7 +226,7 @@ def _run(ray, job: Job, reader: Reader, address: str | None, workers: int) -> Su
         if started:
             ray.shutdown()
     if progress.records != sum(counts):  # never merge a partial result as if it were the whole job
-        from ..errors import ResourceError
+        from ..core.errors import ResourceError
 
         raise ResourceError(f"the Ray job returned {progress.records} of {sum(counts)} rows; "
                            "the finished shards are kept: rerun with --resume")

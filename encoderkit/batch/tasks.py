@@ -1,104 +1,73 @@
-"""The one table of tasks a batch job can run, and the per-window step both engines share.
-
-A row of ``TASKS`` says which runtime method to call and how its result becomes output columns.
-A task is one row: a callable over the runtime and how its result becomes columns.
+"""The per-window step both engines share, over the task table (``encoderkit.tasks.TASKS``): each
+task's record says what it calls and which columns it writes (as data); here they become Arrow.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
+from ..tasks import TASKS, Task
 from .io import pyarrow
 
 
-@dataclass(frozen=True)
-class BatchTask:
-    """How a batch job runs one task.
+def arrow_type(t):
+    """A task's column type (tasks.ColumnType, as data) as an Arrow type."""
+    pa = pyarrow()
+    if isinstance(t, str):
+        return {"int64": pa.int64(), "float64": pa.float64(), "float32": pa.float32(), "string": pa.string()}[t]
+    kind = t[0]
+    if kind == "list":
+        return pa.list_(arrow_type(t[1]))
+    if kind == "vector":
+        return pa.list_(arrow_type(t[1]), t[2])
+    if kind == "struct":
+        return pa.struct([(name, arrow_type(sub)) for name, sub in t[1]])
+    raise ValueError(f"unknown column type {t!r}")
 
-    Attributes:
-        call: ``(runtime, texts, **kwargs) -> result`` for a list of texts (the runtime method).
-        fields: ``(runtime, kwargs) -> [pa.Field]``: the output columns beside ``id``.
-        columns: ``(runtime, result, kwargs) -> [pa.Array]``: ``result`` as those columns, in order.
-        probe: ``runtime -> text``: one acceptable text, run once before a job so a bad argument
-            (pooling, layer, top_k, targets) stops it at once instead of rejecting every row.
+
+def fields(spec, task: str) -> list:
+    """The Arrow fields of ``task``'s output columns (beside ``id``)."""
+    pa = pyarrow()
+    return [pa.field(name, arrow_type(t)) for name, t in get_task(task).columns(spec)]
+
+
+def columns(spec, task: str, result) -> list:
+    """``task``'s result as Arrow arrays, one per output column."""
+    pa = pyarrow()
+    out = []
+    for f, values in zip(fields(spec, task), get_task(task).to_columns(result)):
+        if pa.types.is_fixed_size_list(f.type):
+            flat = np.ascontiguousarray(values, dtype=np.float32)
+            out.append(pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), f.type.list_size))
+        else:
+            out.append(pa.array(values, type=f.type))
+    return out
+
+
+def get_task(name: str) -> Task:
+    """A task a batch job can run (one with output columns).
+
+    Raises:
+        InputError: listing the batch tasks.
     """
-
-    call: Callable[..., Any]
-    fields: Callable[[Any, dict[str, Any]], list]
-    columns: Callable[[Any, Any, dict[str, Any]], list]
-    probe: Callable[[Any], str]
-
-
-def _embed_fields(rt, kw):
-    pa = pyarrow()
-    return [pa.field("embedding", pa.list_(pa.float32(), rt.spec.hidden_size))]
-
-
-def _embed_columns(rt, emb: np.ndarray, kw):
-    pa = pyarrow()
-    emb = np.ascontiguousarray(emb, dtype=np.float32)
-    return [pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])]
-
-
-def _fill_mask_fields(rt, kw):
-    pa = pyarrow()
-    pred = pa.struct([("token", pa.int64()), ("token_str", pa.string()), ("score", pa.float64()),
-                      ("sequence", pa.string())])
-    # one list per mask, in text order; in it the top-k predictions, best first
-    return [pa.field("predictions", pa.list_(pa.list_(pred)))]
-
-
-def _fill_mask_columns(rt, result, kw):
-    pa = pyarrow()
-    return [pa.array(result, type=_fill_mask_fields(rt, kw)[0].type)]
-
-
-def _classify_fields(rt, kw):
-    pa = pyarrow()
-    # the top-k labels of each text, best first (pipeline("text-classification")'s shape)
-    return [pa.field("predictions", pa.list_(pa.struct([("label", pa.string()), ("score", pa.float64())])))]
-
-
-def _classify_columns(rt, result, kw):
-    pa = pyarrow()
-    return [pa.array(result, type=_classify_fields(rt, kw)[0].type)]
-
-
-TASKS: dict[str, BatchTask] = {
-    "embed": BatchTask(
-        call=lambda rt, texts, **kw: rt.embed(texts, **kw),
-        fields=_embed_fields, columns=_embed_columns, probe=lambda rt: "hello world"),
-    "fill-mask": BatchTask(
-        call=lambda rt, texts, **kw: rt.fill_mask(texts, **kw),
-        fields=_fill_mask_fields, columns=_fill_mask_columns,
-        probe=lambda rt: f"hello {rt.tokenizer.mask_token} world"),
-    "classify": BatchTask(
-        call=lambda rt, texts, **kw: rt.classify(texts, **kw),
-        fields=_classify_fields, columns=_classify_columns, probe=lambda rt: "hello world"),
-}
-
-
-def get_task(name: str) -> BatchTask:
-    if name not in TASKS:
-        raise InputError(f"unknown batch task {name!r}; choose one of: {', '.join(TASKS)}")
+    batchable = [t for t in TASKS.values() if t.cli]
+    if name not in [t.name for t in batchable]:
+        raise InputError(f"unknown batch task {name!r}; choose one of: {', '.join(t.name for t in batchable)}")
     return TASKS[name]
 
 
 def check_arguments(rt, task: str, kwargs: dict[str, Any]) -> None:
     """Run the task on its probe text: a bad argument raises here, once, before any row."""
     t = get_task(task)
-    t.call(rt, [t.probe(rt)], **kwargs)
+    t.run(rt, [t.probe(rt.spec)], **kwargs)
 
 
 def output_schema(rt, task: str, kwargs: dict[str, Any], id_type: str):
     """Schema of the output rows: ``id`` then the task's columns."""
     pa = pyarrow()
-    return pa.schema([pa.field("id", pa.int64() if id_type == "int64" else pa.string())]
-                     + get_task(task).fields(rt, kwargs))
+    return pa.schema([pa.field("id", pa.int64() if id_type == "int64" else pa.string())] + fields(rt.spec, task))
 
 
 def _row_reason(e: Exception) -> str:
@@ -138,27 +107,27 @@ def process_batch(rt, task: str, kwargs: dict[str, Any], batch, *, count_tokens:
     result = None
     if ok:
         try:  # the common case: every row is fine, one call, no second tokenization
-            result = t.columns(rt, t.call(rt, [texts[i] for i in ok], **kwargs), kwargs)
+            result = columns(rt.spec, task, t.run(rt, [texts[i] for i in ok], **kwargs))
         except InputError:
             ok = _find_bad_rows(rt, t, kwargs, texts, ok, errors)
-            result = t.columns(rt, t.call(rt, [texts[i] for i in ok], **kwargs), kwargs) if ok else None
+            result = columns(rt.spec, task, t.run(rt, [texts[i] for i in ok], **kwargs)) if ok else None
     # spread the ok rows' results over the whole window: a null index takes a null row
     where = [None] * len(texts)
     for j, i in enumerate(ok):
         where[i] = j
-    fields = t.fields(rt, kwargs)
+    fields_ = fields(rt.spec, task)
     cols = []
-    for k, f in enumerate(fields):
+    for k, f in enumerate(fields_):
         arr = result[k] if result is not None else pa.nulls(0, f.type)
         cols.append(arr.take(pa.array(where, type=pa.int64())) if len(arr) else pa.nulls(len(texts), f.type))
     # the start of a rejected row's text goes to the rejects file beside its reason
     prefix = [(texts[i] or "")[:200] if e is not None else None for i, e in enumerate(errors)]
     return pa.table([batch.column("line"), batch.column("id"), pa.array(errors, pa.string()),
                      pa.array(prefix, pa.string()), pa.array(tokens, pa.int64()), *cols],
-                    names=["line", "id", "error", "text_prefix", "tokens", *[f.name for f in fields]])
+                    names=["line", "id", "error", "text_prefix", "tokens", *[f.name for f in fields_]])
 
 
-def _find_bad_rows(rt, t: BatchTask, kwargs: dict[str, Any], texts: list, ok: list[int],
+def _find_bad_rows(rt, t: Task, kwargs: dict[str, Any], texts: list, ok: list[int],
                    errors: list[str | None]) -> list[int]:
     """Mark the rows of a window that the task refused; returns the good ones.
 
@@ -176,14 +145,14 @@ def _find_bad_rows(rt, t: BatchTask, kwargs: dict[str, Any], texts: list, ok: li
                     errors[i] = _row_reason(e)
         ok = [i for i in ok if errors[i] is None]
         try:
-            t.call(rt, [texts[i] for i in ok], **kwargs)
+            t.run(rt, [texts[i] for i in ok], **kwargs)
             return ok
         except InputError:
             pass
     good = []
     for i in ok:
         try:
-            t.call(rt, [texts[i]], **kwargs)
+            t.run(rt, [texts[i]], **kwargs)
             good.append(i)
         except InputError as e:
             errors[i] = _row_reason(e)

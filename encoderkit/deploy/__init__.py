@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import UnknownNameError
+from ..core.errors import UnknownNameError
 
 # target name -> "module:function"; order is the order `encoderkit package --help` lists them.
 TARGETS = {

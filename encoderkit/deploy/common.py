@@ -17,13 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError, InputError, ParityError
-from ..io import OWNER_FILE, atomic_dir, read_manifest, sha256_file, verify_manifest
-from ..spec import ModelSpec
+from ..core.errors import ArtifactError, InputError, ParityError
+from ..storage.files import OWNER_FILE, atomic_dir, sha256_file
+from ..core.spec import ModelSpec
+from ..tasks import bundle_tasks
+from ..tasks.kernels import POOLINGS
 
 QUANTIZE = ("none", "int8", "fp16")
-TASKS = ("embed", "fill-mask", "classify")
-POOLINGS = ("mean", "cls", "max")
+TASKS = tuple(bundle_tasks())  # the task table's rows that bundles run
+
 BUNDLE_FILE = "bundle.json"
 TOKENIZER_FILE = "tokenizer.json"
 # The runner's only dependencies, pinned to what these bundles were built and tested with
@@ -101,10 +103,11 @@ class Converted:
         Raises:
             ArtifactError: not a convert output, or its manifest fails.
         """
-        from ..checkpoint import read_saved_spec
+        from ..backends.loading import converted_manifest
+        from ..storage.hf import read_saved_spec
 
-        manifest = read_manifest(path)
-        if manifest is None or manifest.get("kind") != "convert":
+        manifest = converted_manifest(path)
+        if manifest is None:
             raise ArtifactError(f"{path} is not an `encoderkit convert` output (no convert manifest.json); "
                                 f"run: encoderkit convert MODEL --to safetensors,onnx --out DIR")
         formats = tuple(manifest.get("formats", []))
@@ -113,16 +116,16 @@ class Converted:
         return cls(path, formats, read_saved_spec(path / formats[0]), str(manifest.get("source", path.name)))
 
     def need(self, fmt: str, hint: str = "") -> Path:
-        """The format's directory, verified against the manifest.
+        """The format's directory, through the one gate every loader uses (manifest, sha256 of the
+        format's files, and its origin check: a SavedModel is a program).
 
         Raises:
-            ArtifactError: the format is missing (saying how to add it) or a file changed.
+            ArtifactError: the format is missing (saying how to add it), a file changed, or a
+                program that is not provably one encoderkit exported.
         """
-        if fmt not in self.formats:
-            raise ArtifactError(f"{self.path} has no {fmt!r} export (it has: {', '.join(self.formats)}); "
-                                f"re-run encoderkit convert with --to {fmt}{hint}")
-        verify_manifest(self.path, fmt)
-        return self.path / fmt
+        from ..backends.loading import open_converted
+
+        return open_converted(self.path, fmt, hint=hint)
 
     @property
     def default_name(self) -> str:
@@ -207,11 +210,11 @@ def reference_outputs(source: Converted, p: Plan, embed_probes: list[dict], fill
 
     Without a safetensors export the fp32 ONNX model is the reference (bundle.json says which).
     """
-    from ..batching import pad_batch
-    from ..runtimes import load
-    from ..tasks.embed import pool
-    from ..tasks.fill_mask import softmax as _softmax
-    from ..tokenization import TextTokenizer, load_tokenizer
+    from ..backends.loading import load
+    from ..core.batching import pad_batch
+    from ..core.tokenization import TextTokenizer, load_tokenizer
+    from ..tasks.kernels import pool
+    from ..tasks.kernels import softmax as _softmax
 
     reference = "torch" if "safetensors" in source.formats else "onnx"
     rt = load(source.path, reference)
@@ -250,7 +253,7 @@ def reference_outputs(source: Converted, p: Plan, embed_probes: list[dict], fill
 
 def tolerance(quantize: str, fp32_backend: str = "onnx") -> dict[str, Any]:
     """The self-test's bound: the backend's fp32 atol, or the quantized accuracy thresholds."""
-    from ..registry import backend  # the tolerance table lives once, in the registry
+    from ..backends.catalog import backend  # the tolerance table lives once, in the catalog
 
     if quantize == "none":
         return {"kind": "atol", "atol": backend(fp32_backend).tolerance.atol}

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..errors import ArtifactError
+from ..core.errors import ArtifactError
 from .common import (PY_COMMON_REQUIREMENTS, PY_REQUIREMENTS, Converted, Plan, base_bundle, finish, probe_texts,
                      reference_outputs, template, write_tokenizer)
 

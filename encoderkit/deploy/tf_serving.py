@@ -22,7 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .common import Converted, Plan, base_bundle, finish, probe_texts, reference_outputs, template, write_tokenizer
 from .common import PY_COMMON_REQUIREMENTS, PY_REQUIREMENTS
 
@@ -35,7 +35,7 @@ def models_config(name: str) -> str:
 
 def package_tf_serving(source: Converted, out: Path, p: Plan, say) -> dict[str, Any]:
     """Write the TF Serving layout into ``out``; return bundle.json's content."""
-    from ..models.tf_model import SAVED_MODEL_DIR
+    from ..backends.tf.layout import SAVED_MODEL_DIR
 
     if p.options.quantize != "none" or p.options.pooling or p.options.ort_format:
         raise InputError("--quantize, --pooling and --ort do not apply to tf-serving (it serves the SavedModel "

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import ArtifactError, InputError
+from ..core.errors import ArtifactError, InputError
 from .common import (PY_COMMON_REQUIREMENTS, PY_REQUIREMENTS, Converted, Plan, base_bundle, finish, probe_texts,
                      reference_outputs, template, write_tokenizer)
 
@@ -32,7 +32,7 @@ def convert_tflite(saved_model: Path, signatures: list[str], quantize: str) -> b
         ArtifactError: the SavedModel needs ops LiteRT lacks (SavedModels written before
             mask_bias avoided new-axis slicing): re-convert it.
     """
-    from ..models.tf_import import tf
+    from ..backends.tf.tf_import import tf
 
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model), signature_keys=signatures)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex: LiteRT alone must run it
@@ -50,7 +50,7 @@ def convert_tflite(saved_model: Path, signatures: list[str], quantize: str) -> b
 
 def package_tflite(source: Converted, out: Path, p: Plan, say) -> dict[str, Any]:
     """Write the tflite bundle into ``out``; return bundle.json's content."""
-    from ..models.tf_model import SAVED_MODEL_DIR
+    from ..backends.tf.layout import SAVED_MODEL_DIR
 
     if p.options.pooling or p.options.ort_format:
         raise InputError("--pooling and --ort apply to ONNX targets; the tflite runner pools in numpy")

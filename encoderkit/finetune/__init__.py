@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .data import Examples, label_names, read_examples
 from .trainer import METHODS, TRAINER_METHODS, TrainConfig
 
@@ -59,7 +59,8 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: st
     Raises:
         InputError: bad data (naming file and row), bad arguments, an existing ``out`` without ``force``.
     """
-    from ..io import atomic_dir, write_manifest
+    from ..storage.files import atomic_dir
+    from ..storage.manifest import write_manifest
 
     if method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -84,11 +85,9 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: st
             metrics = _probe(model, backend, train, ev, labels, tmp, pooling=pooling, layer=layer,
                              normalize=normalize, seed=seed)
         else:
-            from ..checkpoint import resolve_model
+            from ..storage.checkpoint import checkpoint_directory
 
-            directory = resolve_model(model)
-            if (directory / "safetensors").is_dir() and not (directory / "config.json").is_file():
-                directory = directory / "safetensors"  # a `convert` output: train from its HF layout
+            directory = checkpoint_directory(model)  # a `convert` output: train from its HF layout
             cfg = TrainConfig(
                 model_dir=str(directory), method=method, train=_payload(train, labels),
                 eval=_payload(ev, labels) if ev is not None else None, labels=list(labels), epochs=float(epochs),
@@ -123,8 +122,8 @@ def _probe(model, backend, train: Examples, ev: Examples | None, labels, out: Pa
            normalize, seed) -> dict[str, Any]:
     import numpy as np
 
-    from ..progress import say
-    from ..runtimes import load
+    from ..core.progress import say
+    from ..backends.loading import load
     from .probe import ProbeConfig, fit_probe, save_probe
 
     if train.pairs is not None:
@@ -239,7 +238,7 @@ def load_classifier(model: str | Path, backend: str | None = None, *, base: str 
 
     if is_probe_dir(model):
         return ProbeClassifier(model, backend, base=base, **options)
-    from ..runtimes import load
+    from ..backends.loading import load
 
     return load(model, backend, **options)
 

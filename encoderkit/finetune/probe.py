@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ArtifactError, InputError
+from ..core.errors import ArtifactError, InputError
 
 PROBE_FILE = "probe.json"
 HEAD_FILE = "probe_head.safetensors"
@@ -78,7 +78,7 @@ class ProbeClassifier:
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
-        from ..runtimes import load
+        from ..backends.loading import load
 
         directory = Path(directory)
         try:

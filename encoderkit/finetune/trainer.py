@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
+from ..core.heads import CLASSIFICATION
 
 METHODS = ("probe", "freeze", "lora", "full")
 TRAINER_METHODS = ("freeze", "lora", "full")
@@ -80,7 +81,7 @@ def build_model(cfg: TrainConfig):
     """
     import transformers
 
-    from ..checkpoint import read_spec
+    from ..storage.checkpoint import read_spec
 
     # The spec only (config + tokenizer): reading the weights here too would add a second copy of
     # the model to the peak memory that the LoRA/full comparison reports.
@@ -109,12 +110,7 @@ def build_model(cfg: TrainConfig):
 def head_modules(arch) -> list[str]:
     """Top-level module names (below the encoder prefix) that hold the classification head:
     RoBERTa ``classifier``; BERT ``pooler`` and ``classifier``."""
-    names = []
-    for path in (arch.cls_dense, arch.cls_out):
-        first = path.removeprefix(arch.prefix + ".").split(".")[0]
-        if first not in names:
-            names.append(first)
-    return names
+    return arch.head_modules(CLASSIFICATION)
 
 
 def apply_freeze(model, arch, num_layers: int, unfreeze_top: int) -> list[str]:
@@ -129,7 +125,7 @@ def apply_freeze(model, arch, num_layers: int, unfreeze_top: int) -> list[str]:
         raise InputError(f"--unfreeze-top must be in 0..{num_layers} (the model has {num_layers} layers), "
                          f"got {unfreeze_top}")
     top = {f"{arch.prefix}.encoder.layer.{i}." for i in range(num_layers - unfreeze_top, num_layers)}
-    head = tuple(arch.classification_tensors)
+    head = arch.head_tensors(CLASSIFICATION)
     trainable = []
     for name, p in model.named_parameters():
         p.requires_grad = name.startswith(tuple(top)) or name in head

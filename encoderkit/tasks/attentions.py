@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..batching import pad_batch
-from ..errors import InputError
+from ..core.batching import pad_batch
+from ..core.errors import InputError
 
 if TYPE_CHECKING:
-    from ..runtimes.base import Runtime
+    from ..core.contracts import Encoder
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class AttentionRecord:
         return int(self.probs.shape[1])
 
 
-def attentions(rt: Runtime, text: str, pair: str | None = None, *, truncate: bool = False) -> AttentionRecord:
+def attentions(rt: Encoder, text: str, pair: str | None = None, *, truncate: bool = False) -> AttentionRecord:
     """Attention probabilities of every layer and head for one text (or the pair ``text``, ``pair``).
 
     Raises:

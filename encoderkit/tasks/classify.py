@@ -11,11 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..batching import pad_batch, plan_batches
-from ..errors import InputError
+from ..core.batching import pad_batch, pad_types, plan_batches
+from ..core.heads import CLASSIFICATION
+from .kernels import check_finite, check_top_k
 
 if TYPE_CHECKING:
-    from ..runtimes.base import Runtime
+    from ..core.contracts import Encoder
+
+__all__ = ["check_top_k", "classify", "classify_logits", "ranked", "scores_of"]
 
 
 def scores_of(logits: np.ndarray) -> np.ndarray:
@@ -27,33 +30,26 @@ def scores_of(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def classify_logits(rt: Runtime, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
+def classify_logits(rt: Encoder, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
                     truncate: bool = False) -> np.ndarray:
     """Raw classification logits float32 [n, num_labels], in input order (batched by token budget).
 
     Raises:
         TypeError / InputError: as the tokenizer's input policy; a model without the head.
     """
-    rt.require_classifier()
+    rt.require_head(CLASSIFICATION)
     encoded = rt.tokenizer.encode_pairs(texts, pairs, truncate=truncate)
     ids = [e[0] for e in encoded]
     out = np.zeros((len(ids), rt.spec.num_labels), dtype=np.float32)
-    typed = any(any(e[1]) for e in encoded)
     for batch in plan_batches([len(x) for x in ids], rt.max_tokens, rt.padded_length):
         input_ids, attention_mask = pad_batch([ids[i] for i in batch], rt.spec.pad_token_id)
-        types = None
-        if typed:  # padding positions get type 0, as the HF tokenizer pads them
-            types = np.zeros_like(input_ids)
-            for row, i in enumerate(batch):
-                types[row, : len(encoded[i][1])] = encoded[i][1]
-        out[batch] = rt.classify_logits(input_ids, attention_mask, types)
-    if not np.isfinite(out).all():
-        raise InputError(f"backend {rt.name} produced non-finite logits (NaN/inf); the model's weights "
-                         "or config are broken")
+        types = pad_types([(e[0], e[1]) for e in encoded], batch, input_ids)
+        out[batch] = rt.head_logits(CLASSIFICATION, input_ids, attention_mask, token_type_ids=types)
+    check_finite(out, "logits", rt.name)
     return out
 
 
-def classify(rt: Runtime, texts: Sequence[str], pairs: Sequence[str] | None = None, top_k: int | None = 1,
+def classify(rt: Encoder, texts: Sequence[str], pairs: Sequence[str] | None = None, top_k: int | None = 1,
              *, truncate: bool = False) -> list[list[dict[str, Any]]]:
     """Classify texts (or text pairs), as ``pipeline("text-classification")(..., top_k=k)`` does.
 
@@ -65,19 +61,14 @@ def classify(rt: Runtime, texts: Sequence[str], pairs: Sequence[str] | None = No
     Raises:
         TypeError / InputError: bad texts, bad ``top_k``, or a model without a classification head.
     """
-    rt.require_classifier()
-    check_top_k(top_k)
+    rt.require_head(CLASSIFICATION)
+    check_top_k(top_k, allow_none=True)
     return ranked(scores_of(classify_logits(rt, texts, pairs, truncate=truncate)), rt.spec.labels, top_k)
-
-
-def check_top_k(top_k: int | None) -> None:
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise InputError(f"top_k must be a positive integer, got {top_k!r}")
 
 
 def ranked(scores: np.ndarray, labels: Sequence[str], top_k: int | None) -> list[list[dict[str, Any]]]:
     """Per row, the ``top_k`` ``{"label", "score"}`` dicts, best first (None: every label)."""
-    check_top_k(top_k)
+    check_top_k(top_k, allow_none=True)
     n = len(labels)
     k = n if top_k is None else min(top_k, n)
     results = []

@@ -7,18 +7,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import EncoderkitWarning, InputError
+from ..core.errors import EncoderkitWarning, InputError
+from ..core.heads import MLM
+from .kernels import check_finite, check_top_k, softmax, top_indices
 
 if TYPE_CHECKING:
-    from ..runtimes.base import Runtime
+    from ..core.contracts import Encoder
+
+__all__ = ["fill_mask", "softmax"]
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
-def fill_mask(rt: Runtime, texts: Sequence[str], top_k: int = 5, targets: Sequence[str] | None = None,
+def fill_mask(rt: Encoder, texts: Sequence[str], top_k: int = 5, targets: Sequence[str] | None = None,
               *, truncate: bool = False) -> list[list[list[dict[str, Any]]]]:
     """Predict every mask token, as transformers' ``pipeline("fill-mask")`` does.
 
@@ -32,11 +31,8 @@ def fill_mask(rt: Runtime, texts: Sequence[str], top_k: int = 5, targets: Sequen
             model without an MLM head.
     """
     spec, tok = rt.spec, rt.tokenizer
-    if not spec.has_mlm_head:
-        raise InputError("this model has no masked-LM head (e.g. a sentence-embedding BertModel); "
-                         "use embed, or a *ForMaskedLM checkpoint for fill-mask")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise InputError(f"top_k must be a positive integer, got {top_k!r}")
+    rt.require_head(MLM)
+    check_top_k(top_k)
     target_ids = _target_ids(rt, targets) if targets is not None else None
     k = min(top_k, len(target_ids)) if target_ids is not None else top_k
     if k > spec.vocab_size:
@@ -51,10 +47,8 @@ def fill_mask(rt: Runtime, texts: Sequence[str], top_k: int = 5, targets: Sequen
     results: list[Any] = [None] * len(ids)
     for batch, input_ids, attention_mask in rt.batches(ids):
         mask_index = np.argwhere(input_ids == mask_id)
-        logits = rt.mask_logits(input_ids, attention_mask, mask_index).astype(np.float32)
-        if not np.isfinite(logits).all():
-            raise InputError(f"backend {rt.name} produced non-finite logits (NaN/inf); the model's weights "
-                             "or config are broken")
+        logits = rt.head_logits(MLM, input_ids, attention_mask, rows=mask_index).astype(np.float32)
+        check_finite(logits, "logits", rt.name)
         probs = softmax(logits)
         if target_ids is not None:
             probs = probs[:, target_ids]
@@ -65,8 +59,7 @@ def fill_mask(rt: Runtime, texts: Sequence[str], top_k: int = 5, targets: Sequen
             seq = ids[text_i]
             single = sum(1 for t in seq if t == mask_id) == 1
             p = probs[row]
-            top = np.argpartition(-p, k - 1)[:k] if k < p.shape[0] else np.arange(p.shape[0])
-            top = top[np.argsort(-p[top], kind="stable")]
+            top = top_indices(p, k)
             preds = []
             for j in top:
                 token = int(target_ids[j]) if target_ids is not None else int(j)
@@ -80,7 +73,7 @@ def fill_mask(rt: Runtime, texts: Sequence[str], top_k: int = 5, targets: Sequen
     return results
 
 
-def _target_ids(rt: Runtime, targets: Sequence[str]) -> np.ndarray:
+def _target_ids(rt: Encoder, targets: Sequence[str]) -> np.ndarray:
     tok = rt.tokenizer
     if isinstance(targets, str):
         targets = [targets]

@@ -13,14 +13,34 @@ import html
 import json
 from collections.abc import Sequence
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..core.errors import InputError
 from . import _data
 from ._record import AttentionRecord, attention_record
 
-__all__ = ["AttentionRecord", "attention_record", "render", "select", "decode_page"]
+__all__ = ["AttentionRecord", "attention_record", "check_outputs", "render", "select", "decode_page"]
+
+
+def check_outputs(page: Path, png: Path | None = None) -> None:
+    """Refuse outputs that cannot both be written, before anything is computed or written: a
+    directory, a missing folder, or the page and the PNG at the same path.
+
+    Raises:
+        InputError: naming the flag and what to do.
+    """
+    for flag, path in (("--out", page), ("--png", png)):
+        if path is None:
+            continue
+        if path.is_dir():
+            raise InputError(f"{flag} {path} is a directory; give a file name such as "
+                             f"{'view.html' if flag == '--out' else 'grid.png'}")
+        if not path.parent.exists():
+            raise InputError(f"{flag} {path}: directory {path.parent} does not exist")
+    if png is not None and page.resolve() == png.resolve():
+        raise InputError(f"--out and --png are the same file ({page}); give the PNG its own name")
 
 
 def _asset(name: str) -> str:

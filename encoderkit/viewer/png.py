@@ -1,27 +1,38 @@
 """A static grid of every layer x head attention matrix (matplotlib), for reports and the bench page."""
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import MissingDependencyError
+from ..core.errors import MissingDependencyError
 from ._record import AttentionRecord
 
 
 def save_png(record: AttentionRecord, path: str | Path, *, layers: Sequence[int] | None = None,
              heads: Sequence[int] | None = None, hide_special: bool = False, dpi: int = 80) -> Path:
-    """Write a layers x heads grid of attention heatmaps to ``path`` (atomically).
+    """Write a layers x heads grid of attention heatmaps to ``path`` (atomically); see ``png_bytes``.
+
+    Returns:
+        The path written.
+    """
+    from ..storage.files import atomic_write_bytes
+
+    path = Path(path)
+    atomic_write_bytes(path, png_bytes(record, layers=layers, heads=heads, hide_special=hide_special, dpi=dpi))
+    return path
+
+
+def png_bytes(record: AttentionRecord, *, layers: Sequence[int] | None = None,
+              heads: Sequence[int] | None = None, hide_special: bool = False, dpi: int = 80) -> bytes:
+    """A layers x heads grid of attention heatmaps as PNG bytes.
 
     Args:
         record: the attention record.
         layers, heads: model indices to draw (default: all).
         hide_special: drop the rows and columns of special tokens.
-    Returns:
-        The path written.
     Raises:
         InputError: bad layer/head selection.
         MissingDependencyError: matplotlib is not installed.
@@ -55,15 +66,9 @@ def save_png(record: AttentionRecord, path: str | Path, *, layers: Sequence[int]
                 ax.set_ylabel(f"L{layer}", fontsize=7)
     fig.suptitle(f"attention ({record.backend}, {len(record.tokens)} tokens; sqrt colour scale)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.97), pad=0.3, h_pad=0.1, w_pad=0.1)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent or ".")
-    os.close(fd)
+    buf = io.BytesIO()
     try:
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fig.savefig(buf, dpi=dpi, format="png")
     finally:
         plt.close(fig)
-    return path
+    return buf.getvalue()

@@ -1,0 +1,152 @@
+"""ONNX Runtime backend (fp32, int8, fp16 encoders and analysis graphs; the fp32 head)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from ...core.errors import ArtifactError, ResourceError
+from ..base import EncoderOutput, Runtime, single_segment
+from .layout import check_onnx_file, graph_path, head_key, read_info
+
+# Words in ONNX Runtime's load errors that mean the machine ran short, not that the file is bad.
+_RESOURCE_WORDS = ("bad_alloc", "Failed to allocate", "out of memory", "pthread", "create thread",
+                   "Resource temporarily unavailable", "Cannot allocate memory")
+
+
+class OnnxRuntime(Runtime):
+    """ONNX Runtime sessions over a ``convert --to onnx`` directory.
+
+    Args (options of ``load``):
+        threads: intra-op threads (default: ONNX Runtime's choice, one per physical core).
+        spinning: let ONNX Runtime's intra-op threads spin-wait for work between and after runs
+            (``session.intra_op.allow_spinning``). Off by default: on a machine whose cores are
+            shared (other processes, or other runtimes in one process) spinning threads steal the
+            cores the next run needs; with it off, single-text calls measured 0.43-0.52x the p50
+            latency and whole workloads 1.13-1.88x the throughput on 2 shared cores
+            (benchmarks/results/latency_options.md). Turn it on for a machine
+            the process has to itself.
+        providers: execution providers; default CUDA when available, else CPU.
+        max_tokens: batch token budget.
+    """
+
+    name = "onnx"
+    encoder_key = "encoder"
+
+    def __init__(self, directory: Path, *, threads: int | None = None, providers: list[str] | None = None,
+                 max_tokens: int = 1024, spinning: bool = False):
+        super().__init__(*self.saved_spec_and_tokenizer(directory), max_tokens=max_tokens)
+        spec = self.spec
+        self.info = read_info(directory)
+        self.directory = directory
+        self.threads = threads
+        self.spinning = bool(spinning)
+        available = ort.get_available_providers()
+        self.providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        if self.encoder_key not in self.info["files"]:
+            raise ArtifactError(f"{directory} has no {self.encoder_key.replace('_', ' ')} model; "
+                                f"re-run `encoderkit convert --to onnx --quantize {self.encoder_key.split('_')[-1]}`")
+        for key in ("analysis", *(head_key(h) for h in spec.heads)):
+            if key not in self.info["files"]:
+                raise ArtifactError(f"{directory / 'onnx_info.json'} names no {key} graph; "
+                                    "re-run `encoderkit convert --to onnx`")
+        self.encoder = self._session(self.info["files"][self.encoder_key], "encoder")
+        # one fp32 graph per head, shared by every encoder variant
+        self.heads = {h: self._session(self.info["files"][head_key(h)], "head") for h in spec.heads}
+        # Exports before token types were a graph input take single-segment input only.
+        self.typed = "token_type_ids" in {i.name for i in self.encoder.get_inputs()}
+        self._analysis = None
+
+    @classmethod
+    def load(cls, directory: Path, **options: Any) -> OnnxRuntime:
+        return cls(Path(directory), **options)
+
+    def _session(self, name: str, role: str) -> ort.InferenceSession:
+        path = graph_path(self.directory, name)
+        check_onnx_file(path)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        if not self.spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(path), opts, providers=self.providers)
+        except Exception as e:  # ORT raises its own Fail/InvalidGraph types
+            first = (str(e).splitlines() or [""])[0][:200]
+            if isinstance(e, MemoryError) or any(w in str(e) for w in _RESOURCE_WORDS):
+                raise ResourceError(f"{path}: ONNX Runtime ran out of resources loading it ({first}); free "
+                                    "memory or pass fewer --threads") from None
+            raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first})") from None
+        # onnx_info.json may name any graph for any role: its interface must be that role's
+        n = self.spec.num_layers
+        inputs, outputs = {"encoder": ({"input_ids", "attention_mask"}, 1), "head": ({"hidden"}, 1),
+                           "analysis": ({"input_ids", "attention_mask"}, 2 * n + 1)}[role]
+        got_in = {i.name for i in session.get_inputs()}
+        if role in ("encoder", "analysis"):  # segment-typed architectures (BERT) also take token types
+            got_in.discard("token_type_ids")
+        if got_in != inputs or len(session.get_outputs()) != outputs:
+            raise ArtifactError(f"{path}: not an {role} graph (inputs {sorted(got_in)}, "
+                                f"{len(session.get_outputs())} outputs); re-run `encoderkit convert --to onnx`")
+        return session
+
+    def artifact_bytes(self) -> int:
+        keys = [self.encoder_key] + [head_key(h) for h in self.heads]
+        paths = [self.directory / self.info["files"][k] for k in keys]
+        return sum(p.stat().st_size for p in paths + [p.with_name(p.name + ".data") for p in paths] if p.is_file())
+
+    @property
+    def analysis(self) -> ort.InferenceSession:
+        if self._analysis is None:
+            # the quantized variants' own analysis graph where the export has one (older exports: fp32)
+            key = self.encoder_key.replace("encoder", "analysis")
+            self._analysis = self._session(self.info["files"].get(key) or self.info["files"]["analysis"], "analysis")
+        return self._analysis
+
+    def _feeds(self, input_ids, attention_mask, token_type_ids=None) -> dict[str, np.ndarray]:
+        feeds = {"input_ids": np.ascontiguousarray(input_ids, dtype=np.int64),
+                 "attention_mask": np.ascontiguousarray(attention_mask, dtype=np.int64)}
+        if not self.typed:
+            single_segment(self, token_type_ids)
+            return feeds
+        feeds["token_type_ids"] = (np.zeros_like(feeds["input_ids"]) if token_type_ids is None
+                                   else np.ascontiguousarray(token_type_ids, dtype=np.int64))
+        return feeds
+
+    def forward(self, input_ids, attention_mask, *, token_type_ids=None, output_hidden_states=False,
+                output_attentions=False):
+        feeds = self._feeds(input_ids, attention_mask, token_type_ids)
+        if not (output_hidden_states or output_attentions):
+            (last,) = self.encoder.run(None, feeds)
+            return EncoderOutput(last)
+        outs = self.analysis.run(None, feeds)
+        n = self.spec.num_layers
+        hidden, att = tuple(outs[: n + 1]), tuple(outs[n + 1:])
+        return EncoderOutput(hidden[-1], hidden if output_hidden_states else None,
+                             att if output_attentions else None)
+
+    def hidden_layer(self, input_ids, attention_mask, layer, *, token_type_ids=None):
+        if layer == self.spec.num_layers:
+            return self.forward(input_ids, attention_mask, token_type_ids=token_type_ids).last_hidden_state
+        feeds = self._feeds(input_ids, attention_mask, token_type_ids)
+        return self.analysis.run([f"hidden_state_{layer}"], feeds)[0]
+
+    def run_head(self, head, hidden):
+        return self.heads[head].run(None, {"hidden": np.ascontiguousarray(hidden, dtype=np.float32)})[0]
+
+
+class OnnxInt8Runtime(OnnxRuntime):
+    """The int8 encoder (dynamic quantization) with the fp32 MLM head."""
+
+    name = "onnx-int8"
+    encoder_key = "encoder_int8"
+
+
+class OnnxFp16Runtime(OnnxRuntime):
+    """The fp16 encoder (fp32 inputs/outputs) with the fp32 MLM head."""
+
+    name = "onnx-fp16"
+    encoder_key = "encoder_fp16"

@@ -1,0 +1,87 @@
+"""Keep third-party chatter out of what the user sees.
+
+Frameworks talk while we work: torch.onnx's exporter prints and warns, TensorFlow and absl log
+oneDNN banners from C++, ONNX Runtime prints "EP Error ... Falling back" on stdout. During a
+command, ``captured()`` points file descriptors 1 and 2 at a log file, routes Python warnings and
+the ``logging`` root there too, and hands our own output the real terminal: results on
+``streams.out`` (so stdout carries only results, e.g. valid ``--json``), messages and progress on
+``streams.err``. Our own warnings (``EncoderkitWarning``) still reach the user. With ``verbose``
+nothing is captured; otherwise the capture's last lines are shown when a command fails
+(``Streams.tail``), and the file is removed at the end.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TextIO
+
+
+@dataclass
+class Streams:
+    out: TextIO
+    err: TextIO
+    log_path: str | None = None
+
+    def tail(self, n: int = 20) -> str:
+        if not self.log_path:
+            return ""
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+
+@contextlib.contextmanager
+def captured(verbose: bool = False) -> Iterator[Streams]:
+    """Capture third-party output for the duration of a command (see the module docstring)."""
+    if verbose:
+        yield Streams(sys.stdout, sys.stderr)
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    fd, log_path = tempfile.mkstemp(prefix="encoderkit-", suffix=".log")
+    out = os.fdopen(os.dup(saved_out), "w", buffering=1, encoding="utf-8", errors="replace")
+    err = os.fdopen(os.dup(saved_err), "w", buffering=1, encoding="utf-8", errors="replace")
+    old_showwarning = warnings.showwarning
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stderr)  # sys.stderr now writes into the log (fd 2)
+    old_handlers, old_level = root.handlers[:], root.level
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        root.handlers = [handler]
+        from .errors import EncoderkitWarning
+
+        def show(msg, cat, fn, ln, file=None, line=None):
+            if issubclass(cat, EncoderkitWarning):
+                print(f"warning: {msg}", file=err)
+            else:
+                print(warnings.formatwarning(msg, cat, fn, ln, line), file=sys.stderr, end="")
+
+        warnings.showwarning = show
+        yield Streams(out, err, log_path)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        for x in (saved_out, saved_err, fd):
+            os.close(x)
+        warnings.showwarning = old_showwarning
+        root.handlers, root.level = old_handlers, old_level
+        for stream in (out, err):  # a reader that went away (`| head -1`) is not an error of ours
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()
+        with contextlib.suppress(OSError):
+            os.unlink(log_path)

@@ -1,0 +1,193 @@
+"""Tokenization once, above every backend: the `tokenizers` library on tokenizer.json, with the
+input policy every backend shares (empty, over-long, non-string and undecodable texts refused).
+Core layer. (The tokenizers of random checkpoints are built in ``storage/random_tokenizers.py``.)
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from .errors import CheckpointError, InputError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "vocab.json", "merges.txt", "vocab.txt")
+
+
+class TextTokenizer:
+    """A thin, policy-enforcing wrapper over ``tokenizers.Tokenizer``.
+
+    Args:
+        tokenizer: the fast tokenizer (its own truncation/padding settings are cleared).
+        max_length: longest encoded sequence, special tokens included.
+        mask_token: the mask token's text, e.g. ``<mask>`` or ``[MASK]``.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int, mask_token: str):
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        self._tok = tokenizer
+        self._trunc = Tokenizer.from_str(tokenizer.to_str())
+        self._trunc.enable_truncation(max_length)
+        self.max_length = max_length
+        self.mask_token = mask_token
+        mask_id = tokenizer.token_to_id(mask_token)
+        if mask_id is None:
+            raise CheckpointError(f"tokenizer has no mask token {mask_token!r}")
+        self.mask_token_id = mask_id
+        self._special: set[int] | None = None
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, texts: Sequence[object], *, truncate: bool = False) -> list[list[int]]:
+        """Encode texts with special tokens, enforcing the input policy.
+
+        Raises:
+            TypeError: an element is not a str (names its index).
+            InputError: an empty text, or a text longer than the model and ``truncate`` is False.
+        """
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings, not a single str")
+        texts = list(texts)
+        if not texts:
+            raise InputError("no texts given")
+        for i, t in enumerate(texts):
+            _check_text(t, f"texts[{i}]")
+        # one text: a plain encode (encode_batch hands even one text to its thread pool)
+        ids = [self._tok.encode(texts[0]).ids] if len(texts) == 1 else [e.ids for e in self._tok.encode_batch(texts)]
+        too_long = [i for i, x in enumerate(ids) if len(x) > self.max_length]
+        if too_long and not truncate:
+            i = too_long[0]
+            raise InputError(
+                f"texts[{i}] has {len(ids[i])} tokens, more than the model's {self.max_length}; "
+                "shorten it or pass truncate=True (--truncate)")
+        for i in too_long:
+            ids[i] = self._trunc.encode(texts[i]).ids
+        self._check_not_empty(ids, "texts")
+        return ids
+
+    def encode_pairs(self, texts: Sequence[object], pairs: Sequence[object] | None, *,
+                     truncate: bool = False, one: bool = False) -> list[tuple[list[int], list[int], list[int]]]:
+        """Encode texts (or text pairs, the tokenizer's pair template) -> [(ids, type ids, segments)].
+
+        Type ids are the token_type_ids the template assigns (BERT: 0 for A, 1 for B; RoBERTa: all
+        0). Segments mark which text a token came from (0: A, 1: B) whatever the model: a special
+        token belongs to the text before it (the first to A).
+
+        Args:
+            one: a single input: errors name "text" / "pair" rather than "texts[0]" / "pairs[0]".
+        Raises:
+            TypeError / InputError: as ``encode``; also when ``pairs`` and ``texts`` differ in length.
+        """
+        if one:
+            _check_text(texts[0], "text")
+            if pairs is not None:
+                _check_text(pairs[0], "pair")
+        if pairs is None:
+            try:
+                return [(x, [0] * len(x), [0] * len(x)) for x in self.encode(texts, truncate=truncate)]
+            except InputError as e:
+                raise InputError(str(e).replace("texts[0]", "text", 1) if one else str(e)) from None
+        if isinstance(texts, str) or isinstance(pairs, str):
+            raise TypeError("texts and pairs must be lists of strings, not a single str")
+        texts, pairs = list(texts), list(pairs)
+        if len(texts) != len(pairs):
+            raise InputError(f"{len(texts)} texts but {len(pairs)} pair texts; give one pair text per text")
+        if not texts:
+            raise InputError("no texts given")
+        for i, (a, b) in enumerate(zip(texts, pairs)):
+            _check_text(a, f"texts[{i}]")
+            _check_text(b, f"pairs[{i}]")
+        encs = self._tok.encode_batch(list(zip(texts, pairs)))
+        out = []
+        for i, e in enumerate(encs):
+            if len(e.ids) > self.max_length:
+                if not truncate:
+                    what = "text + pair" if one else f"pair {i}"
+                    raise InputError(f"{what} has {len(e.ids)} tokens, more than the model's "
+                                     f"{self.max_length}; shorten it or pass truncate=True (--truncate)")
+                e = self._trunc.encode(texts[i], pairs[i])
+            segments, current = [], 0
+            for sid in e.sequence_ids:
+                current = current if sid is None else sid
+                segments.append(current)
+            out.append((e.ids, e.type_ids, segments))
+        self._check_not_empty([x for x, _, _ in out], "pairs")
+        return out
+
+    def _check_not_empty(self, ids: list[list[int]], what: str) -> None:
+        special = self.special_ids - {self.mask_token_id}
+        for i, x in enumerate(ids):
+            if all(t in special for t in x):  # e.g. only zero-width or control characters
+                raise InputError(f"{what}[{i}] has no tokens once normalized (only spaces, control or "
+                                 "zero-width characters?)")
+
+    def cut_to_fit(self, text: str) -> str:
+        """``text`` itself if it fits the model, else its longest prefix (ending at a token
+        boundary) that does, special tokens included."""
+        if len(self._tok.encode(text).ids) <= self.max_length:
+            return text
+        enc = self._trunc.encode(text)
+        ends = [end for (_, end), special in zip(enc.offsets, enc.special_tokens_mask) if not special]
+        cut = text[: ends[-1]] if ends else ""
+        while cut and len(self._tok.encode(cut).ids) > self.max_length:  # a prefix can retokenize longer
+            cut = cut[: max(0, len(cut) - 16)]
+        return cut
+
+    def id_to_token(self, token_id: int) -> str:
+        return self._tok.id_to_token(int(token_id)) or ""
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        return self._tok.decode(list(map(int, ids)), skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self._tok.token_to_id(token)
+
+    def encode_plain(self, text: str) -> list[int]:
+        """Encode without special tokens (used for fill-mask targets)."""
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    @property
+    def special_ids(self) -> set[int]:
+        if self._special is None:
+            self._special = {self._tok.token_to_id(t.content)
+                             for t in self._tok.get_added_tokens_decoder().values() if t.special}
+        return self._special
+
+
+def _check_text(t: object, where: str) -> None:
+    if not isinstance(t, str):
+        raise TypeError(f"{where} is {type(t).__name__}, expected str")
+    if not t.strip():
+        raise InputError(f"{where} is empty")
+    try:
+        t.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, e.g. from undecodable bytes in argv
+        raise InputError(f"{where} is not valid Unicode (lone surrogates: undecodable bytes?); "
+                         "pass UTF-8 text") from None
+
+
+def load_tokenizer(directory: Path) -> Tokenizer:
+    """Load ``tokenizer.json``; fall back to transformers' converter for vocab/merges-only dirs.
+
+    Raises:
+        CheckpointError: no usable tokenizer files.
+    """
+    path = Path(directory) / "tokenizer.json"
+    if path.is_file():
+        try:
+            return Tokenizer.from_file(str(path))
+        except Exception as e:  # tokenizers raises plain Exception on bad JSON
+            raise CheckpointError(f"{path}: not a valid tokenizer.json ({e})") from None
+    if any((Path(directory) / f).is_file() for f in ("vocab.txt", "vocab.json")):
+        from transformers import AutoTokenizer  # converts slow vocab files to a fast tokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(str(directory), use_fast=True).backend_tokenizer
+        except Exception as e:
+            raise CheckpointError(f"{directory}: cannot build a tokenizer from its vocab files ({e})") from None
+    raise CheckpointError(f"{directory}: no tokenizer.json (or vocab.txt/vocab.json); "
+                          "copy the model's tokenizer files into the checkpoint directory")

@@ -1,1 +1,0 @@
-"""Our own encoders for frameworks transformers 5 no longer covers (TensorFlow, Flax)."""

@@ -1,0 +1,84 @@
+"""`encoderkit init-random`: deterministic random checkpoints with real tokenizers.
+
+No hub is reachable where tests run, so tests, the demo and the benchmarks build their models
+here. Biases and LayerNorm parameters are random too (not HF's zeros/ones init): a converter that
+drops or misplaces any tensor then changes the outputs, and parity tests see it. Storage layer.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..core.architectures import ARCHITECTURES, DEFAULT_ARCH
+from ..core.errors import UnknownNameError
+from ..core.heads import MLM
+from ..core.spec import ModelSpec
+from .checkpoint import expected_shapes
+from .files import atomic_dir
+from .hf import hf_config, write_safetensors
+from .manifest import write_manifest
+from .random_tokenizers import RANDOM_TOKENIZERS, tokenizer_config
+
+# size -> (hidden, layers, heads, intermediate, vocab (byte-level BPE, WordPiece), max tokens)
+SIZES = {
+    "tiny": (32, 2, 4, 64, (1000, 1000), 128),
+    "small": (128, 4, 4, 512, (5000, 5000), 256),
+    "base": (768, 12, 12, 3072, (50265, 30522), 512),
+    "large": (1024, 24, 16, 4096, (50265, 30522), 512),  # roberta-large exactly
+}
+
+
+def random_spec(size: str, arch: str = DEFAULT_ARCH) -> ModelSpec:
+    """The ModelSpec of a random checkpoint of ``size`` (tiny/small/base/large) and ``arch``."""
+    if size not in SIZES:
+        raise UnknownNameError(f"unknown size {size!r}; choose one of: {', '.join(SIZES)}")
+    if arch not in ARCHITECTURES:
+        raise UnknownNameError(f"unknown arch {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
+    a = ARCHITECTURES[arch]
+    hidden, layers, heads, inter, vocab, max_tokens = SIZES[size]
+    v = vocab[0] if a.random_tokenizer == "bpe" else vocab[1]
+    ids = {k: (v - 1 if i < 0 else i) for k, i in RANDOM_TOKENIZERS[a.random_tokenizer][1].items()}
+    pad = ids["pad"]
+    return ModelSpec(
+        arch=arch, vocab_size=v, hidden_size=hidden, num_layers=layers, num_heads=heads,
+        intermediate_size=inter, max_position_embeddings=max_tokens + a.position_offset(pad),
+        type_vocab_size=2 if a.segment_types else 1, layer_norm_eps=1e-12 if a.segment_types else 1e-5,
+        hidden_act="gelu", pad_token_id=pad, position_offset=a.position_offset(pad),
+        heads=(MLM,), mask_token=a.special.mask, mask_token_id=ids["mask"], cls_token_id=ids["cls"],
+        sep_token_id=ids["sep"])
+
+
+def random_state(spec: ModelSpec, seed: int) -> dict[str, np.ndarray]:
+    """Random float32 weights: N(0, 0.02) matrices and biases, LayerNorm scales 1 + N(0, 0.02)."""
+    rng = np.random.default_rng(seed)
+    state = {}
+    for name, shape in expected_shapes(spec).items():
+        x = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.02)
+        if "LayerNorm.weight" in name or "layer_norm.weight" in name:
+            x += np.float32(1.0)
+        state[name] = x
+    return state
+
+
+def init_random(out: Path, size: str = "tiny", *, seed: int = 0, arch: str = DEFAULT_ARCH,
+                force: bool = False) -> ModelSpec:
+    """Write a random checkpoint (config, safetensors, tokenizer, manifest) to ``out`` atomically.
+
+    Raises:
+        UnknownNameError: unknown size or arch.
+        InputError: ``out`` exists and ``force`` is False.
+    """
+    spec = random_spec(size, arch)
+    build = RANDOM_TOKENIZERS[spec.architecture.random_tokenizer][0]
+    tok_json = build(spec.vocab_size, seed, spec.max_tokens_per_text)
+    tok_config, special = tokenizer_config(spec.architecture, spec.max_tokens_per_text)
+    with atomic_dir(Path(out), force=force) as tmp:
+        (tmp / "config.json").write_text(json.dumps(hf_config(spec), indent=2) + "\n")
+        (tmp / "tokenizer.json").write_text(json.dumps(tok_json, ensure_ascii=False) + "\n")
+        (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
+        (tmp / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+        write_safetensors(random_state(spec, seed), tmp)
+        write_manifest(tmp, {"kind": "checkpoint", "random": True, "size": size, "arch": arch, "seed": seed})
+    return spec
