@@ -18,7 +18,7 @@ def converted(request, tmp_path_factory):
     size, arch, seed = CHECKPOINTS[request.param]
     root = tmp_path_factory.mktemp(request.param)
     init_random(root / "ckpt", size, seed=seed, arch=arch)
-    formats = installed_formats()
+    formats = installed_formats(all_only=False)  # the legacy pickle format too: its backend is tested here
     convert(root / "ckpt", formats, root / "out", **({"quantize": "int8,fp16"} if "onnx" in formats else {}))
     return request.param, root / "out"
 

@@ -7,6 +7,14 @@ import numpy as np
 from encoderkit.backends.catalog import BACKENDS, installed_backends
 
 
+def load(out, backend: str):
+    """``encoderkit.load`` of a converted test model; a pickle backend (pytorch_model.bin) gets the
+    consent its row asks for (the tests wrote that file themselves)."""
+    import encoderkit
+
+    return encoderkit.load(out, backend, **({"allow_pickle": True} if BACKENDS[backend].pickle else {}))
+
+
 def fp32_backends() -> list[str]:
     """Every installed non-reference fp32 backend: parametrises the parity tests."""
     return [b for b in installed_backends() if b != "torch" and not BACKENDS[b].quantized]

@@ -11,7 +11,7 @@ import pytest
 import encoderkit
 
 from .conftest import reference
-from .helpers import (assert_close, assert_same_predictions, atol, fp32_backends, last_layer_only,
+from .helpers import (assert_close, assert_same_predictions, atol, fp32_backends, last_layer_only, load,
                       quantized_backends, thresholds)
 
 pytestmark = pytest.mark.xdist_group("parity")  # one worker converts each checkpoint once
@@ -39,7 +39,7 @@ def _long_text(rt):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_fill_mask_parity(converted, reference_cache, backend):
     name, out = converted
-    ref, rt = reference(reference_cache, out), encoderkit.load(out, backend)
+    ref, rt = reference(reference_cache, out), load(out, backend)
     texts = _texts(ref) + [_long_text(ref)]
     assert_same_predictions(rt.fill_mask(texts, top_k=10, truncate=True),
                             ref.fill_mask(texts, top_k=10, truncate=True), atol(backend),
@@ -50,7 +50,7 @@ def test_fill_mask_parity(converted, reference_cache, backend):
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
 def test_embed_parity(converted, reference_cache, backend, pooling):
     name, out = converted
-    ref, rt = reference(reference_cache, out), encoderkit.load(out, backend)
+    ref, rt = reference(reference_cache, out), load(out, backend)
     texts = [t.replace(ref.tokenizer.mask_token, "word") for t in _texts(ref)] + [_long_text(ref)]
     n = ref.spec.num_layers
     layers = {n, -1} if last_layer_only(backend) else {0, 1, n // 2, n, -1}  # what the backend provides
@@ -65,7 +65,7 @@ def test_attentions_parity(converted, reference_cache, backend):
     if last_layer_only(backend):
         pytest.skip(f"{backend} gives the last layer only (registry row); no attention probabilities")
     name, out = converted
-    ref, rt = reference(reference_cache, out), encoderkit.load(out, backend)
+    ref, rt = reference(reference_cache, out), load(out, backend)
     for text in ("A short sentence.", _texts(ref)[1]):
         got, want = rt.attentions(text), ref.attentions(text)
         assert got.tokens == want.tokens and np.array_equal(got.token_ids, want.token_ids)
@@ -75,7 +75,7 @@ def test_attentions_parity(converted, reference_cache, backend):
 @pytest.mark.parametrize("backend", quantized_backends())
 def test_quantized_accuracy(converted, reference_cache, backend):
     name, out = converted
-    ref, rt = reference(reference_cache, out), encoderkit.load(out, backend)
+    ref, rt = reference(reference_cache, out), load(out, backend)
     texts = _texts(ref)
     got, want = rt.fill_mask(texts, top_k=1), ref.fill_mask(texts, top_k=1)
     top1 = np.mean([g[0]["token"] == w[0]["token"] for gt, wt in zip(got, want) for g, w in zip(gt, wt)])

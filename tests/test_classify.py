@@ -18,7 +18,8 @@ TEXTS = ["The striker scored twice in the second half.", "Add the garlic once th
          "Restart your router if the wifi keeps dropping.", "Heavy rain is expected tomorrow.", "ok"]
 PAIRS = ["It rained during the match.", "The oven was too hot.", "The update fixed it.",
          "Bring an umbrella to the game.", "fine"]
-FP32 = [b for b in installed_backends() if not BACKENDS[b].quantized]
+# (the pickle backend runs the torch runtime over pytorch_model.bin: tests/test_formats.py covers it)
+FP32 = [b for b in installed_backends() if not BACKENDS[b].quantized and not BACKENDS[b].pickle]
 QUANTIZED = [b for b in installed_backends() if BACKENDS[b].quantized]
 
 

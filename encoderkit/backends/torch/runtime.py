@@ -10,7 +10,7 @@ import torch
 
 from ...core.heads import HEADS, MASKS, MLM
 from ...storage.checkpoint import Checkpoint, load_checkpoint
-from ..base import EncoderOutput, Runtime, read_rows
+from ..base import EncoderOutput, Runtime
 from ..heads import head_module
 from ..transformers_model import build_torch_model, encoder_of
 
@@ -84,13 +84,17 @@ class TorchRuntime(Runtime):
         rows = torch.from_numpy(np.ascontiguousarray(hidden, dtype=np.float32)).to(self.device)
         return self._mask_head(head)(rows).float().cpu().numpy()
 
+    @property
+    def head(self) -> torch.nn.Module:
+        """transformers' own MLM head module (what fill-mask runs at the mask rows)."""
+        return self._mask_head(MLM)
+
     @torch.inference_mode()
     def head_logits(self, head, input_ids, attention_mask, *, rows=None, token_type_ids=None):
         self.require_head(head)
         info = HEADS[head]
         if info.rows == MASKS:  # the head on the mask rows only, never the whole sequence
-            last = self._encode(input_ids, attention_mask, token_type_ids).last_hidden_state.float().cpu().numpy()
-            return read_rows(MASKS, last, attention_mask, rows, lambda h: self.run_head(head, h))
+            return super().head_logits(head, input_ids, attention_mask, rows=rows, token_type_ids=token_type_ids)
         # transformers' own *For<Task> forward: the reference, as its pipelines run it
         out = self.model(**self._tensors(input_ids, attention_mask, token_type_ids))
         parts = [getattr(out, name).float() for name in info.hf_outputs]
