@@ -8,6 +8,7 @@ backend's folder).
 """
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
@@ -161,6 +162,17 @@ class Runtime(ABC):
         from ..tasks.attentions import attentions
 
         return attentions(self, text, pair, truncate=truncate)
+
+    def __getattr__(self, name: str):
+        """Every other task of the task table as a method too: ``rt.ner(texts)``, ``rt.qa(pairs)``."""
+        if name.startswith("_"):
+            raise AttributeError(name)
+        from ..tasks import TASKS
+
+        task = TASKS.get(name.replace("_", "-"))
+        if task is None:
+            raise AttributeError(f"{type(self).__name__} has no attribute or task {name!r}")
+        return functools.partial(task.function, self)
 
 
 def read_rows(kind: str, last: np.ndarray, attention_mask: np.ndarray, rows: np.ndarray | None, run):

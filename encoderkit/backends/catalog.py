@@ -94,12 +94,18 @@ def converter(name: str) -> type:
 
 
 def parse_formats(text: str) -> list[str]:
-    """``"onnx,tf"`` or ``"all"`` -> validated format names (duplicates dropped, order kept).
+    """``"onnx,tf"``, ``"all"`` or ``"all,pytorch"`` -> validated format names (duplicates dropped,
+    order kept).
 
     Raises:
         UnknownNameError: an unknown or empty name, listing the valid ones.
     """
-    names = [f.name for f in FORMATS.values() if f.in_all] if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    names = []
+    for t in (t.strip() for t in text.split(",")):
+        if t == "all":  # every format `--to all` writes, in table order ("all,pytorch" adds the pickle)
+            names += [f.name for f in FORMATS.values() if f.in_all]
+        elif t:
+            names.append(t)
     if not names:
         format_info("")  # raises, listing the valid names
     for n in names:

@@ -51,6 +51,7 @@ class Record:
     id: Any
     text: str | None
     error: str | None = None
+    pair: str | None = None  # the second text of a two-text task (qa: the context)
 
 
 def _suffix(path: Path, allowed: tuple[str, ...], what: str) -> str:
@@ -67,16 +68,19 @@ class Reader:
         path: a .txt (one text a line), .jsonl, .csv (with a header) or .parquet file.
         text_column: field/column holding the text (default "text"; .txt has none).
         id_column: field/column holding the row id; without it a row's id is its line number.
+        pair_column: field/column of a second text per row (two-text tasks: qa's context).
     Raises:
         InputError: unknown format, missing file, or a column absent from the header/schema.
     """
 
-    def __init__(self, path: str | Path, text_column: str | None = None, id_column: str | None = None):
+    def __init__(self, path: str | Path, text_column: str | None = None, id_column: str | None = None,
+                 pair_column: str | None = None):
         self.path = Path(path)
+        self.pair_column = pair_column
         self.format = _suffix(self.path, INPUT_FORMATS, "--input")
         if not self.path.is_file():
             raise InputError(f"{self.path}: no such file")
-        if self.format == ".txt" and (text_column or id_column):
+        if self.format == ".txt" and (text_column or id_column or pair_column):
             raise InputError(f"{self.path}: a .txt file has one text a line and no columns; "
                              "drop --text-column/--id-column or use .jsonl/.csv/.parquet")
         self.text_column = text_column or DEFAULT_TEXT_COLUMN
@@ -109,7 +113,8 @@ class Reader:
         return f"{self.path} row {line}" if self.unit == "row" else f"{self.path}:{line}"
 
     def _check_columns(self, names: list[str]) -> None:
-        for flag, col in (("--text-column", self.text_column), ("--id-column", self.id_column)):
+        for flag, col in (("--text-column", self.text_column), ("--id-column", self.id_column),
+                          ("the pair column", self.pair_column)):
             if col is not None and col not in names:
                 raise InputError(f"{self.path}: no column {col!r} ({flag}); it has: {', '.join(names) or 'none'}")
 
@@ -174,7 +179,13 @@ class Reader:
         text = row[self.text_column]
         if not isinstance(text, str):
             return Record(n, rid, None, f"field {self.text_column!r} is {type(text).__name__}, not a string")
-        return Record(n, rid, text)
+        if self.pair_column is None:
+            return Record(n, rid, text)
+        pair = row.get(self.pair_column)
+        if not isinstance(pair, str):
+            what = "missing" if self.pair_column not in row else f"{type(pair).__name__}, not a string"
+            return Record(n, rid, text, f"field {self.pair_column!r} is {what}")
+        return Record(n, rid, text, pair=pair)
 
     def _open_csv(self):
         return open(self.path, newline="", encoding="utf-8")
@@ -201,11 +212,12 @@ class Reader:
 
     def _parquet(self) -> Iterator[Record]:
         pa = pyarrow()
-        cols = [self.text_column] + ([self.id_column] if self.id_column and self.id_column != self.text_column else [])
+        cols = list(dict.fromkeys(c for c in (self.text_column, self.id_column, self.pair_column) if c))
         n = 0
         for batch in pa.parquet.ParquetFile(self.path).iter_batches(batch_size=4096, columns=cols):
             texts = batch.column(self.text_column).to_pylist()
             ids = batch.column(self.id_column).to_pylist() if self.id_column else None
+            pairs = batch.column(self.pair_column).to_pylist() if self.pair_column else None
             for i, text in enumerate(texts):
                 n += 1
                 rid: Any = n
@@ -219,7 +231,10 @@ class Reader:
                 if text is None:
                     yield Record(n, rid, None, f"column {self.text_column!r} is null")
                     continue
-                yield Record(n, rid, text)
+                if pairs is not None and pairs[i] is None:
+                    yield Record(n, rid, text, f"column {self.pair_column!r} is null")
+                    continue
+                yield Record(n, rid, text, pair=None if pairs is None else pairs[i])
 
 
 # --------------------------------------------------------------------------- writers

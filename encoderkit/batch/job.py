@@ -62,6 +62,7 @@ class Job:
     backend: str | None = None
     runtime_options: dict[str, Any] = field(default_factory=dict)
     text_column: str | None = None
+    pair_column: str | None = None  # two-text tasks (qa): the second text's field
     id_column: str | None = None
     on_error: str = "stop"
     window: int = 1000
@@ -174,7 +175,7 @@ class ShardStore:
         j = self.job
         return {"input": str(Path(j.input).resolve()), "input_bytes": st.st_size, "input_mtime_ns": st.st_mtime_ns,
                 "task": j.task, "task_kwargs": j.task_kwargs, "model": str(j.model), "backend": j.backend,
-                "text_column": j.text_column, "id_column": j.id_column, "shard_rows": j.shard_rows,
+                "text_column": j.text_column, "pair_column": j.pair_column, "id_column": j.id_column, "shard_rows": j.shard_rows,
                 "output_format": self.ext}  # on_error may change: resume a stopped run with skip
 
     def _write_ledger(self, complete: bool = False) -> None:

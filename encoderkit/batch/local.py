@@ -25,7 +25,7 @@ def run_local(job: Job, runtime: Any = None) -> Summary:
     Raises:
         InputError: bad arguments or, with on_error "stop", the first bad row (file and line).
     """
-    reader = Reader(job.input, job.text_column, job.id_column)
+    reader = Reader(job.input, job.text_column, job.id_column, job.pair_column)
     store = ShardStore(job, reader)
     done = store.open()
     rt = runtime if runtime is not None else load_runtime(job)

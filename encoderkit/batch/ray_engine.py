@@ -174,7 +174,7 @@ def run_ray(job: Job, address: str | None = None, workers: int | None = None) ->
     workers = DEFAULT_WORKERS if workers is None else workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise InputError(f"--workers must be a positive integer, got {workers!r}")
-    reader = Reader(job.input, job.text_column, job.id_column)
+    reader = Reader(job.input, job.text_column, job.id_column, job.pair_column)
     # join a given cluster before touching the output: a wrong address or a missing token fails
     # here, leaving nothing behind (a local cluster is started later, only if there is work)
     joined = _init_ray(ray, address, workers) if address else False

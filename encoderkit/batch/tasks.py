@@ -27,17 +27,17 @@ def arrow_type(t):
     raise ValueError(f"unknown column type {t!r}")
 
 
-def fields(spec, task: str) -> list:
+def fields(spec, task: str, kwargs: dict[str, Any]) -> list:
     """The Arrow fields of ``task``'s output columns (beside ``id``)."""
     pa = pyarrow()
-    return [pa.field(name, arrow_type(t)) for name, t in get_task(task).columns(spec)]
+    return [pa.field(name, arrow_type(t)) for name, t in get_task(task).columns(spec, kwargs)]
 
 
-def columns(spec, task: str, result) -> list:
+def columns(spec, task: str, result, kwargs: dict[str, Any]) -> list:
     """``task``'s result as Arrow arrays, one per output column."""
     pa = pyarrow()
     out = []
-    for f, values in zip(fields(spec, task), get_task(task).to_columns(result)):
+    for f, values in zip(fields(spec, task, kwargs), get_task(task).to_columns(result)):
         if pa.types.is_fixed_size_list(f.type):
             flat = np.ascontiguousarray(values, dtype=np.float32)
             out.append(pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), f.type.list_size))
@@ -67,7 +67,8 @@ def check_arguments(rt, task: str, kwargs: dict[str, Any]) -> None:
 def output_schema(rt, task: str, kwargs: dict[str, Any], id_type: str):
     """Schema of the output rows: ``id`` then the task's columns."""
     pa = pyarrow()
-    return pa.schema([pa.field("id", pa.int64() if id_type == "int64" else pa.string())] + fields(rt.spec, task))
+    return pa.schema([pa.field("id", pa.int64() if id_type == "int64" else pa.string())]
+                     + fields(rt.spec, task, kwargs))
 
 
 def _row_reason(e: Exception) -> str:
@@ -100,28 +101,36 @@ def process_batch(rt, task: str, kwargs: dict[str, Any], batch, *, count_tokens:
     for i, text in enumerate(texts):
         if errors[i] is None and (text is None or not text.strip()):
             errors[i] = "empty text"
+    if len(t.inputs) == 2:  # two texts per row (qa: question, context): the task takes pairs
+        pairs = batch.column("pair").to_pylist()
+        for i, p in enumerate(pairs):
+            if errors[i] is None and (p is None or not p.strip()):
+                errors[i] = f"empty {t.inputs[1]}"
+        texts = [(q, c) for q, c in zip(texts, pairs)]
     ok = [i for i, e in enumerate(errors) if e is None]
     if ok and count_tokens:
-        for i, seq in zip(ok, rt.tokenizer.encode([texts[i] for i in ok], truncate=True)):
+        plain = [" ".join(texts[i]) if isinstance(texts[i], tuple) else texts[i] for i in ok]
+        for i, seq in zip(ok, rt.tokenizer.encode(plain, truncate=True)):
             tokens[i] = len(seq)
     result = None
     if ok:
         try:  # the common case: every row is fine, one call, no second tokenization
-            result = columns(rt.spec, task, t.run(rt, [texts[i] for i in ok], **kwargs))
+            result = columns(rt.spec, task, t.run(rt, [texts[i] for i in ok], **kwargs), kwargs)
         except InputError:
             ok = _find_bad_rows(rt, t, kwargs, texts, ok, errors)
-            result = columns(rt.spec, task, t.run(rt, [texts[i] for i in ok], **kwargs)) if ok else None
+            result = columns(rt.spec, task, t.run(rt, [texts[i] for i in ok], **kwargs), kwargs) if ok else None
     # spread the ok rows' results over the whole window: a null index takes a null row
     where = [None] * len(texts)
     for j, i in enumerate(ok):
         where[i] = j
-    fields_ = fields(rt.spec, task)
+    fields_ = fields(rt.spec, task, kwargs)
     cols = []
     for k, f in enumerate(fields_):
         arr = result[k] if result is not None else pa.nulls(0, f.type)
         cols.append(arr.take(pa.array(where, type=pa.int64())) if len(arr) else pa.nulls(len(texts), f.type))
     # the start of a rejected row's text goes to the rejects file beside its reason
-    prefix = [(texts[i] or "")[:200] if e is not None else None for i, e in enumerate(errors)]
+    first = [x[0] if isinstance(x, tuple) else x for x in texts]
+    prefix = [(first[i] or "")[:200] if e is not None else None for i, e in enumerate(errors)]
     return pa.table([batch.column("line"), batch.column("id"), pa.array(errors, pa.string()),
                      pa.array(prefix, pa.string()), pa.array(tokens, pa.int64()), *cols],
                     names=["line", "id", "error", "text_prefix", "tokens", *[f.name for f in fields_]])
@@ -136,7 +145,7 @@ def _find_bad_rows(rt, t: Task, kwargs: dict[str, Any], texts: list, ok: list[in
     without truncation); other task-specific problems (e.g. fill-mask without a mask token) by
     running the task on the remaining rows one by one.
     """
-    if not kwargs.get("truncate", False):
+    if not kwargs.get("truncate", False) and len(t.inputs) == 1:
         for i, seq in zip(ok, rt.tokenizer.encode([texts[i] for i in ok], truncate=True)):
             if len(seq) >= rt.tokenizer.max_length:
                 try:
@@ -166,5 +175,6 @@ def records_table(records, id_type: str):
         "line": pa.array([r.line for r in records], pa.int64()),
         "id": pa.array([r.id for r in records], pa.int64() if id_type == "int64" else pa.string()),
         "text": pa.array([r.text for r in records], pa.string()),
+        "pair": pa.array([r.pair for r in records], pa.string()),
         "read_error": pa.array([r.error for r in records], pa.string()),
     })

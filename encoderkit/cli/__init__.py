@@ -30,6 +30,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parse_args``, but TEXT arguments may also follow the options (``embed MODEL --backend onnx
+    "a text"``): argparse alone takes positionals only before a ``*`` positional is closed."""
+    a, extras = parser.parse_known_args(argv)
+    if extras and hasattr(a, "texts") and not any(x.startswith("-") for x in extras):
+        a.texts = [*a.texts, *extras]
+    elif extras:
+        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    return a
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..core import progress
     from ..core.errors import EncoderkitError
@@ -37,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     try:
-        a = parser.parse_args(argv)
+        a = parse(parser, argv)
     except EncoderkitError as e:  # a catalog lookup inside argparse's type= (e.g. --backend)
         print(f"error: {e}", file=sys.stderr)
         return 2

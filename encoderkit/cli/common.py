@@ -104,13 +104,19 @@ def load_runtime(a: argparse.Namespace):
 
 
 # ------------------------------------------------------------------ batch: --input FILE --output FILE
-def add_batch_args(parser: argparse.ArgumentParser) -> None:
-    """Add the batch options to a task command's parser."""
+def add_batch_args(parser: argparse.ArgumentParser, inputs: tuple[str, ...] = ("text",)) -> None:
+    """Add the batch options to a task command's parser (``inputs``: the task's texts per row)."""
     g = parser.add_argument_group("batch (file in, file out; instead of TEXT arguments)")
     g.add_argument("--input", default=None, metavar="FILE",
                    help=".txt (one text a line), .jsonl, .csv (with header) or .parquet")
     g.add_argument("--output", default=None, metavar="FILE", help=".parquet or .jsonl")
-    g.add_argument("--text-column", default=None, help="field/column with the text (default: text)")
+    if len(inputs) == 1:
+        g.add_argument("--text-column", default=None, help="field/column with the text (default: text)")
+    else:  # two texts a row (qa): one column each
+        g.add_argument(f"--{inputs[0]}-column", dest="text_column", default=inputs[0],
+                       help=f"field/column with the {inputs[0]} (default: {inputs[0]})")
+        g.add_argument(f"--{inputs[1]}-column", dest="pair_column", default=inputs[1],
+                       help=f"field/column with the {inputs[1]} (default: {inputs[1]})")
     g.add_argument("--id-column", default=None, help="field/column with the row id (default: the line number)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run from its last finished shard")
     g.add_argument("--engine", default="local", choices=["local", "ray"])
@@ -157,7 +163,8 @@ def run_batch(args: argparse.Namespace, ctx: Context, task: str, task_kwargs: di
         raise InputError("--ray-address/--workers need --engine ray")
     job = Job(input=Path(args.input), output=Path(args.output), task=task, model=str(args.model),
               task_kwargs=task_kwargs, backend=args.backend, runtime_options=runtime_options(args),
-              text_column=args.text_column, id_column=args.id_column, on_error=args.on_error,
+              text_column=args.text_column, pair_column=getattr(args, "pair_column", None),
+              id_column=args.id_column, on_error=args.on_error,
               window=args.window, shard_rows=args.shard_rows, resume=args.resume, force=args.force,
               keep_shards=args.keep_shards, quiet=ctx.quiet)
     summary = run_job(job, args.engine, ray_address=args.ray_address, workers=args.workers)

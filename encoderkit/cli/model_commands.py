@@ -12,6 +12,7 @@ from .common import Context
 def add_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
     from ..backends.catalog import FORMATS
     from ..core.architectures import ARCHITECTURES, DEFAULT_ARCH
+    from ..core.heads import HEADS
     from ..core.options import add_cli_flags
     from ..storage.random_init import SIZES
 
@@ -20,6 +21,8 @@ def add_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
     s.add_argument("--size", default="tiny", choices=list(SIZES))
     s.add_argument("--arch", default=DEFAULT_ARCH, choices=list(ARCHITECTURES))
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--head", default="mlm", choices=list(HEADS), help="the task head it carries (default: mlm)")
+    s.add_argument("--labels", default=None, help="comma list of label names, for a head with labels")
     s.add_argument("--force", action="store_true", help="replace OUT if it exists")
     s.set_defaults(func=cmd_init_random)
 
@@ -45,9 +48,11 @@ def add_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
 def cmd_init_random(a: argparse.Namespace, ctx: Context) -> None:
     from ..storage.random_init import init_random
 
-    spec = init_random(Path(a.out), a.size, seed=a.seed, arch=a.arch, force=a.force)
+    labels = tuple(x.strip() for x in a.labels.split(",")) if a.labels else None
+    spec = init_random(Path(a.out), a.size, seed=a.seed, arch=a.arch, force=a.force, head=a.head, labels=labels)
+    head = "" if a.head == "mlm" else f", {a.head} head" + (f" ({', '.join(spec.labels)})" if spec.labels else "")
     ctx.emit(f"wrote random {a.arch} checkpoint ({a.size}: {spec.num_layers} layers, hidden {spec.hidden_size}, "
-             f"vocab {spec.vocab_size}, seed {a.seed}) to {a.out}")
+             f"vocab {spec.vocab_size}, seed {a.seed}{head}) to {a.out}")
 
 
 def cmd_info(a: argparse.Namespace, ctx: Context) -> None:

@@ -19,14 +19,19 @@ def add_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
         s = sub.add_parser(task.name, parents=parents, help=task.summary)
         s.add_argument("model", help="checkpoint dir, hub id, packaged name (minilm) or convert output"
                        + (", or a probe dir (classify)" if task.name == "classify" else ""))
-        s.add_argument("texts", nargs="*", metavar="TEXT", help="texts (or --input FILE)")
-        add_runtime_args(s)
+        if task.inputs == ("text",):
+            s.add_argument("texts", nargs="*", metavar="TEXT", help="texts (or --input FILE)")
+        else:  # two texts per input (qa): a flag each, paired in order
+            for name in task.inputs:
+                s.add_argument(f"--{name}", dest=f"input_{name}", nargs="+", default=None, metavar=name.upper(),
+                               help=f"the {name}(s), paired in order (or --input FILE)")
+        add_runtime_args(s, truncate=task.inputs == ("text",))
         for o in task.options:
             s.add_argument(o.flag, **o.argparse_kwargs())
         if task.name in EXTRA_ARGS:
             EXTRA_ARGS[task.name](s)
         s.add_argument("--json", action="store_true", help="the result as JSON (the shape transformers' pipeline returns)")
-        add_batch_args(s)
+        add_batch_args(s, task.inputs)
         s.set_defaults(func=run_task, task=task.name)
 
 
@@ -35,7 +40,9 @@ def run_task(a: argparse.Namespace, ctx: Context) -> None:
 
     task = TASKS[a.task]
     options: dict[str, Any] = {o.dest: getattr(a, o.dest) for o in task.options}
-    options["truncate"] = a.truncate
+    if task.inputs != ("text",):
+        a.texts = _paired(a, task.inputs)
+    options["truncate"] = getattr(a, "truncate", False)
     if wants_batch(a):
         check = BATCH_CHECKS.get(task.name)
         if check:
@@ -49,6 +56,18 @@ def run_task(a: argparse.Namespace, ctx: Context) -> None:
     texts = a.texts if getattr(a, "pairs", None) is None else [f"{t} || {p}" for t, p in zip(a.texts, a.pairs)]
     for line in task.render(texts, result):
         ctx.emit(line)
+
+
+def _paired(a: argparse.Namespace, inputs: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """``--question Q1 Q2 --context C1 C2`` -> [(Q1, C1), (Q2, C2)]; [] when neither is given."""
+    from ..core.errors import InputError
+
+    given = [getattr(a, f"input_{name}") for name in inputs]
+    if all(g is None for g in given):
+        return []
+    if any(g is None for g in given) or len({len(g) for g in given}) != 1:
+        raise InputError(f"give as many {' as '.join('--' + n for n in inputs)} values (one per input)")
+    return list(zip(*given))
 
 
 def rt_call(rt, task, texts: list[str], options: dict[str, Any]):

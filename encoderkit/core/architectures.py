@@ -10,7 +10,8 @@ import re
 from dataclasses import dataclass
 
 from .errors import UnsupportedArchitectureError
-from .heads import CLASSIFICATION, HEADS, MLM, Act, Decoder, Linear, Norm, Step, step_tensors
+from .heads import (CLASSIFICATION, HEADS, MLM, QUESTION_ANSWERING, TOKEN_CLASSIFICATION, Act, Decoder, Linear, Norm,
+                    Step, step_tensors)
 
 DEFAULT_ARCH = "roberta"  # what `init-random` builds unless told otherwise
 
@@ -108,6 +109,8 @@ _ROBERTA_LIKE = dict(
     head_steps=(
         (MLM, (Linear("lm_head.dense"), Act("gelu"), Norm("lm_head.layer_norm"), Decoder("lm_head"))),
         (CLASSIFICATION, (Linear("classifier.dense"), Act("tanh"), Linear("classifier.out_proj", "labels"))),
+        (TOKEN_CLASSIFICATION, (Linear("classifier", "labels"),)),
+        (QUESTION_ANSWERING, (Linear("qa_outputs", "span"),)),
     ),
     config_extra=(("bos_token_id", 0), ("eos_token_id", 2)),
 )
@@ -129,6 +132,8 @@ ARCHITECTURES: dict[str, Architecture] = {
                        Norm("cls.predictions.transform.LayerNorm"), Decoder("cls.predictions"))),
                 # BERT classifies its pooler's output: pooler dense + tanh, then the classifier
                 (CLASSIFICATION, (Linear("bert.pooler.dense"), Act("tanh"), Linear("classifier", "labels"))),
+                (TOKEN_CLASSIFICATION, (Linear("classifier", "labels"),)),
+                (QUESTION_ANSWERING, (Linear("qa_outputs", "span"),)),
             ),
             ignored=(r"^bert\.pooler\.", r"^cls\.seq_relationship\.")),
     )

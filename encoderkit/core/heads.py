@@ -75,6 +75,8 @@ class Head:
 
 MLM = "mlm"
 CLASSIFICATION = "classification"
+TOKEN_CLASSIFICATION = "token-classification"
+QUESTION_ANSWERING = "question-answering"
 
 HEADS: dict[str, Head] = {h.name: h for h in (
     Head(MLM, "ForMaskedLM", MASKS, VOCAB, ("logits",), "masked-LM head (fill-mask)",
@@ -84,6 +86,14 @@ HEADS: dict[str, Head] = {h.name: h for h in (
          "sequence classification on the first token",
          "this model has no sequence-classification head; fine-tune one (encoderkit finetune) or use a "
          "*ForSequenceClassification checkpoint"),
+    Head(TOKEN_CLASSIFICATION, "ForTokenClassification", EVERY, LABELS, ("logits",),
+         "token classification (named entities) on every token",
+         "this model has no token-classification head; fine-tune one (encoderkit finetune --task "
+         "token-classification) or use a *ForTokenClassification checkpoint"),
+    Head(QUESTION_ANSWERING, "ForQuestionAnswering", EVERY, SPAN, ("start_logits", "end_logits"),
+         "extractive question answering: answer start and end on every token",
+         "this model has no question-answering head; fine-tune one (encoderkit finetune --task "
+         "question-answering) or use a *ForQuestionAnswering checkpoint"),
 )}
 
 

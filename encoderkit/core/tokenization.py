@@ -37,6 +37,7 @@ class TextTokenizer:
             raise CheckpointError(f"tokenizer has no mask token {mask_token!r}")
         self.mask_token_id = mask_id
         self._special: set[int] | None = None
+        self._windows = None
 
     @property
     def vocab_size(self) -> int:
@@ -49,6 +50,11 @@ class TextTokenizer:
             TypeError: an element is not a str (names its index).
             InputError: an empty text, or a text longer than the model and ``truncate`` is False.
         """
+        return [e.ids for e in self.encode_detailed(texts, truncate=truncate)]
+
+    def encode_detailed(self, texts: Sequence[object], *, truncate: bool = False) -> list:
+        """As ``encode``, but each text's tokenizers ``Encoding`` (ids, tokens, character offsets,
+        special-token mask): what tasks that point back into the text need (ner)."""
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings, not a single str")
         texts = list(texts)
@@ -57,17 +63,17 @@ class TextTokenizer:
         for i, t in enumerate(texts):
             _check_text(t, f"texts[{i}]")
         # one text: a plain encode (encode_batch hands even one text to its thread pool)
-        ids = [self._tok.encode(texts[0]).ids] if len(texts) == 1 else [e.ids for e in self._tok.encode_batch(texts)]
-        too_long = [i for i, x in enumerate(ids) if len(x) > self.max_length]
+        encs = [self._tok.encode(texts[0])] if len(texts) == 1 else list(self._tok.encode_batch(texts))
+        too_long = [i for i, e in enumerate(encs) if len(e.ids) > self.max_length]
         if too_long and not truncate:
             i = too_long[0]
             raise InputError(
-                f"texts[{i}] has {len(ids[i])} tokens, more than the model's {self.max_length}; "
+                f"texts[{i}] has {len(encs[i].ids)} tokens, more than the model's {self.max_length}; "
                 "shorten it or pass truncate=True (--truncate)")
         for i in too_long:
-            ids[i] = self._trunc.encode(texts[i]).ids
-        self._check_not_empty(ids, "texts")
-        return ids
+            encs[i] = self._trunc.encode(texts[i])
+        self._check_not_empty([e.ids for e in encs], "texts")
+        return encs
 
     def encode_pairs(self, texts: Sequence[object], pairs: Sequence[object] | None, *,
                      truncate: bool = False, one: bool = False) -> list[tuple[list[int], list[int], list[int]]]:
@@ -118,6 +124,29 @@ class TextTokenizer:
         self._check_not_empty([x for x, _, _ in out], "pairs")
         return out
 
+    def encode_windows(self, text: str, pair: str, *, max_length: int, stride: int) -> list:
+        """``text`` + ``pair`` (the tokenizer's pair template) cut into overlapping windows of at
+        most ``max_length`` tokens, only ``pair`` cut (``stride`` tokens shared by neighbours): the
+        way transformers' question-answering pipeline windows a long context. Returns the windows'
+        ``Encoding``s, first to last.
+
+        Raises:
+            InputError: ``text`` alone does not fit ``max_length`` with room for the pair.
+        """
+        _check_text(text, "question")
+        _check_text(pair, "context")
+        key = (max_length, stride)
+        if getattr(self, "_windows", None) is None or self._windows[0] != key:
+            tok = Tokenizer.from_str(self._tok.to_str())
+            tok.enable_truncation(max_length, stride=stride, strategy="only_second")
+            self._windows = (key, tok)
+        try:
+            enc = self._windows[1].encode(text, pair)
+        except Exception as e:  # tokenizers raises plain Exception when the question leaves no room
+            raise InputError(f"the question is too long for windows of {max_length} tokens with a stride of "
+                             f"{stride} ({str(e).splitlines()[0][:120]}); shorten it") from None
+        return [enc, *enc.overflowing]
+
     def _check_not_empty(self, ids: list[list[int]], what: str) -> None:
         special = self.special_ids - {self.mask_token_id}
         for i, x in enumerate(ids):
@@ -136,6 +165,22 @@ class TextTokenizer:
         while cut and len(self._tok.encode(cut).ids) > self.max_length:  # a prefix can retokenize longer
             cut = cut[: max(0, len(cut) - 16)]
         return cut
+
+    def tokens_to_string(self, tokens: Sequence[str]) -> str:
+        """Tokens joined back into text by the tokenizer's decoder (transformers'
+        ``convert_tokens_to_string`` on a fast tokenizer)."""
+        dec = self._tok.decoder
+        return dec.decode(list(tokens)) if dec is not None else " ".join(tokens)
+
+    @property
+    def continuing_subword_prefix(self) -> str | None:
+        """WordPiece's "##" (a word-aware model); None for byte-level BPE."""
+        return getattr(self._tok.model, "continuing_subword_prefix", None)
+
+    @property
+    def unk_token_id(self) -> int | None:
+        unk = getattr(self._tok.model, "unk_token", None)
+        return self._tok.token_to_id(unk) if unk else None
 
     def id_to_token(self, token_id: int) -> str:
         return self._tok.id_to_token(int(token_id)) or ""

@@ -13,7 +13,8 @@ import numpy as np
 
 from ..core.architectures import ARCHITECTURES, DEFAULT_ARCH
 from ..core.errors import UnknownNameError
-from ..core.heads import MLM
+from ..core.errors import InputError
+from ..core.heads import HEADS, LABELS, MLM, TOKEN_CLASSIFICATION
 from ..core.spec import ModelSpec
 from .checkpoint import expected_shapes
 from .files import atomic_dir
@@ -30,12 +31,26 @@ SIZES = {
 }
 
 
-def random_spec(size: str, arch: str = DEFAULT_ARCH) -> ModelSpec:
-    """The ModelSpec of a random checkpoint of ``size`` (tiny/small/base/large) and ``arch``."""
+# The labels a random head with labels gets unless told otherwise.
+DEFAULT_LABELS = {TOKEN_CLASSIFICATION: ("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC")}
+
+
+def random_spec(size: str, arch: str = DEFAULT_ARCH, head: str = MLM,
+                labels: tuple[str, ...] | None = None) -> ModelSpec:
+    """The ModelSpec of a random checkpoint of ``size`` (tiny/small/base/large) and ``arch``, with
+    ``head`` (a name of ``core.heads.HEADS``; its ``labels`` where it has labels)."""
     if size not in SIZES:
         raise UnknownNameError(f"unknown size {size!r}; choose one of: {', '.join(SIZES)}")
     if arch not in ARCHITECTURES:
         raise UnknownNameError(f"unknown arch {arch!r}; choose one of: {', '.join(ARCHITECTURES)}")
+    if head not in HEADS:
+        raise UnknownNameError(f"unknown head {head!r}; choose one of: {', '.join(HEADS)}")
+    if HEADS[head].output == LABELS:
+        labels = tuple(labels or DEFAULT_LABELS.get(head, ("LABEL_0", "LABEL_1")))
+        if len(set(labels)) != len(labels) or not all(isinstance(x, str) and x for x in labels):
+            raise InputError(f"--labels must be distinct non-empty names, got {list(labels)}")
+    elif labels:
+        raise InputError(f"head {head!r} has no labels; drop --labels")
     a = ARCHITECTURES[arch]
     hidden, layers, heads, inter, vocab, max_tokens = SIZES[size]
     v = vocab[0] if a.random_tokenizer == "bpe" else vocab[1]
@@ -46,7 +61,7 @@ def random_spec(size: str, arch: str = DEFAULT_ARCH) -> ModelSpec:
         intermediate_size=inter, max_position_embeddings=max_tokens + a.position_offset(pad),
         type_vocab_size=2 if a.segment_types else 1, layer_norm_eps=1e-12 if a.segment_types else 1e-5,
         hidden_act="gelu", pad_token_id=pad, position_offset=a.position_offset(pad),
-        heads=(MLM,), mask_token=a.special.mask, mask_token_id=ids["mask"], cls_token_id=ids["cls"],
+        heads=(head,), labels=labels or (), mask_token=a.special.mask, mask_token_id=ids["mask"], cls_token_id=ids["cls"],
         sep_token_id=ids["sep"])
 
 
@@ -63,14 +78,14 @@ def random_state(spec: ModelSpec, seed: int) -> dict[str, np.ndarray]:
 
 
 def init_random(out: Path, size: str = "tiny", *, seed: int = 0, arch: str = DEFAULT_ARCH,
-                force: bool = False) -> ModelSpec:
+                force: bool = False, head: str = MLM, labels: tuple[str, ...] | None = None) -> ModelSpec:
     """Write a random checkpoint (config, safetensors, tokenizer, manifest) to ``out`` atomically.
 
     Raises:
         UnknownNameError: unknown size or arch.
         InputError: ``out`` exists and ``force`` is False.
     """
-    spec = random_spec(size, arch)
+    spec = random_spec(size, arch, head, labels)
     build = RANDOM_TOKENIZERS[spec.architecture.random_tokenizer][0]
     tok_json = build(spec.vocab_size, seed, spec.max_tokens_per_text)
     tok_config, special = tokenizer_config(spec.architecture, spec.max_tokens_per_text)
@@ -80,5 +95,6 @@ def init_random(out: Path, size: str = "tiny", *, seed: int = 0, arch: str = DEF
         (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
         (tmp / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
         write_safetensors(random_state(spec, seed), tmp)
-        write_manifest(tmp, {"kind": "checkpoint", "random": True, "size": size, "arch": arch, "seed": seed})
+        write_manifest(tmp, {"kind": "checkpoint", "random": True, "size": size, "arch": arch, "seed": seed,
+                             "head": head})
     return spec

@@ -39,8 +39,7 @@ def head_key(head: str) -> str:
 
 
 def head_file(head: str) -> str:
-    key = head_key(head)
-    return GRAPHS.get(key, key.replace("_", ".") + ".onnx")
+    return GRAPHS.get(head_key(head), f"{head}.head.onnx")
 
 
 def read_info(directory: Path) -> dict[str, Any]:
