@@ -96,8 +96,8 @@ def test_tokens_cannot_break_out_of_the_page():
     rec = synthetic_record(1, 1, 4)
     rec = replace(rec, tokens=("<s>", "</script><img src=x>", "</s>", "</s>"))
     page = render(rec)
-    # only the page's own script elements close: 1 meta + 3 data blocks + the viewer's script
-    assert page.count("</script>") == 5
+    # only the page's own script elements close: 1 meta + 5 data blocks + the viewer's script
+    assert page.count("</script>") == 7
     assert decode_page(page)["meta"]["raw_tokens"][1] == "</script><img src=x>"
 
 

@@ -60,10 +60,16 @@ class Opened:
         self.page.wait_for_selector("html[data-ready]", state="attached", timeout=60_000)
         assert self.page.get_attribute("html", "data-ready") == "1", self.page.evaluate("EK.error")
 
+    def settle(self, timeout_ms: float = 60_000) -> None:
+        """Wait until the page has drawn everything asked of it (views draw in slices after a click)."""
+        self.page.wait_for_selector("html[data-idle]", state="attached", timeout=timeout_ms)
+
     def data(self, selector: str) -> dict:
+        self.settle()
         return self.page.eval_on_selector(selector, "e => Object.assign({}, e.dataset)")
 
     def pixels(self, selector: str) -> str:
+        self.settle()
         return self.page.eval_on_selector(selector, "c => c.toDataURL()")
 
     def close(self):
@@ -230,6 +236,7 @@ def test_screenshots_of_each_view_are_not_blank(browser, large_page, compare_cas
             o.page.hover('#col-left .tok[data-i="2"]')
         if view == "compare":
             o.page.click('#diff-grid canvas.thumb[data-layer="1"][data-head="0"]')
+        o.settle()
         shots[view] = o.page.screenshot()
         colours, inked = _drawn(o.page.locator(VIEW_BODY[view]).screenshot())
         assert colours > 8 and inked > 0.03, (view, colours, inked)  # drawn content, not an empty box

@@ -75,7 +75,8 @@ def cmd_attention(a: argparse.Namespace) -> None:
         compare = attention_record(rt2, a.text, a.pair, truncate=a.truncate)
         bar.update()
     step("render")
-    page = render(record, compare=compare, layers=layers, heads=heads, hide_special=a.hide_special)
+    page = render(record, compare=compare, layers=layers, heads=heads, hide_special=a.hide_special,
+                  thumb_scale=a.thumb_scale)
     atomic_write_text(out, page)
     bar.update()
     if a.png:
@@ -134,6 +135,10 @@ def add_parser(sub, parents: list | None = None) -> argparse.ArgumentParser:
     s.add_argument("--layers", default=None, help="layers to include, e.g. 0-23 or 0,5,11 (default: all)")
     s.add_argument("--heads", default=None, help="heads to include, e.g. 0,3,7 (default: all)")
     s.add_argument("--hide-special", action="store_true", help="open with special tokens hidden")
+    s.add_argument("--thumb-scale", choices=["absolute", "own", "log", "uniform"], default=None,
+                   help="the model view's thumbnail colours to open with (a menu on the page switches): absolute "
+                        "0-1, each to its own range, log attention, or relative to uniform 1/n (default: absolute "
+                        "up to 128 tokens, uniform above)")
     s.add_argument("--truncate", action="store_true", help="cut an input longer than the model")
     s.add_argument("--threads", type=int, default=None)
     s.set_defaults(func=cmd_attention)
