@@ -59,9 +59,12 @@
   // finished) and data-idle (set while nothing is left to draw), EK.doneAt the time it finished:
   // scripts and tests wait on those attributes (the page's CSP forbids eval, so no JS predicate).
   let job = null, jobs = 0, pending = false, lastFlush = 0;
+  EK.jobs = { started: 0, finished: 0, replaced: 0 };
   function schedule(fn) {
     const task = { id: ++jobs, flush: null };
     task.it = fn(task);
+    if (job) EK.jobs.replaced++;
+    EK.jobs.started++;
     job = task;
     root.dataset.req = task.id; delete root.dataset.idle;
     lastFlush = performance.now();
@@ -78,7 +81,7 @@
       let r;
       try { r = task.it.next(); } catch (e) { job = null; fail(e); return; }
       if (r.done) {
-        job = null; EK.doneAt = performance.now(); root.dataset.done = task.id; root.dataset.idle = '1';
+        job = null; EK.jobs.finished++; EK.doneAt = performance.now(); root.dataset.done = task.id; root.dataset.idle = '1';
         return;
       }
       if (performance.now() - t0 >= SLICE_MS) break;
