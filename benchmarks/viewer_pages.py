@@ -27,7 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 # The interactions timed on a 24 x 16 page, in order (each starts where the previous one left the page):
-# (name, action, a selector the step needs: pages from before issue 28 lack the thumbnail-scale menu).
+# (name, action, a selector the step needs, else it is skipped: the compare view is only on pages made
+# with --compare, and pages from before issue 28 lack the thumbnail-scale menu).
+COMPARE = "#tab-compare:not([hidden])"
 INTERACTIONS: list[tuple[str, Callable, str | None]] = [
     ("head view: open (all 16 heads)", lambda pg: pg.click("#tab-head"), None),
     ("head view: switch layer", lambda pg: pg.select_option("#layer-select", "3"), None),
@@ -40,6 +42,10 @@ INTERACTIONS: list[tuple[str, Callable, str | None]] = [
     ("matrix view: switch layer", lambda pg: pg.select_option("#matrix-layer", "5"), None),
     ("matrix view: average of heads", lambda pg: pg.select_option("#matrix-head", "-1"), None),
     ("matrix view: hover a cell", lambda pg: pg.hover("#matrix-canvas", position={"x": 200, "y": 200}), None),
+    ("compare view: open", lambda pg: pg.click("#tab-compare"), COMPARE),
+    ("compare view: click a thumbnail", lambda pg: pg.click('#diff-grid canvas.thumb[data-layer="5"][data-head="3"]'), COMPARE),
+    ("compare view: click a max |diff| row", lambda pg: pg.click('#maxdiff tbody tr[data-layer="9"]'), COMPARE),
+    ("compare view: hover a cell", lambda pg: pg.hover("#diff-canvas", position={"x": 200, "y": 200}), COMPARE),
     ("model view: open", lambda pg: pg.click("#tab-model"), None),
     ("model view: click a thumbnail", lambda pg: pg.click('#grid canvas.thumb[data-layer="7"][data-head="11"]'), None),
     ("head view: all heads", lambda pg: pg.click("#heads-all"), None),
@@ -171,11 +177,13 @@ def screenshots(browser, out: Path, model: str, compare: str | None) -> None:
 
 
 def _synthetic_page(tmp: str, n: int) -> Path:
+    """A 24 x 16 compare page (every view) of n tokens."""
     from encoderkit.viewer import render
-    from encoderkit.viewer.synthetic import synthetic_record
+    from encoderkit.viewer.synthetic import perturbed, synthetic_record
 
+    rec = synthetic_record(24, 16, n, seed=0)
     path = Path(tmp) / f"{n}.html"
-    path.write_text(render(synthetic_record(24, 16, n, seed=0)), encoding="utf-8")
+    path.write_text(render(rec, compare=perturbed(rec)), encoding="utf-8")
     return path
 
 
@@ -216,7 +224,7 @@ def main() -> None:
         if a.interaction:
             with tempfile.TemporaryDirectory() as tmp:
                 pages = {str(x): x for x in a.page} if a.page else \
-                    {f"{n} tokens": _synthetic_page(tmp, n) for n in (128, 512)}
+                    {f"{n} tokens (compare page)": _synthetic_page(tmp, n) for n in (128, 512)}
                 results = {}
                 for name, path in pages.items():
                     results[name] = interaction(browser, path, a.repeats, a.timeout * 1000)
