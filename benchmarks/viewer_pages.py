@@ -44,7 +44,7 @@ INTERACTIONS: list[tuple[str, Callable, str | None]] = [
     ("matrix view: hover a cell", lambda pg: pg.hover("#matrix-canvas", position={"x": 200, "y": 200}), None),
     ("compare view: open", lambda pg: pg.click("#tab-compare"), COMPARE),
     ("compare view: click a thumbnail", lambda pg: pg.click('#diff-grid canvas.thumb[data-layer="5"][data-head="3"]'), COMPARE),
-    ("compare view: click a max |diff| row", lambda pg: pg.click('#maxdiff tbody tr[data-layer="9"]'), COMPARE),
+    ("compare view: click a layer row (max diff)", lambda pg: pg.click('#maxdiff tbody tr[data-layer="9"]'), COMPARE),
     ("compare view: hover a cell", lambda pg: pg.hover("#diff-canvas", position={"x": 200, "y": 200}), COMPARE),
     ("model view: open", lambda pg: pg.click("#tab-model"), None),
     ("model view: click a thumbnail", lambda pg: pg.click('#grid canvas.thumb[data-layer="7"][data-head="11"]'), None),

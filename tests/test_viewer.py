@@ -148,7 +148,14 @@ def test_thumbnails_are_pooled_from_float_values():
     assert np.abs(np.log2(got_ratio / (want_mean * n))).max() <= 1 / 32 + 1e-9  # half a level: 1/32 octave
     r, c = np.indices((t, t))
     assert ratio[r == c].min() > 128 + 8 and ratio[np.abs(r - c) > 2].max() <= 128  # diagonal above uniform
-    assert _data.pooled(rec.probs, rec.special == 0)[2] == 32  # the no-special grid: its own blocks
+    pair = synthetic_record(2, 3, 200, seed=6, pair_at=120)  # special tokens in the middle too
+    keep = ~pair.special
+    mx, mean, t = _data.pooled(pair.probs, keep)  # the no-special grid: blocks of the kept tokens
+    kept = pair.probs[:, :, keep][:, :, :, keep]
+    e = np.linspace(0, kept.shape[-1], t + 1).astype(int)
+    np.testing.assert_array_equal(mx, np.maximum.reduceat(np.maximum.reduceat(kept, e[:-1], -1), e[:-1], -2))
+    np.testing.assert_allclose(mean, np.add.reduceat(np.add.reduceat(kept, e[:-1], -1), e[:-1], -2)
+                               / np.outer(np.diff(e), np.diff(e)), rtol=1e-5)
     short = decode_page(render(synthetic_record(1, 1, 128)))["meta"]["thumb"]
     assert short["scale"] == "absolute" and short["all"] == 32
     assert decode_page(render(rec, thumb_scale="own"))["meta"]["thumb"]["scale"] == "own"

@@ -405,6 +405,10 @@ def test_random_roberta_large_512_tokens_stays_interactive(tmp_path, browser, re
                  "--out", str(out), "--quiet"]) == 0
     meta = decode_page(out.read_text(encoding="utf-8"))["meta"]
     assert meta["seq"] == 512 and len(meta["layers"]) == 24 and len(meta["heads"]) == 16
+    assert meta["thumb"]["scale"] == "uniform"
+    keep = os.environ.get("EK_VIEWER_PAGES")  # set to a folder to keep the page (benchmarks.viewer_pages --page)
+    if keep:
+        shutil.copy(out, Path(keep, "roberta-large-random-512.html"))
     o = Opened(browser, out)
     size = out.stat().st_size
     ready = o.page.evaluate("EK.readyMs")

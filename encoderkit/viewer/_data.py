@@ -142,10 +142,16 @@ def pooled(probs: np.ndarray, keep: np.ndarray | None = None) -> tuple[np.ndarra
     edges = np.linspace(0, n, t + 1).astype(int)
     starts, sizes = edges[:-1], np.diff(edges)
     area = np.outer(sizes, sizes).astype(np.float32)
+    drop = None
+    if keep is not None:  # blocks of kept tokens, as ranges of the full matrix with dropped rows/columns zeroed
+        drop = ~np.asarray(keep, dtype=bool)
+        starts = np.flatnonzero(keep)[starts]
     for i in range(probs.shape[0]):  # layer by layer: a 512-token roberta-large tensor is 400 MB
         v = probs[i]
-        if keep is not None:
-            v = v[:, keep][:, :, keep]
+        if drop is not None and drop.any():
+            v = v.copy()  # zeros change no block's sum, nor its max (probabilities are >= 0)
+            v[:, drop, :] = 0
+            v[:, :, drop] = 0
         mx[i] = np.maximum.reduceat(np.maximum.reduceat(v, starts, axis=-1), starts, axis=-2)
         mean[i] = np.add.reduceat(np.add.reduceat(v, starts, axis=-1, dtype=np.float32), starts, axis=-2) / area
     return mx, mean, t

@@ -476,9 +476,10 @@
     Object.assign(canvas.dataset, data);
     const what = keyFocus ? `every query's line to token ${f.i} "${meta.tokens[f.i]}" (weight ≥ 1/${meta.quant.scale})`
       : f ? `only the lines of token ${f.i} "${meta.tokens[f.i]}" (as query)` : 'each query\'s lines carrying 95 % of its attention (≤ 48)';
+    const pct = 100 * share, pctText = pct > 0 && pct < 10 ? pct.toFixed(1) : pct.toFixed(0);
     status.textContent = `layer ${meta.layers[l]} · ${state.avg ? 'average of ' : ''}heads ${headRanges(heads) || '(none)'} · ` +
-      `${drawn} lines` + (drawn < n ? ` (the strongest-ranked of ${n}: drawing budget)` : '') +
-      ` carrying ${(100 * share).toFixed(0)} % of the attention shown · ${what} · full opacity = ${topP.toFixed(3)}`;
+      (drawn < n ? `${drawn} of ${n} lines (drawing budget: each query's strongest first)` : `${drawn} lines`) +
+      ` carrying ${pctText} % of the attention shown · ${what} · full opacity = ${topP.toFixed(3)}`;
     status.title = status.textContent + (rowsCut ? ` · ${rowsCut} of ${rows.length * srcs.length} queries reach ${MAX_LINES} lines before 95 %` : '');
     status.classList.remove('drawing');
     if (!f) {
