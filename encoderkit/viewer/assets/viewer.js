@@ -337,8 +337,10 @@
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     head.lo = Hd; head.hi = 0;
   }
-  // An antialiased line from (0, yA) to (W, yB): one step per pixel row when steep (two pixels of a row
-  // share it by distance), per pixel column when flat (two pixels of a column). Returns the steps taken.
+  // An antialiased line from (0, yA) to (W, yB): one step per pixel row when steep (the two pixels of a
+  // row nearest the line share it by distance, LINE_W pixels' worth of ink, at most 1 each), per pixel
+  // column when flat (two pixels of a column). Returns the steps taken.
+  const LINE_W = 1.6;  // about the canvas lineWidth the head view used to stroke
   function rasterLine(yA, yB, cr, cg, cb, a) {
     const { buf, W, Hd } = head, dy = yB - yA, H3 = 3 * Hd;
     if (Math.abs(dy) >= W) {
@@ -347,7 +349,7 @@
       for (let r = r0; r <= r1; r++, x += inv) {
         let c = Math.floor(x), fr = x - c;
         if (c < 0) { c = 0; fr = 0; } else if (c >= W - 1) { c = W - 2; fr = 1; }
-        const k = 3 * (c * Hd + r), k2 = k + H3, g = (1 - fr) * a, h = fr * a;
+        const k = 3 * (c * Hd + r), k2 = k + H3, g = Math.min(1, LINE_W * (1 - fr)) * a, h = Math.min(1, LINE_W * fr) * a;
         buf[k] += (cr - buf[k]) * g; buf[k + 1] += (cg - buf[k + 1]) * g; buf[k + 2] += (cb - buf[k + 2]) * g;
         buf[k2] += (cr - buf[k2]) * h; buf[k2 + 1] += (cg - buf[k2 + 1]) * h; buf[k2 + 2] += (cb - buf[k2 + 2]) * h;
       }
@@ -360,7 +362,7 @@
     for (let c = 0; c < W; c++, y += slope) {
       let r = Math.floor(y), fr = y - r;
       if (r < 0) { r = 0; fr = 0; } else if (r >= Hd - 1) { r = Hd - 2; fr = 1; }
-      const k = 3 * (c * Hd + r), g = (1 - fr) * a, h = fr * a;
+      const k = 3 * (c * Hd + r), g = Math.min(1, LINE_W * (1 - fr)) * a, h = Math.min(1, LINE_W * fr) * a;
       buf[k] += (cr - buf[k]) * g; buf[k + 1] += (cg - buf[k + 1]) * g; buf[k + 2] += (cb - buf[k + 2]) * g;
       buf[k + 3] += (cr - buf[k + 3]) * h; buf[k + 4] += (cg - buf[k + 4]) * h; buf[k + 5] += (cb - buf[k + 5]) * h;
     }
