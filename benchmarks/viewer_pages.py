@@ -43,7 +43,8 @@ INTERACTIONS: list[tuple[str, Callable, str | None]] = [
     ("matrix view: average of heads", lambda pg: pg.select_option("#matrix-head", "-1"), None),
     ("matrix view: hover a cell", lambda pg: pg.hover("#matrix-canvas", position={"x": 200, "y": 200}), None),
     ("compare view: open", lambda pg: pg.click("#tab-compare"), COMPARE),
-    ("compare view: click a thumbnail", lambda pg: pg.click('#diff-grid canvas.thumb[data-layer="5"][data-head="3"]'), COMPARE),
+    ("compare view: click a thumbnail",
+     lambda pg: pg.click('#diff-grid canvas.thumb[data-layer="5"][data-head="3"]'), COMPARE),
     ("compare view: click a layer row (max diff)", lambda pg: pg.click('#maxdiff tbody tr[data-layer="9"]'), COMPARE),
     ("compare view: hover a cell", lambda pg: pg.hover("#diff-canvas", position={"x": 200, "y": 200}), COMPARE),
     ("model view: open", lambda pg: pg.click("#tab-model"), None),
@@ -199,7 +200,8 @@ def interaction_table(results: dict[str, dict]) -> str:
     worst = [f"{max(v['responsive'] for v in results[n]['steps'].values()):.0f} / "
              f"{max(v['complete'] for v in results[n]['steps'].values()):.0f} ms" for n in names]
     out.append("| **slowest step** | " + " | ".join(worst) + " |")
-    out.append("| (a Playwright click with no handler) | " + " | ".join(f"{results[n]['floor']:.0f} ms" for n in names) + " |")
+    out.append("| (a Playwright click with no handler) | "
+               + " | ".join(f"{results[n]['floor']:.0f} ms" for n in names) + " |")
     return "\n".join(out)
 
 

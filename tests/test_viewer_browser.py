@@ -330,7 +330,8 @@ def test_newest_interaction_replaces_drawing_in_progress(browser, page_512):
     pg = o.page
     # both in one task: the head view's job is replaced before it draws a slice
     pg.evaluate("document.getElementById('tab-head').click();"
-                "document.querySelector('#col-left .tok[data-i=\"7\"]').dispatchEvent(new MouseEvent('mouseover', {bubbles: true}))")
+                "document.querySelector('#col-left .tok[data-i=\"7\"]')"
+                ".dispatchEvent(new MouseEvent('mouseover', {bubbles: true}))")
     o.settle()
     jobs = pg.evaluate("EK.jobs")
     assert jobs["replaced"] >= 1 and pg.get_attribute("html", "data-done") == pg.get_attribute("html", "data-req")
@@ -381,7 +382,8 @@ def test_long_diffuse_input_thumbnails_show_structure(browser, tmp_path):
         shown[scale] = _thumb_contrast(o, 1, 1)
         if scale == "own":  # each thumbnail states its own range
             assert "white 0.00" in pg.get_attribute('#grid canvas.thumb[data-layer="1"][data-head="1"]', "title")
-    print("\n(diagonal - off-diagonal darkness, darkest cell): " + ", ".join(f"{k} {v[0]:.0f}, {v[1]:.0f}" for k, v in shown.items()))
+    print("\n(diagonal - off-diagonal darkness, darkest cell): "
+          + ", ".join(f"{k} {v[0]:.0f}, {v[1]:.0f}" for k, v in shown.items()))
     assert shown["absolute"][1] < 60 and shown["absolute"][0] < 20  # nearly white, next to no contrast
     assert shown["uniform"][0] > 60 and shown["own"][0] > 150 and shown["log"][0] > shown["absolute"][0]
     pg.select_option("#thumb-scale", "uniform")

@@ -173,7 +173,8 @@ def render(record: AttentionRecord, *, compare: AttentionRecord | None = None,
         "hide_special": bool(hide_special),
         "quant": {"scheme": "uint8", "scale": _data.QSCALE, "bound": _data.QMAX_ERROR, "max_error": qerr},
         "thumb": {**thumb_meta, "scale": thumb_scale or ("uniform" if seq > LONG else "absolute"),
-                  "log_decades": _data.LOG_DECADES, "octave_levels": _data.OCTAVE_LEVELS, "ratio_span": _data.RATIO_SPAN},
+                  "log_decades": _data.LOG_DECADES, "octave_levels": _data.OCTAVE_LEVELS,
+                  "ratio_span": _data.RATIO_SPAN},
         "diff": diff_meta,
     }
     page = _asset("viewer.html")

@@ -51,7 +51,8 @@ def synthetic_record(layers: int = 24, heads: int = 16, seq: int = 128, *, seed:
                            segment_ids=seg, backend=backend)
 
 
-def perturbed(record: AttentionRecord, rel: float = 1e-3, *, seed: int = 1, backend: str = "synthetic-b") -> AttentionRecord:
+def perturbed(record: AttentionRecord, rel: float = 1e-3, *, seed: int = 1,
+              backend: str = "synthetic-b") -> AttentionRecord:
     """The same tokens with every probability scaled by (1 + rel * normal noise), rows renormalised:
     a second backend for the compare view."""
     rng = np.random.default_rng(seed)
