@@ -284,15 +284,15 @@ def run_interactions(o: Opened, label: str, record_property) -> dict:
     """Time every INTERACTIONS step on an opened page; fail at the first step past a bound."""
     o.page.set_default_timeout(600_000)  # a page that freezes is measured, not cut off at 30 s
     times: dict[str, dict] = {}
-    assert o.page.query_selector("#thumb-scale") is not None, f"{label}: the page has no thumbnail scale menu"
     for name, act, needs in INTERACTIONS:
         if needs is not None and o.page.query_selector(needs) is None:
-            continue  # the compare view's steps on a page without one
+            continue  # the compare view's steps on a page without one (and, before issue 28, the scale menu)
         t = times[name] = timed(o.page, act, timeout_ms=600_000)
         assert t["responsive"] <= RESPONSIVE_MS and t["complete"] <= COMPLETE_MS, (
             f"{label}, {name}: responsive after {t['responsive']:.0f} ms, complete after {t['complete']:.0f} ms "
             f"(bounds {RESPONSIVE_MS} / {COMPLETE_MS} ms); steps before: "
             + ", ".join(f"{k} {v['responsive']:.0f}/{v['complete']:.0f}" for k, v in times.items() if k != name))
+    assert "model view: thumbnail scale" in times, f"{label}: the page has no thumbnail scale menu"
     record_property(f"interaction_{label}", json.dumps({k: {m: round(v[m]) for m in ("responsive", "complete")}
                                                        for k, v in times.items()}))
     resp = [v["responsive"] for v in times.values()]
