@@ -96,8 +96,8 @@ def test_tokens_cannot_break_out_of_the_page():
     rec = synthetic_record(1, 1, 4)
     rec = replace(rec, tokens=("<s>", "</script><img src=x>", "</s>", "</s>"))
     page = render(rec)
-    # only the page's own script elements close: 1 meta + 3 data blocks + the viewer's script
-    assert page.count("</script>") == 5
+    # only the page's own script elements close: 1 meta + 5 data blocks + the viewer's script
+    assert page.count("</script>") == 7
     assert decode_page(page)["meta"]["raw_tokens"][1] == "</script><img src=x>"
 
 
@@ -117,6 +117,52 @@ def test_compare_diff_and_max_per_layer_equal_numpy():
         render(rec, compare=replace(other, tokens=("x",) * 20))
 
 
+def _thumb_blob(page: str, name: str) -> np.ndarray:
+    import re
+
+    m = re.search(rf'<script type="application/octet-stream" id="ek-{name}">(.*?)</script>', page, re.S)
+    return _data.unpack(m.group(1))
+
+
+def test_thumbnails_are_pooled_from_float_values():
+    # 300 tokens of spread-out attention with a local window at 2.2x: below one 8-bit level (1/255)
+    # almost everywhere, so the thumbnails must come from the float32 values to show anything
+    n = 300
+    i = np.arange(n)
+    logits = np.where(np.abs(i[:, None] - i[None, :]) <= 4, 0.8, 0.0)
+    rec = synthetic_record(1, 2, n, seed=4)
+    rec.probs[0, 0] = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype(np.float32)
+    page = render(rec)
+    meta = decode_page(page)["meta"]
+    t = meta["thumb"]["all"]
+    assert t == 32 and meta["thumb"]["scale"] == "uniform"  # the default above 128 tokens
+    edges = np.linspace(0, n, t + 1).astype(int)
+    blocks = [[rec.probs[0, 0, edges[r]:edges[r + 1], edges[c]:edges[c + 1]] for c in range(t)] for r in range(t)]
+    want_max = np.array([[b.max() for b in row] for row in blocks])
+    want_mean = np.array([[b.mean() for b in row] for row in blocks])
+    q = _thumb_blob(page, "thumbs").reshape(1, 2, t, t)[0, 0]
+    got_max = 10.0 ** ((q - 1) / 254 * 6 - 6)
+    assert np.abs(np.log(got_max / want_max)).max() <= np.log(10) * 3 / 254 + 1e-9  # half a log level: 2.8 %
+    ratio = _thumb_blob(page, "thumbs-ratio").reshape(1, 2, t, t)[0, 0]
+    got_ratio = 2.0 ** ((ratio.astype(float) - 128) / 16)
+    assert np.abs(np.log2(got_ratio / (want_mean * n))).max() <= 1 / 32 + 1e-9  # half a level: 1/32 octave
+    r, c = np.indices((t, t))
+    assert ratio[r == c].min() > 128 + 8 and ratio[np.abs(r - c) > 2].max() <= 128  # diagonal above uniform
+    pair = synthetic_record(2, 3, 200, seed=6, pair_at=120)  # special tokens in the middle too
+    keep = ~pair.special
+    mx, mean, t = _data.pooled(pair.probs, keep)  # the no-special grid: blocks of the kept tokens
+    kept = pair.probs[:, :, keep][:, :, :, keep]
+    e = np.linspace(0, kept.shape[-1], t + 1).astype(int)
+    np.testing.assert_array_equal(mx, np.maximum.reduceat(np.maximum.reduceat(kept, e[:-1], -1), e[:-1], -2))
+    np.testing.assert_allclose(mean, np.add.reduceat(np.add.reduceat(kept, e[:-1], -1), e[:-1], -2)
+                               / np.outer(np.diff(e), np.diff(e)), rtol=1e-5)
+    short = decode_page(render(synthetic_record(1, 1, 128)))["meta"]["thumb"]
+    assert short["scale"] == "absolute" and short["all"] == 32
+    assert decode_page(render(rec, thumb_scale="own"))["meta"]["thumb"]["scale"] == "own"
+    with pytest.raises(InputError, match="thumb scale 'max'"):
+        render(rec, thumb_scale="max")
+
+
 def _png_size(path: Path) -> tuple[int, int]:
     head = path.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
@@ -126,11 +172,12 @@ def _png_size(path: Path) -> tuple[int, int]:
 def test_cli_writes_page_and_png(tiny_roberta, tmp_path, capfd):
     out, png = tmp_path / "view.html", tmp_path / "grid.png"
     rc = main(["attention", str(tiny_roberta), TEXT, "--pair", "A second text.", "--out", str(out),
-               "--png", str(png), "--heads", "0,2", "--quiet"])
+               "--png", str(png), "--heads", "0,2", "--thumb-scale", "log", "--quiet"])
     assert rc == 0
     assert f"wrote {out}" in capfd.readouterr().out
     got = decode_page(out.read_text(encoding="utf-8"))
     assert got["meta"]["heads"] == [0, 2] and got["meta"]["layers"] == [0, 1]
+    assert got["meta"]["thumb"]["scale"] == "log"
     assert got["meta"]["backend"] == "torch" and 1 in got["meta"]["segments"]
     w, h = _png_size(png)
     assert w > 100 and h > 100

@@ -75,6 +75,10 @@ def _attention_parser(sub, parents) -> None:
     s.add_argument("--layers", default=None, help="layers to include, e.g. 0-23 or 0,5,11 (default: all)")
     s.add_argument("--heads", default=None, help="heads to include, e.g. 0,3,7 (default: all)")
     s.add_argument("--hide-special", action="store_true", help="open with special tokens hidden")
+    s.add_argument("--thumb-scale", choices=["absolute", "own", "log", "uniform"], default=None,
+                   help="the model view's thumbnail colours to open with (a menu on the page switches): absolute "
+                        "0-1, each to its own range, log attention, or relative to uniform 1/n (default: absolute "
+                        "up to 128 tokens, uniform above)")
     s.set_defaults(func=cmd_attention)
 
 
@@ -140,7 +144,8 @@ def cmd_attention(a: argparse.Namespace, ctx: Context) -> None:
         compare = attention_record(rt2, a.text, a.pair, truncate=a.truncate)
         bar.update()
     bar.set_postfix_str("render")
-    page = render(record, compare=compare, layers=layers, heads=heads, hide_special=a.hide_special)
+    page = render(record, compare=compare, layers=layers, heads=heads, hide_special=a.hide_special,
+                  thumb_scale=a.thumb_scale)
     png = None
     if a.png:
         from ..viewer.png import png_bytes

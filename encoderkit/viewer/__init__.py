@@ -21,7 +21,16 @@ from ..core.errors import InputError
 from . import _data
 from ._record import AttentionRecord, attention_record
 
-__all__ = ["AttentionRecord", "attention_record", "check_outputs", "render", "select", "decode_page"]
+__all__ = ["AttentionRecord", "attention_record", "check_outputs", "render", "select", "decode_page", "THUMB_SCALES"]
+
+# How the model view's thumbnails are coloured (a menu on the page switches between them):
+THUMB_SCALES = {
+    "absolute": "max-pooled attention on one scale for every thumbnail (white 0, darkest 1)",
+    "own": "max-pooled attention, each thumbnail from its own smallest (white) to its largest value",
+    "log": "log10 of max-pooled attention (white 1e-4 or less, darkest 1)",
+    "uniform": "mean-pooled attention relative to uniform attention 1/n: log2 ratio, blue below, red above",
+}
+LONG = 128  # longer inputs open with the 'uniform' thumbnails: absolute ones of spread-out heads look blank
 
 
 def check_outputs(page: Path, png: Path | None = None) -> None:
@@ -100,7 +109,7 @@ def _blob(name: str, text: str) -> str:
 
 def render(record: AttentionRecord, *, compare: AttentionRecord | None = None,
            layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
-           title: str | None = None, hide_special: bool = False) -> str:
+           title: str | None = None, hide_special: bool = False, thumb_scale: str | None = None) -> str:
     """The self-contained attention page for ``record``.
 
     Args:
@@ -110,11 +119,16 @@ def render(record: AttentionRecord, *, compare: AttentionRecord | None = None,
         layers, heads: model indices to include (default: all).
         title: the page title (default: the backend and the first tokens).
         hide_special: start with special tokens hidden (a checkbox toggles it).
+        thumb_scale: the model view's colour scale to open with, one of ``THUMB_SCALES`` (default:
+            "absolute" up to 128 tokens, "uniform" above).
     Returns:
         The HTML page, UTF-8 text.
     Raises:
-        InputError: bad layer/head selection, or ``compare`` is not for the same tokens.
+        InputError: bad layer/head selection, ``compare`` is not for the same tokens, or an unknown
+            ``thumb_scale``.
     """
+    if thumb_scale is not None and thumb_scale not in THUMB_SCALES:
+        raise InputError(f"thumb scale {thumb_scale!r}: choose one of {', '.join(THUMB_SCALES)}")
     probs, layers, heads = select(record, layers, heads)
     seq = len(record.tokens)
     if probs.shape[-2:] != (seq, seq):
@@ -123,10 +137,15 @@ def render(record: AttentionRecord, *, compare: AttentionRecord | None = None,
     special = np.asarray(record.special, dtype=bool)
     keep = ~special
     q, qerr = _data.quantize(probs)
-    thumbs, t = _data.thumbnails(probs)
-    thumbs_ns, t_ns = _data.thumbnails(probs, keep)
-    blobs = [_blob("probs", _data.pack(q)), _blob("thumbs", _data.pack(thumbs)),
-             _blob("thumbs-ns", _data.pack(thumbs_ns))]
+    blobs = [_blob("probs", _data.pack(q))]
+    thumb_meta = {}
+    for name, sel in (("all", None), ("no_special", keep)):
+        mx, mean, t = _data.pooled(probs, sel)
+        ratio = _data.ratio_levels(mean, int(sel.sum()) if sel is not None else seq)
+        suffix = "" if sel is None else "-ns"
+        blobs += [_blob("thumbs" + suffix, _data.pack(_data.log_levels(mx))),
+                  _blob("thumbs-ratio" + suffix, _data.pack(ratio))]
+        thumb_meta[name] = t
     diff_meta = None
     if compare is not None:
         if tuple(compare.tokens) != tuple(record.tokens) or not np.array_equal(compare.token_ids, record.token_ids):
@@ -173,7 +192,9 @@ def render(record: AttentionRecord, *, compare: AttentionRecord | None = None,
         "byte_level": byte_level,
         "hide_special": bool(hide_special),
         "quant": {"scheme": "uint8", "scale": _data.QSCALE, "bound": _data.QMAX_ERROR, "max_error": qerr},
-        "thumb": {"all": t, "no_special": t_ns},
+        "thumb": {**thumb_meta, "scale": thumb_scale or ("uniform" if seq > LONG else "absolute"),
+                  "log_decades": _data.LOG_DECADES, "octave_levels": _data.OCTAVE_LEVELS,
+                  "ratio_span": _data.RATIO_SPAN},
         "diff": diff_meta,
     }
     page = _asset("viewer.html")

@@ -4,7 +4,8 @@ Probabilities are quantized linearly to uint8 (p ~ q / 255, error at most 1/510 
 and deflated; the page inflates them with the browser's own DecompressionStream, so no library
 is needed. A 512-token text on a 24 x 16 model is 100 M values: 100 MB as raw bytes, far less
 deflated (attention rows are mostly near-zero). Thumbnails for the model view are pooled here,
-so the grid draws before the full tensor is inflated.
+from the float32 values, so the grid draws before the full tensor is inflated and keeps detail the
+8-bit levels lose: at 512 tokens uniform attention is 1/512, half of one level.
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ QSCALE = 255  # uint8 levels for probabilities in [0, 1]
 QMAX_ERROR = 0.5 / QSCALE  # the rounding bound, stated on the page
 DIFF_LEVELS = 127  # int8 levels for a compare difference, scaled per layer by its max |diff|
 THUMB = 32  # thumbnail side in cells: a 512-token matrix is max-pooled in 16 x 16 blocks
+LOG_DECADES = 6  # log-coded thumbnails: level 1..255 spans p = 1e-6..1, level 0 is p < 1e-6
+OCTAVE_LEVELS = 16  # ratio-to-uniform thumbnails: level 128 = uniform, 16 levels per factor of 2
+RATIO_SPAN = 3  # their colour scale: full blue at 1/8 x uniform, full red at 8 x
 
 
 @lru_cache(maxsize=1)
@@ -119,6 +123,59 @@ def thumbnails(values: np.ndarray, keep: np.ndarray | None = None) -> tuple[np.n
     edges = np.linspace(0, n, t + 1).astype(int)[:-1]
     pooled = np.maximum.reduceat(np.maximum.reduceat(values, edges, axis=-1), edges, axis=-2)
     return np.rint(np.clip(pooled, 0, 1) * 255).astype(np.uint8), t
+
+
+def pooled(probs: np.ndarray, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """Max- and mean-pool each [seq, seq] matrix of ``probs`` [layers, heads, seq, seq] to at most THUMB cells.
+
+    Args:
+        keep: bool [seq]; rows and columns where it is False are dropped first (not renormalised).
+    Returns:
+        (max float32 [layers, heads, t, t], mean float32 [layers, heads, t, t], t).
+    """
+    n = int(np.count_nonzero(keep)) if keep is not None else probs.shape[-1]
+    t = min(n, THUMB)
+    shape = probs.shape[:2] + (t, t)
+    mx, mean = np.zeros(shape, dtype=np.float32), np.zeros(shape, dtype=np.float32)
+    if n == 0:
+        return mx, mean, 0
+    edges = np.linspace(0, n, t + 1).astype(int)
+    starts, sizes = edges[:-1], np.diff(edges)
+    area = np.outer(sizes, sizes).astype(np.float32)
+    drop = None
+    if keep is not None:  # blocks of kept tokens, as ranges of the full matrix with dropped rows/columns zeroed
+        drop = ~np.asarray(keep, dtype=bool)
+        starts = np.flatnonzero(keep)[starts]
+    for i in range(probs.shape[0]):  # layer by layer: a 512-token roberta-large tensor is 400 MB
+        v = probs[i]
+        if drop is not None and drop.any():
+            v = v.copy()  # zeros change no block's sum, nor its max (probabilities are >= 0)
+            v[:, drop, :] = 0
+            v[:, :, drop] = 0
+        mx[i] = np.maximum.reduceat(np.maximum.reduceat(v, starts, axis=-1), starts, axis=-2)
+        mean[i] = np.add.reduceat(np.add.reduceat(v, starts, axis=-1, dtype=np.float32), starts, axis=-2) / area
+    return mx, mean, t
+
+
+def log_levels(p: np.ndarray) -> np.ndarray:
+    """uint8 log-coded probabilities: 0 for p < 1e-6, else 1 + 254 * (log10 p + 6) / 6 (255 = 1.0).
+
+    One level is a factor of 10 ** (6 / 254) = 1.056: 5.6 % steps at any scale, so a thumbnail of
+    attention spread over 512 tokens (p ~ 0.002) keeps as much detail as one of sharp attention."""
+    p = np.asarray(p, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        x = 1 + (LOG_DECADES + np.log10(np.maximum(p, 1e-30))) * 254 / LOG_DECADES
+    return np.where(p >= 10.0 ** -LOG_DECADES, np.rint(np.clip(x, 1, 255)), 0).astype(np.uint8)
+
+
+def ratio_levels(mean: np.ndarray, n: int) -> np.ndarray:
+    """uint8 levels of log2(mean p * n), pooled attention relative to uniform attention (1/n).
+
+    Level = 128 + 16 * log2(ratio), clipped to 0..255: 1/256 x .. 256 x uniform, 1/16 of an octave a level.
+    """
+    with np.errstate(divide="ignore"):
+        x = 128 + OCTAVE_LEVELS * np.log2(np.maximum(np.asarray(mean, dtype=np.float64) * max(n, 1), 1e-30))
+    return np.rint(np.clip(x, 0, 255)).astype(np.uint8)
 
 
 def pack(data: np.ndarray, level: int = 3) -> str:

@@ -6,6 +6,8 @@ from, so tests and the page-size benchmark use these instead (parity tests use r
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from ._record import AttentionRecord
@@ -47,3 +49,15 @@ def synthetic_record(layers: int = 24, heads: int = 16, seq: int = 128, *, seed:
         probs[layer] = x
     return AttentionRecord(tokens=tuple(tokens), token_ids=ids, probs=probs, special=special,
                            segment_ids=seg, backend=backend)
+
+
+def perturbed(record: AttentionRecord, rel: float = 1e-3, *, seed: int = 1,
+              backend: str = "synthetic-b") -> AttentionRecord:
+    """The same tokens with every probability scaled by (1 + rel * normal noise), rows renormalised:
+    a second backend for the compare view."""
+    rng = np.random.default_rng(seed)
+    probs = np.empty_like(record.probs)
+    for layer in range(probs.shape[0]):  # layer by layer, as above
+        x = record.probs[layer] * (1 + rel * rng.standard_normal(record.probs.shape[1:], dtype=np.float32))
+        probs[layer] = x / x.sum(axis=-1, keepdims=True)
+    return replace(record, probs=probs, backend=backend)
