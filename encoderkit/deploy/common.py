@@ -144,6 +144,11 @@ class Plan:
     name: str
 
 
+# Targets whose runner runs the converted ONNX graphs, the classification head among them
+# (classifier.onnx); the TFLite and TF Serving exports carry no classification head yet.
+ONNX_TARGETS = ("onnx", "node", "triton", "web")
+
+
 def plan(source: Converted, options: PackageOptions) -> Plan:
     """Resolve tasks and max length against the model.
 
@@ -151,10 +156,17 @@ def plan(source: Converted, options: PackageOptions) -> Plan:
         InputError: a task the model cannot do, or a max length beyond its position table.
     """
     spec = source.spec
-    tasks = options.tasks or (("embed", "fill-mask") if spec.has_mlm_head else ("embed",))
-    if "classify" in tasks:
-        raise InputError("task 'classify' needs a sequence-classification head, which encoderkit's converted "
-                         "models do not carry yet; package with --tasks embed,fill-mask")
+    classify_ok = options.target in ONNX_TARGETS
+    supported = (("embed",) + (("fill-mask",) if spec.has_mlm_head else ())
+                 + (("classify",) if spec.has_classifier and classify_ok else ()))
+    tasks = options.tasks or supported
+    if "classify" in tasks and not spec.has_classifier:
+        raise InputError("this model has no sequence-classification head; fine-tune one (encoderkit finetune "
+                         "MODEL --data FILE --out DIR, then convert DIR) or package with --tasks "
+                         + ",".join(t for t in supported if t != "classify"))
+    if "classify" in tasks and not classify_ok:
+        raise InputError(f"task 'classify' is packaged for the ONNX-based targets ({', '.join(ONNX_TARGETS)}), "
+                         f"not {options.target}; package with --tasks {','.join(t for t in supported if t != 'classify')}")
     if "fill-mask" in tasks and not spec.has_mlm_head:
         raise InputError("this model has no masked-LM head (e.g. a sentence-embedding BertModel); "
                          "package it with --tasks embed")
@@ -220,7 +232,8 @@ def reference_outputs(source: Converted, p: Plan, embed_probes: list[dict], fill
     rt = load(source.path, reference)
     spec = source.spec
     tok = TextTokenizer(load_tokenizer(source.path / source.formats[0]), p.max_length, spec.mask_token)
-    out: dict[str, Any] = {"reference": reference, "embed": [], "fill_mask": []}
+    out: dict[str, Any] = {"reference": reference, "embed": [], "fill_mask": [],
+                           "classify": [] if "classify" in p.tasks else None}
     def encode(probe: dict) -> tuple[dict, list[int]]:
         # a probe is truncated when it is longer than this bundle's max length (tiny BPEs make
         # many tokens of the short probes too)
@@ -248,6 +261,16 @@ def reference_outputs(source: Converted, p: Plan, embed_probes: list[dict], fill
         top = [[{"token": int(j), "score": float(row[j])} for j in np.argsort(-row, kind="stable")[:5]]
                for row in probs]
         out["fill_mask"].append({**probe, "ids": ids, "top": top})
+    if out["classify"] is None:
+        del out["classify"]
+        return out
+    from ..tasks.classify import scores_of
+
+    for probe in embed_probes:  # the same texts; scores of every label, as classify(top_k=None)
+        probe, ids = encode(probe)
+        input_ids, mask = pad_batch([ids], spec.pad_token_id)
+        scores = scores_of(rt.classify_logits(input_ids, mask))[0]
+        out["classify"].append({**probe, "ids": ids, "scores": [float(x) for x in scores]})
     return out
 
 
@@ -273,7 +296,8 @@ def base_bundle(source: Converted, p: Plan, *, engine: str, runner: str, graphs:
         "runner": runner,
         "source": source.source,
         "model": {"arch": spec.arch, "hidden_size": spec.hidden_size, "num_layers": spec.num_layers,
-                  "num_heads": spec.num_heads, "vocab_size": spec.vocab_size, "has_mlm_head": spec.has_mlm_head},
+                  "num_heads": spec.num_heads, "vocab_size": spec.vocab_size, "has_mlm_head": spec.has_mlm_head,
+                  "labels": list(spec.labels) if "classify" in p.tasks else []},
         "quantize": o.quantize,
         "tasks": list(p.tasks),
         "max_length": p.max_length,
