@@ -55,10 +55,12 @@ class PackageOptions:
     normalize: bool = False
     ort_format: bool = False
     name: str | None = None
+    threads: int | None = None  # web: the page's wasm thread count (None: the browser's cores, up to 4)
 
     @classmethod
     def parse(cls, *, target: str, quantize: str | None, tasks: str | list[str] | None, max_length: int | None,
-              pooling: str | None, normalize: bool, ort_format: bool, name: str | None) -> PackageOptions:
+              pooling: str | None, normalize: bool, ort_format: bool, name: str | None,
+              threads: int | None = None) -> PackageOptions:
         """Check option values (not yet against the model).
 
         Raises:
@@ -83,8 +85,13 @@ class PackageOptions:
             raise InputError(f"--max-length must be an integer >= 3, got {max_length!r}")
         if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
             raise InputError(f"--name {name!r}: use letters, digits, '_', '-', '.'")
+        if threads is not None:
+            if target != "web":
+                raise InputError("--threads is an option of --target web (the page's wasm threads)")
+            if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 64:
+                raise InputError(f"--threads must be an integer from 1 to 64, got {threads!r}")
         return cls(target, quantize, tuple(dict.fromkeys(tasks)) if tasks else None, max_length, pooling,
-                   normalize, ort_format, name)
+                   normalize, ort_format, name, threads)
 
 
 @dataclass(frozen=True)
@@ -346,7 +353,7 @@ def finish(root: Path, bundle: dict[str, Any], probes: dict[str, Any], quantize:
     bundle["probes"] = {**probes, "tolerance": tolerance(quantize, fp32_backend)}
     bundle["files"] = file_table(root)
     write_bundle_json(root, bundle)
-    if bundle.get("runner") == "run.py":
+    if (root / "run.py").is_file():  # every bundle carries run.py (web: beside its JS runner)
         say("self-test of the packaged runner ...")
         *lines, measured = run_self_test(root, measure=True).strip().splitlines()
         bundle["self_test"] = [ln for ln in lines if ln and ln != "self-test passed"]

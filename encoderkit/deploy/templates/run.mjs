@@ -51,11 +51,15 @@ async function readBundle(root) {
 // truncation is asked for, which keeps the specials and cuts the text's tokens at the end
 // (what the `tokenizers` library's truncation does for one sequence).
 class TextTokenizer {
-  constructor(tok, maxLength) {
+  constructor(tok, maxLength, json = {}) {
     this.tok = tok;
     this.maxLength = maxLength;
+    this.sigma = lowercases(json.normalizer);
   }
   encodeOne(text, truncate, i) {
+    // JS toLowerCase applies Unicode's Final_Sigma rule (a word-final Σ becomes ς); Python's
+    // tokenizers lowercases each character alone (always σ): lowercase Σ first, as both agree.
+    if (this.sigma) text = text.replaceAll("\u03a3", "\u03c3");
     const ids = this.tok.encode(text, { add_special_tokens: true }).ids;
     if (ids.length <= this.maxLength) return ids;
     if (!truncate) {
@@ -82,6 +86,13 @@ class TextTokenizer {
   }
 }
 
+// Whether a tokenizer.json normalizer lowercases (BertNormalizer lowercase, Lowercase, in a Sequence).
+function lowercases(n) {
+  if (!n) return false;
+  if (n.type === "Sequence") return (n.normalizers || []).some(lowercases);
+  return n.type === "Lowercase" || (n.type === "BertNormalizer" && n.lowercase !== false);
+}
+
 class Bundle {
   static async load(root = HERE, threads = 0) {
     const t0 = performance.now();
@@ -95,7 +106,7 @@ class Bundle {
     const cfgPath = join(tokDir, "tokenizer_config.json");
     const tokJson = JSON.parse(readFileSync(join(root, b.info.tokenizer), "utf8"));
     const cfg = existsSync(cfgPath) ? JSON.parse(readFileSync(cfgPath, "utf8")) : {};
-    b.tokenizer = new TextTokenizer(new Tokenizer(tokJson, cfg), b.info.max_length);
+    b.tokenizer = new TextTokenizer(new Tokenizer(tokJson, cfg), b.info.max_length, tokJson);
     const opts = { executionProviders: ["cpu"], graphOptimizationLevel: "all" };
     if (threads) opts.intraOpNumThreads = threads;
     b.encoder = await ort.InferenceSession.create(join(root, b.info.graphs.encoder), opts);

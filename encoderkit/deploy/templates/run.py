@@ -193,7 +193,8 @@ class TFEngine:
                          mask_positions=tf.constant(rows.astype(np.int64)), **self._types(ids))["logits"].numpy()
 
 
-ENGINES = {"onnxruntime": OrtEngine, "litert": TFLiteEngine, "tensorflow": TFEngine}
+# a web bundle's graphs (onnxruntime-web in the browser) run on onnxruntime here
+ENGINES = {"onnxruntime": OrtEngine, "onnxruntime-web": OrtEngine, "litert": TFLiteEngine, "tensorflow": TFEngine}
 
 
 # ----------------------------------------------------------------------------- the model
