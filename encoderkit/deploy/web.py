@@ -196,6 +196,12 @@ def package_web(source: Converted, out: Path, p: Plan, say) -> dict[str, Any]:
     external = {role: graphs[role] + ".data" for role in ("encoder", "head", "classifier")
                 if graphs.get(role) and (out / (graphs[role] + ".data")).is_file()}
     (out / "README.md").write_text(readme(p, source), encoding="utf-8")
+    # onnx writes external data owner-only (0600); a web server running as another user must
+    # read every file, so each gets the mode an ordinary new file gets here (umask applied)
+    mode = (out / "README.md").stat().st_mode & 0o777
+    for f in out.rglob("*"):
+        if f.is_file() and f.stat().st_mode & 0o777 != mode:
+            f.chmod(mode)
     bundle = base_bundle(source, p, engine="onnxruntime-web", runner="encoderkit.mjs",
                          graphs={"encoder": graphs["encoder"], "head": graphs["head"],
                                  "classifier": graphs["classifier"]},
