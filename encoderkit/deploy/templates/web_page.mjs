@@ -152,6 +152,7 @@ async function main() {
   status(`ready in ${ms(m.facts.load_seconds)}: ${m.facts.name}`, "ready");
   $("run").disabled = false;
   $("selftest-run").addEventListener("click", selfTest);
+  $("selftest-run").disabled = false;
   EK.ready_ms = performance.now(); // since navigation start
   document.documentElement.dataset.ready = "1";
   // The page checks itself against the bundle's probes at once when that is quick (small
