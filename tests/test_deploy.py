@@ -28,6 +28,7 @@ pytestmark = pytest.mark.xdist_group("deploy")
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Zürich's café — crème brûlée, 東京 🍣 ✓ naïve", "Short."]
 INT8_COSINE = 0.98  # validate.QUANT_THRESHOLDS["onnx-int8"]["cosine"]
+INT8_TOP1 = 0.75  # registry: onnx-int8 min_top1
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -202,9 +203,9 @@ def test_bundle_tokenizer_gives_encoderkit_ids(tiny, minilm, tmp_path, which):
 
 
 def test_option_errors(tiny, minilm, tmp_path):
-    with pytest.raises(UnknownNameError, match="choose one of: onnx, node, tflite, triton, tf-serving"):
+    with pytest.raises(UnknownNameError, match="choose one of: onnx, node, tflite, triton, tf-serving, web"):
         package(tiny, "coreml", tmp_path / "x")
-    with pytest.raises(InputError, match="classification head"):
+    with pytest.raises(InputError, match="no sequence-classification head; fine-tune one"):
         package(tiny, "onnx", tmp_path / "x", tasks="classify")
     with pytest.raises(InputError, match="no masked-LM head"):
         package(minilm, "onnx", tmp_path / "x", tasks="fill-mask")
@@ -270,7 +271,7 @@ def test_node_runner_matches_python_runner(tiny, minilm, npm_cache, tmp_path, wh
     assert "self-test passed" in _node(out, "--self-test").stdout
 
     long_text = "Zürich café 東京 " + "a long text that needs cutting " * 120
-    texts = TEXTS + [long_text]
+    texts = TEXTS + ["ΣΊΣΥΦΟΣ Σ ΟΔΟΣ", long_text]  # Greek: JS lowercases a word-final Σ to ς, Python to σ
     ids_js = json.loads(_node(out, "tokenize", *texts, "--truncate").stdout)
     ids_py = json.loads(_run(sys.executable, out, "tokenize", *texts, "--truncate").stdout)
     assert ids_js == ids_py
@@ -390,5 +391,93 @@ def test_tf_serving_layout(tiny, tmp_path):
     assert any(line.startswith("embed:") for line in bundle["self_test"])
 
 
-def test_every_target_has_a_test():
-    assert set(TARGETS) == {"onnx", "node", "tflite", "triton", "tf-serving"}
+def test_every_target_has_a_test():  # web: tests/test_deploy_web.py
+    assert set(TARGETS) == {"onnx", "node", "tflite", "triton", "tf-serving", "web"}
+
+
+# ----------------------------------------------------------------------------- classify
+CLASSIFY_TEXTS = ["The striker scored twice in the second half.", "Add the garlic once the onions turn golden.",
+                  "Restart your router if the wifi keeps dropping.", "Zürich café 東京 🍣", "ok"]
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    """A tiny BERT fine-tuned for topic classification (full, 6 steps; see tests/test_classify.py),
+    converted to safetensors + onnx (+int8)."""
+    from encoderkit.finetune import TOPICS_TEST, TOPICS_TRAIN, finetune
+
+    root = tmp_path_factory.mktemp("deploy-cls")
+    init_random(root / "base", "tiny", arch="bert", seed=3)
+    finetune(root / "base", TOPICS_TRAIN, root / "tuned", method="full", eval_data=TOPICS_TEST, max_steps=6, lr=5e-3,
+             batch_size=16, quiet=True)
+    convert(root / "tuned", ["safetensors", "onnx"], root / "conv", quantize="int8")
+    return root / "conv"
+
+
+def _same_classes(got, want, atol):
+    """Equal JSON shape and labels; scores within atol (the max |diff| in the message)."""
+    assert [[set(p) for p in row] for row in got] == [[{"label", "score"}] * len(row) for row in want]
+    assert [[p["label"] for p in row] for row in got] == [[p["label"] for p in row] for row in want]
+    diff = np.abs(np.array([[p["score"] for p in row] for row in got])
+                  - np.array([[p["score"] for p in row] for row in want])).max()
+    assert diff <= atol, f"classify scores: max |diff| {diff:.3g} > {atol:g}"
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_classify_in_onnx_bundle_equals_encoderkit_classify(classifier, tmp_path, capfd, quantize):
+    out = tmp_path / "bundle"
+    bundle = package(classifier, "onnx", out, quantize=quantize)
+    labels = list(encoderkit.load(classifier, "torch").spec.labels)
+    assert bundle["tasks"] == ["embed", "classify"] and bundle["model"]["labels"] == labels
+    assert bundle["graphs"]["classifier"] == "classifier.onnx" and len(bundle["probes"]["classify"]) == 3
+    assert any(line.startswith("classify: 3 probes") for line in bundle["self_test"])
+    backend = "onnx" if quantize == "none" else "onnx-int8"
+    got = json.loads(_run(sys.executable, out, "classify", *CLASSIFY_TEXTS, "--top-k", "3", "--json").stdout)
+    want = _cli_json(capfd, "classify", str(classifier), *CLASSIFY_TEXTS, "--backend", backend, "--top-k", "3", "--json")
+    _same_classes(got, want, 1e-5)  # the same graphs as encoderkit's backend
+    ref = encoderkit.load(classifier, "torch").classify(CLASSIFY_TEXTS, top_k=None)
+    got_all = json.loads(_run(sys.executable, out, "classify", *CLASSIFY_TEXTS, "--top-k", str(len(labels)),
+                              "--json").stdout)
+    if quantize == "none":
+        _same_classes(got_all, ref, 1e-4)
+    else:  # label agreement, the registry's int8 top-1 bound
+        agree = np.mean([g[0]["label"] == r[0]["label"] for g, r in zip(got_all, ref)])
+        assert agree >= INT8_TOP1, f"label agreement {agree:.2f} < {INT8_TOP1}"
+    one = json.loads(_run(sys.executable, out, "classify", CLASSIFY_TEXTS[0], "--json").stdout)
+    assert len(one) == 1 and len(one[0]) == 1  # default top_k 1, as `encoderkit classify`
+    res = _run(sys.executable, out, "classify", "   ", check=False)
+    assert res.returncode == 2 and res.stderr.strip() == "error: texts[0] is empty"
+
+
+def test_classify_in_node_and_triton_bundles(classifier, npm_cache, tmp_path):
+    out = tmp_path / "node"
+    package(classifier, "node", out)
+    _npm_install(out, npm_cache)
+    assert "classify: 3 probes" in _node(out, "--self-test").stdout
+    got = json.loads(_node(out, "classify", *CLASSIFY_TEXTS, "--top-k", "2", "--json").stdout)
+    want = json.loads(_run(sys.executable, out, "classify", *CLASSIFY_TEXTS, "--top-k", "2", "--json").stdout)
+    _same_classes(got, want, 1e-4)
+    res = _node(out, "classify", "ok", "--top-k", "0", check=False)
+    assert res.returncode == 2 and "top_k must be a positive integer" in res.stderr
+
+    repo = tmp_path / "triton"
+    bundle = package(classifier, "triton", repo, name="topics")
+    assert bundle["triton"]["models"] == ["topics", "topics-classifier"]
+    config = (repo / "topics-classifier" / "config.pbtxt").read_text()
+    assert 'name: "hidden"' in config and 'name: "logits"' in config and f"dims: [ {len(bundle['model']['labels'])} ]" in config
+    assert "classify: 3 probes" in _run(sys.executable, repo, "--self-test").stdout
+
+
+def test_classify_only_where_a_head_and_a_runner_are(classifier, tiny, tmp_path):
+    from encoderkit.deploy.common import Converted, PackageOptions, plan
+
+    def tasks(conv, target, asked=None):
+        opts = PackageOptions.parse(target=target, quantize="none", tasks=asked, max_length=None, pooling=None,
+                                    normalize=False, ort_format=False, name=None)
+        return plan(Converted.open(conv), opts).tasks
+
+    assert tasks(classifier, "onnx") == ("embed", "classify")  # default: every task the model supports
+    assert tasks(classifier, "tflite") == ("embed",)  # no classification head in TFLite exports yet
+    with pytest.raises(InputError, match="packaged for the ONNX-based targets"):
+        tasks(classifier, "tf-serving", "embed,classify")
+    assert tasks(tiny, "web") == ("embed", "fill-mask")

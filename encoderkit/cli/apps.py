@@ -12,6 +12,7 @@ def add_parsers(sub, parents: list[argparse.ArgumentParser]) -> None:
     _bench_parser(sub, parents)
     _attention_parser(sub, parents)
     _package_parser(sub, parents)
+    _serve_bundle_parser(sub, parents)
     _finetune_parser(sub, parents)
 
 
@@ -192,6 +193,9 @@ def _package_parser(sub, parents) -> None:
     s.add_argument("--normalize", action="store_true", help="with --pooling: L2-normalise in the graph too")
     s.add_argument("--ort", action="store_true", help="onnx/node: also write model.ort (ONNX Runtime Mobile)")
     s.add_argument("--name", default=None, help="model name in triton/tf-serving layouts")
+    s.add_argument("--threads", type=int, default=None,
+                   help="web: the page's wasm threads (default: the browser's cores, at most 4; 1 without "
+                        "cross-origin isolation)")
     s.add_argument("--force", action="store_true", help="replace OUT if it exists")
     s.set_defaults(func=cmd_package)
 
@@ -203,7 +207,7 @@ def cmd_package(a: argparse.Namespace, ctx: Context) -> None:
     with status() as say:
         bundle = package(a.converted, a.target, a.out, quantize=a.quantize, tasks=a.tasks,
                          max_length=a.max_length, pooling=a.pooling, normalize=a.normalize,
-                         ort_format=a.ort, name=a.name, force=a.force, progress=say)
+                         ort_format=a.ort, name=a.name, threads=a.threads, force=a.force, progress=say)
     fp = bundle["footprint"]
     line = f"wrote {a.out} ({a.target}, {bundle['quantize']}, {fp['bundle_bytes'] / 1e6:.1f} MB"
     if "load_seconds" in fp:
@@ -212,6 +216,27 @@ def cmd_package(a: argparse.Namespace, ctx: Context) -> None:
     ctx.emit(line + ")")
     for ln in bundle.get("self_test", []):
         ctx.emit(f"  self-test: {ln}")
+    if a.target == "web":
+        ctx.emit(f"  serve it: encoderkit serve-bundle {a.out}   (or: cd {a.out} && python3 serve.py)")
+
+
+def _serve_bundle_parser(sub, parents) -> None:
+    s = sub.add_parser("serve-bundle", parents=parents,
+                       help="serve a --target web bundle on 127.0.0.1 (with cross-origin isolation headers)")
+    s.add_argument("bundle", type=Path, help="a `encoderkit package --target web` output directory")
+    s.add_argument("--port", type=int, default=8000, help="0: any free port")
+    s.add_argument("--no-isolation", action="store_true",
+                   help="leave out COOP/COEP (the page then runs on one wasm thread)")
+    s.set_defaults(func=cmd_serve_bundle)
+
+
+def cmd_serve_bundle(a: argparse.Namespace, ctx: Context) -> None:
+    from ..core.errors import InputError
+    from ..deploy.web import serve
+
+    if not 0 <= a.port <= 65535:
+        raise InputError(f"--port must be 0..65535, got {a.port}")
+    serve(a.bundle, port=a.port, isolation=not a.no_isolation, say=ctx.emit)
 
 
 # ------------------------------------------------------------------ finetune

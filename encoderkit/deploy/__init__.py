@@ -21,6 +21,7 @@ TARGETS = {
     "tflite": "encoderkit.deploy.tflite:package_tflite",
     "triton": "encoderkit.deploy.triton:package_triton",
     "tf-serving": "encoderkit.deploy.tf_serving:package_tf_serving",
+    "web": "encoderkit.deploy.web:package_web",
 }
 
 
@@ -39,8 +40,8 @@ def target_function(name: str) -> Callable[..., dict[str, Any]]:
 def package(converted: str | Path, target: str, out: str | Path, *, quantize: str = "none",
             tasks: str | list[str] | None = None, max_length: int | None = None,
             pooling: str | None = None, normalize: bool = False, ort_format: bool = False,
-            name: str | None = None, force: bool = False, progress: Callable[[str], None] | None = None
-            ) -> dict[str, Any]:
+            name: str | None = None, threads: int | None = None, force: bool = False,
+            progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Package a ``encoderkit convert`` output directory for one deployment target.
 
     Args:
@@ -50,13 +51,16 @@ def package(converted: str | Path, target: str, out: str | Path, *, quantize: st
         out: the bundle directory to write (atomically).
         quantize: ``none``, ``int8`` or ``fp16`` (the converted int8/fp16 ONNX encoder; for
             tflite, TFLite's own dynamic-range int8 or fp16 weights).
-        tasks: ``embed``, ``fill-mask`` (comma list); default: every task the model supports.
+        tasks: ``embed``, ``fill-mask``, ``classify`` (comma list); default: every task the model
+            supports (classify: a model with a classification head, ONNX-based targets).
         max_length: longest input in tokens (specials included); default: the model's.
         pooling: put this pooling (mean, cls, max) into the bundled graph; None keeps pooling in
-            the runner (mean by default).
+            the runner (mean by default), except for ``web``, which always pools in the graph (mean).
         normalize: with ``pooling``: L2-normalise inside the graph too.
         ort_format: onnx/node: also write ``model.ort`` for ONNX Runtime Mobile.
         name: model name in serving layouts (default: from the source).
+        threads: web: the page's wasm threads (default: the browser's cores, at most 4; one
+            thread where the page is not cross-origin isolated).
         force: replace ``out`` if it exists.
     Returns:
         The bundle.json content.
@@ -69,7 +73,8 @@ def package(converted: str | Path, target: str, out: str | Path, *, quantize: st
 
     fn = target_function(target)
     options = PackageOptions.parse(target=target, quantize=quantize, tasks=tasks, max_length=max_length,
-                                   pooling=pooling, normalize=normalize, ort_format=ort_format, name=name)
+                                   pooling=pooling, normalize=normalize, ort_format=ort_format, name=name,
+                                   threads=threads)
     return package_with(fn, Path(converted), Path(out), options, force=force, progress=progress)
 
 

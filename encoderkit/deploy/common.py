@@ -55,10 +55,12 @@ class PackageOptions:
     normalize: bool = False
     ort_format: bool = False
     name: str | None = None
+    threads: int | None = None  # web: the page's wasm thread count (None: the browser's cores, up to 4)
 
     @classmethod
     def parse(cls, *, target: str, quantize: str | None, tasks: str | list[str] | None, max_length: int | None,
-              pooling: str | None, normalize: bool, ort_format: bool, name: str | None) -> PackageOptions:
+              pooling: str | None, normalize: bool, ort_format: bool, name: str | None,
+              threads: int | None = None) -> PackageOptions:
         """Check option values (not yet against the model).
 
         Raises:
@@ -83,8 +85,13 @@ class PackageOptions:
             raise InputError(f"--max-length must be an integer >= 3, got {max_length!r}")
         if name is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
             raise InputError(f"--name {name!r}: use letters, digits, '_', '-', '.'")
+        if threads is not None:
+            if target != "web":
+                raise InputError("--threads is an option of --target web (the page's wasm threads)")
+            if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 64:
+                raise InputError(f"--threads must be an integer from 1 to 64, got {threads!r}")
         return cls(target, quantize, tuple(dict.fromkeys(tasks)) if tasks else None, max_length, pooling,
-                   normalize, ort_format, name)
+                   normalize, ort_format, name, threads)
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,11 @@ class Plan:
     name: str
 
 
+# Targets whose runner runs the converted ONNX graphs, the classification head among them
+# (classifier.onnx); the TFLite and TF Serving exports carry no classification head yet.
+ONNX_TARGETS = ("onnx", "node", "triton", "web")
+
+
 def plan(source: Converted, options: PackageOptions) -> Plan:
     """Resolve tasks and max length against the model.
 
@@ -151,10 +163,17 @@ def plan(source: Converted, options: PackageOptions) -> Plan:
         InputError: a task the model cannot do, or a max length beyond its position table.
     """
     spec = source.spec
-    tasks = options.tasks or (("embed", "fill-mask") if spec.has_mlm_head else ("embed",))
-    if "classify" in tasks:
-        raise InputError("task 'classify' needs a sequence-classification head, which encoderkit's converted "
-                         "models do not carry yet; package with --tasks embed,fill-mask")
+    classify_ok = options.target in ONNX_TARGETS
+    supported = (("embed",) + (("fill-mask",) if spec.has_mlm_head else ())
+                 + (("classify",) if spec.has_classifier and classify_ok else ()))
+    tasks = options.tasks or supported
+    if "classify" in tasks and not spec.has_classifier:
+        raise InputError("this model has no sequence-classification head; fine-tune one (encoderkit finetune "
+                         "MODEL --data FILE --out DIR, then convert DIR) or package with --tasks "
+                         + ",".join(t for t in supported if t != "classify"))
+    if "classify" in tasks and not classify_ok:
+        raise InputError(f"task 'classify' is packaged for the ONNX-based targets ({', '.join(ONNX_TARGETS)}), "
+                         f"not {options.target}; package with --tasks {','.join(t for t in supported if t != 'classify')}")
     if "fill-mask" in tasks and not spec.has_mlm_head:
         raise InputError("this model has no masked-LM head (e.g. a sentence-embedding BertModel); "
                          "package it with --tasks embed")
@@ -220,7 +239,8 @@ def reference_outputs(source: Converted, p: Plan, embed_probes: list[dict], fill
     rt = load(source.path, reference)
     spec = source.spec
     tok = TextTokenizer(load_tokenizer(source.path / source.formats[0]), p.max_length, spec.mask_token)
-    out: dict[str, Any] = {"reference": reference, "embed": [], "fill_mask": []}
+    out: dict[str, Any] = {"reference": reference, "embed": [], "fill_mask": [],
+                           "classify": [] if "classify" in p.tasks else None}
     def encode(probe: dict) -> tuple[dict, list[int]]:
         # a probe is truncated when it is longer than this bundle's max length (tiny BPEs make
         # many tokens of the short probes too)
@@ -248,6 +268,16 @@ def reference_outputs(source: Converted, p: Plan, embed_probes: list[dict], fill
         top = [[{"token": int(j), "score": float(row[j])} for j in np.argsort(-row, kind="stable")[:5]]
                for row in probs]
         out["fill_mask"].append({**probe, "ids": ids, "top": top})
+    if out["classify"] is None:
+        del out["classify"]
+        return out
+    from ..tasks.classify import scores_of
+
+    for probe in embed_probes:  # the same texts; scores of every label, as classify(top_k=None)
+        probe, ids = encode(probe)
+        input_ids, mask = pad_batch([ids], spec.pad_token_id)
+        scores = scores_of(rt.classify_logits(input_ids, mask))[0]
+        out["classify"].append({**probe, "ids": ids, "scores": [float(x) for x in scores]})
     return out
 
 
@@ -273,7 +303,8 @@ def base_bundle(source: Converted, p: Plan, *, engine: str, runner: str, graphs:
         "runner": runner,
         "source": source.source,
         "model": {"arch": spec.arch, "hidden_size": spec.hidden_size, "num_layers": spec.num_layers,
-                  "num_heads": spec.num_heads, "vocab_size": spec.vocab_size, "has_mlm_head": spec.has_mlm_head},
+                  "num_heads": spec.num_heads, "vocab_size": spec.vocab_size, "has_mlm_head": spec.has_mlm_head,
+                  "labels": list(spec.labels) if "classify" in p.tasks else []},
         "quantize": o.quantize,
         "tasks": list(p.tasks),
         "max_length": p.max_length,
@@ -322,7 +353,7 @@ def finish(root: Path, bundle: dict[str, Any], probes: dict[str, Any], quantize:
     bundle["probes"] = {**probes, "tolerance": tolerance(quantize, fp32_backend)}
     bundle["files"] = file_table(root)
     write_bundle_json(root, bundle)
-    if bundle.get("runner") == "run.py":
+    if (root / "run.py").is_file():  # every bundle carries run.py (web: beside its JS runner)
         say("self-test of the packaged runner ...")
         *lines, measured = run_self_test(root, measure=True).strip().splitlines()
         bundle["self_test"] = [ln for ln in lines if ln and ln != "self-test passed"]

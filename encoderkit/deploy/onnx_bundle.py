@@ -6,6 +6,7 @@ Bundle layout::
     model.onnx [model.onnx.data]   encoder: input_ids, attention_mask -> last_hidden_state
                                    (+ sentence_embedding when packaged with --pooling)
     head.onnx                      MLM head: hidden [m, hidden] -> logits [m, vocab] (fill-mask)
+    classifier.onnx                classification head: [CLS] rows [m, hidden] -> logits [m, labels]
     tokenizer.json ...             the model's tokenizer (its own truncation/padding removed)
     run.py  requirements.txt       the runner and its pinned dependencies
     bundle.json                    facts, sha256 of every file, probe outputs, footprint
@@ -103,8 +104,14 @@ def _save(model, path: Path) -> None:
 
 
 def write_graphs(source: Converted, p: Plan, out: Path, model_rel: str = "model.onnx",
-                 head_rel: str = "head.onnx") -> dict[str, Any]:
-    """Write the encoder (with pooling when asked) and the head; return the graph facts."""
+                 head_rel: str = "head.onnx", classifier_rel: str = "classifier.onnx",
+                 pooling: str | None = None) -> dict[str, Any]:
+    """Write the encoder (with pooling when asked), the MLM head with fill-mask and the
+    classification head with classify; return the graph facts.
+
+    Args:
+        pooling: in-graph pooling; default: ``p.options.pooling`` (None: none).
+    """
     import onnx
 
     onnx_dir = source.need("onnx")
@@ -114,8 +121,9 @@ def write_graphs(source: Converted, p: Plan, out: Path, model_rel: str = "model.
         raise ArtifactError(f"{source.path} has no {p.options.quantize} ONNX encoder; re-run encoderkit convert "
                             f"--to onnx --quantize {p.options.quantize}")
     model = onnx.load(str(onnx_dir / info["files"][key]))  # weights too (external data resolved)
-    if p.options.pooling:
-        add_pooling(model, p.options.pooling, p.options.normalize, source.spec.hidden_size)
+    pooling = pooling or p.options.pooling
+    if pooling:
+        add_pooling(model, pooling, p.options.normalize, source.spec.hidden_size)
     (out / model_rel).parent.mkdir(parents=True, exist_ok=True)
     _save(model, out / model_rel)
     del model
@@ -125,7 +133,14 @@ def write_graphs(source: Converted, p: Plan, out: Path, model_rel: str = "model.
         (out / head_rel).parent.mkdir(parents=True, exist_ok=True)
         _save(onnx.load(str(src)), out / head_rel)
         head = head_rel
-    return {"encoder": model_rel, "head": head, "source_encoder": info["files"][key]}
+    classifier = None
+    if "classify" in p.tasks:  # hidden [m, hidden] -> logits [m, labels], fed the [CLS] / <s> rows
+        if "classifier" not in info["files"]:
+            raise ArtifactError(f"{onnx_dir} has no classifier graph; re-run encoderkit convert --to onnx")
+        (out / classifier_rel).parent.mkdir(parents=True, exist_ok=True)
+        _save(onnx.load(str(onnx_dir / info["files"]["classifier"])), out / classifier_rel)
+        classifier = classifier_rel
+    return {"encoder": model_rel, "head": head, "classifier": classifier, "source_encoder": info["files"][key]}
 
 
 def write_runner(out: Path, engine: str = "onnxruntime") -> None:
@@ -155,7 +170,8 @@ def package_onnx(source: Converted, out: Path, p: Plan, say) -> dict[str, Any]:
     tok = write_tokenizer(source.need("onnx"), out)
     write_runner(out)
     bundle = base_bundle(source, p, engine="onnxruntime", runner="run.py",
-                         graphs={"encoder": graphs["encoder"], "head": graphs["head"]},
+                         graphs={"encoder": graphs["encoder"], "head": graphs["head"],
+                                 "classifier": graphs["classifier"]},
                          pooling_in_graph=bool(p.options.pooling), tokenizer=tok)
     bundle["outputs"] = ["last_hidden_state"] + (["sentence_embedding"] if p.options.pooling else [])
     if p.options.ort_format:

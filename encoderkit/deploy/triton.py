@@ -6,6 +6,7 @@ Layout::
     <name>/1/model.onnx            dynamic_batching; the encoder (+ sentence_embedding with --pooling)
     <name>-head/config.pbtxt       with fill-mask: the MLM head (hidden rows -> vocabulary logits)
     <name>-head/1/model.onnx
+    <name>-classifier/...          with classify: the classification head ([CLS] rows -> label logits)
     bundle.json tokenizer.json run.py requirements.txt README.md
                                    at the repository root: Triton only looks at sub-directories, so
                                    these travel with the repository without being taken for models;
@@ -45,7 +46,8 @@ def package_triton(source: Converted, out: Path, p: Plan, say) -> dict[str, Any]
     """Write the Triton model repository into ``out``; return bundle.json's content."""
     name, h = p.name, source.spec.hidden_size
     say("writing the Triton model repository ...")
-    graphs = write_graphs(source, p, out, model_rel=f"{name}/1/model.onnx", head_rel=f"{name}-head/1/model.onnx")
+    graphs = write_graphs(source, p, out, model_rel=f"{name}/1/model.onnx", head_rel=f"{name}-head/1/model.onnx",
+                          classifier_rel=f"{name}-classifier/1/model.onnx")
     ids = [("input_ids", "TYPE_INT64", [-1]), ("attention_mask", "TYPE_INT64", [-1])]
     outs = [("last_hidden_state", "TYPE_FP32", [-1, h])]
     if p.options.pooling:
@@ -57,6 +59,11 @@ def package_triton(source: Converted, out: Path, p: Plan, say) -> dict[str, Any]
             config_pbtxt(f"{name}-head", [("hidden", "TYPE_FP32", [h])],
                          [("logits", "TYPE_FP32", [source.spec.vocab_size])]))
         models.append(f"{name}-head")
+    if graphs["classifier"]:
+        (out / f"{name}-classifier" / "config.pbtxt").write_text(
+            config_pbtxt(f"{name}-classifier", [("hidden", "TYPE_FP32", [h])],
+                         [("logits", "TYPE_FP32", [source.spec.num_labels])]))
+        models.append(f"{name}-classifier")
     tok = write_tokenizer(source.need("onnx"), out)
     write_runner(out)
     (out / "README.md").write_text(
@@ -69,9 +76,12 @@ def package_triton(source: Converted, out: Path, p: Plan, say) -> dict[str, Any]
         + (f" and sentence_embedding ({p.options.pooling}{', L2-normalised' if p.options.normalize else ''})"
            if p.options.pooling else "")
         + (f"; `{name}-head` maps the hidden rows at mask positions to vocabulary logits" if graphs["head"] else "")
+        + (f"; `{name}-classifier` maps the first ([CLS] / <s>) hidden row of each text to the logits of "
+           f"{', '.join(source.spec.labels)} (softmax them; sigmoid for one label)" if graphs["classifier"] else "")
         + ".\n\nCheck the files without a server: `pip install -r requirements.txt && python run.py --self-test`.\n")
     bundle = base_bundle(source, p, engine="onnxruntime", runner="run.py",
-                         graphs={"encoder": graphs["encoder"], "head": graphs["head"]},
+                         graphs={"encoder": graphs["encoder"], "head": graphs["head"],
+                                 "classifier": graphs["classifier"]},
                          pooling_in_graph=bool(p.options.pooling), tokenizer=tok)
     bundle["triton"] = {"models": models, "max_batch_size": MAX_BATCH_SIZE,
                         "serve": "tritonserver --model-repository=/models"}

@@ -4,6 +4,7 @@
 //
 //   node run.mjs embed "a sentence" [--pooling mean|cls|max] [--normalize] [--json]
 //   node run.mjs fill-mask "Paris is the <mask> of France." [--top-k 5] [--json]
+//   node run.mjs classify "a sentence" [--top-k 1] [--json]     (bundles packaged with classify)
 //   node run.mjs tokenize "a sentence"
 //   node run.mjs --self-test
 //
@@ -50,11 +51,15 @@ async function readBundle(root) {
 // truncation is asked for, which keeps the specials and cuts the text's tokens at the end
 // (what the `tokenizers` library's truncation does for one sequence).
 class TextTokenizer {
-  constructor(tok, maxLength) {
+  constructor(tok, maxLength, json = {}) {
     this.tok = tok;
     this.maxLength = maxLength;
+    this.sigma = lowercases(json.normalizer);
   }
   encodeOne(text, truncate, i) {
+    // JS toLowerCase applies Unicode's Final_Sigma rule (a word-final Σ becomes ς); Python's
+    // tokenizers lowercases each character alone (always σ): lowercase Σ first, as both agree.
+    if (this.sigma) text = text.replaceAll("\u03a3", "\u03c3");
     const ids = this.tok.encode(text, { add_special_tokens: true }).ids;
     if (ids.length <= this.maxLength) return ids;
     if (!truncate) {
@@ -70,12 +75,22 @@ class TextTokenizer {
     if (!texts.length) throw new BundleError("no texts given");
     texts.forEach((t, i) => {
       if (!t.trim()) throw new BundleError(`texts[${i}] is empty`);
+      if (/\p{Surrogate}/u.test(t)) { // a lone surrogate (undecodable input): UTF-8 cannot carry it
+        throw new BundleError(`texts[${i}] is not valid Unicode (lone surrogates: undecodable bytes?); pass UTF-8 text`);
+      }
     });
     return texts.map((t, i) => this.encodeOne(t, truncate, i).map(Number));
   }
   decode(ids, skipSpecial = true) {
     return this.tok.decode(ids.map(Number), { skip_special_tokens: skipSpecial, clean_up_tokenization_spaces: false });
   }
+}
+
+// Whether a tokenizer.json normalizer lowercases (BertNormalizer lowercase, Lowercase, in a Sequence).
+function lowercases(n) {
+  if (!n) return false;
+  if (n.type === "Sequence") return (n.normalizers || []).some(lowercases);
+  return n.type === "Lowercase" || (n.type === "BertNormalizer" && n.lowercase !== false);
 }
 
 class Bundle {
@@ -91,11 +106,13 @@ class Bundle {
     const cfgPath = join(tokDir, "tokenizer_config.json");
     const tokJson = JSON.parse(readFileSync(join(root, b.info.tokenizer), "utf8"));
     const cfg = existsSync(cfgPath) ? JSON.parse(readFileSync(cfgPath, "utf8")) : {};
-    b.tokenizer = new TextTokenizer(new Tokenizer(tokJson, cfg), b.info.max_length);
+    b.tokenizer = new TextTokenizer(new Tokenizer(tokJson, cfg), b.info.max_length, tokJson);
     const opts = { executionProviders: ["cpu"], graphOptimizationLevel: "all" };
     if (threads) opts.intraOpNumThreads = threads;
     b.encoder = await ort.InferenceSession.create(join(root, b.info.graphs.encoder), opts);
     b.head = b.info.graphs.head ? await ort.InferenceSession.create(join(root, b.info.graphs.head), opts) : null;
+    b.classifier = b.info.graphs.classifier
+      ? await ort.InferenceSession.create(join(root, b.info.graphs.classifier), opts) : null;
     b.loadSeconds = (performance.now() - t0) / 1000;
     return b;
   }
@@ -204,6 +221,35 @@ class Bundle {
     }
     return results;
   }
+
+  // Scores of every label per text: softmax over the labels (sigmoid for one label), from the
+  // classification head run on each text's first ([CLS] / <s>) hidden row.
+  async classScores(texts, truncate = false) {
+    if (!this.classifier) throw new BundleError("this bundle has no classification head (package a model fine-tuned for classification with --tasks classify)");
+    const H = this.info.model.hidden_size;
+    const out = [];
+    for (const ids of this.tokenizer.encode(texts, truncate)) {
+      const h = (await this.run(this.pad([ids]))).last_hidden_state.data;
+      const row = new this.ort.Tensor("float32", Float32Array.from(h.subarray(0, H)), [1, H]);
+      const logits = Array.from((await this.classifier.run({ hidden: row })).logits.data);
+      if (logits.length === 1) out.push([1 / (1 + Math.exp(-logits[0]))]);
+      else {
+        const mx = Math.max(...logits);
+        const e = logits.map((v) => Math.exp(v - mx));
+        const s = e.reduce((a, b) => a + b, 0);
+        out.push(e.map((v) => v / s));
+      }
+    }
+    return out;
+  }
+
+  async classify(texts, topK = 1, truncate = false) {
+    if (topK !== null && !(Number.isInteger(topK) && topK >= 1)) throw new BundleError(`top_k must be a positive integer, got ${topK}`);
+    const labels = this.info.model.labels;
+    return (await this.classScores(texts, truncate)).map((row) =>
+      labels.map((_, j) => j).sort((a, b) => row[b] - row[a] || a - b).slice(0, topK ?? labels.length)
+        .map((j) => ({ label: labels[j], score: row[j] })));
+  }
 }
 
 async function selfTest(b) {
@@ -254,6 +300,23 @@ async function selfTest(b) {
       lines.push(`fill-mask: ${n} masks, top-1 agreement ${(agree / n).toFixed(3)} >= ${tol.top1}`);
     }
   }
+  if ((probes.classify || []).length) {
+    let w = 0, agree = 0;
+    const argmax = (r) => r.reduce((best, v, j) => (v > r[best] ? j : best), 0);
+    for (const p of probes.classify) {
+      const [got] = await b.classScores([p.text], p.truncate);
+      got.forEach((v, j) => { w = Math.max(w, Math.abs(v - p.scores[j])); });
+      agree += argmax(got) === argmax(p.scores) ? 1 : 0;
+    }
+    const n = probes.classify.length;
+    if (tol.kind === "atol") {
+      if (w > tol.atol) throw new Error(`classify: max |score diff| ${w} > ${tol.atol}`);
+      lines.push(`classify: ${n} probes, max |score diff| ${w.toExponential(2)} <= ${tol.atol}`);
+    } else {
+      if (agree / n < tol.top1) throw new Error(`classify: label agreement ${agree / n} < ${tol.top1}`);
+      lines.push(`classify: ${n} probes, label agreement ${(agree / n).toFixed(3)} >= ${tol.top1} (max |score diff| ${w.toExponential(2)})`);
+    }
+  }
   return lines;
 }
 
@@ -274,12 +337,12 @@ async function main(argv) {
       bundle: { type: "string", default: HERE }, "self-test": { type: "boolean" }, measure: { type: "boolean" },
       threads: { type: "string" }, json: { type: "boolean" }, truncate: { type: "boolean" },
       pooling: { type: "string" }, normalize: { type: "boolean" }, "no-normalize": { type: "boolean" },
-      "top-k": { type: "string", default: "5" },
+      "top-k": { type: "string" },
     },
   });
   const [command, ...texts] = positionals;
   if (!a["self-test"] && !command) {
-    console.error("usage: node run.mjs embed|fill-mask|tokenize TEXT... [--json] | --self-test");
+    console.error("usage: node run.mjs embed|fill-mask|classify|tokenize TEXT... [--json] | --self-test");
     return 2;
   }
   try {
@@ -318,7 +381,7 @@ async function main(argv) {
         console.log(`[${head} ...] dim ${e.length} norm ${Math.sqrt(e.reduce((s, v) => s + v * v, 0)).toFixed(4)}  ${texts[i]}`);
       });
     } else if (command === "fill-mask") {
-      const res = await b.fillMask(texts, Number(a["top-k"]), !!a.truncate);
+      const res = await b.fillMask(texts, Number(a["top-k"] ?? 5), !!a.truncate);
       if (a.json) console.log(JSON.stringify(res));
       else res.forEach((perMask, i) => {
         console.log(texts[i]);
@@ -327,8 +390,15 @@ async function main(argv) {
           preds.forEach((q) => console.log(`  ${q.score.toFixed(4)}  ${JSON.stringify(q.token_str).padEnd(16)} ${q.sequence}`));
         });
       });
+    } else if (command === "classify") {
+      const res = await b.classify(texts, Number(a["top-k"] ?? 1), !!a.truncate);
+      if (a.json) console.log(JSON.stringify(res));
+      else res.forEach((preds, i) => {
+        console.log(texts[i]);
+        preds.forEach((q) => console.log(`  ${q.score.toFixed(4)}  ${q.label}`));
+      });
     } else {
-      throw new BundleError(`unknown command ${command}; use embed, fill-mask or tokenize`);
+      throw new BundleError(`unknown command ${command}; use embed, fill-mask, classify or tokenize`);
     }
   } catch (e) {
     if (e instanceof BundleError) {

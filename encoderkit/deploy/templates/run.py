@@ -5,10 +5,11 @@ never encoderkit, torch or transformers.
 
     python run.py embed "a sentence" "another" [--pooling mean|cls|max] [--normalize] [--json]
     python run.py fill-mask "Paris is the <mask> of France." [--top-k 5] [--json]
+    python run.py classify "a sentence" [--top-k 1] [--json]   # bundles packaged with classify
     python run.py tokenize "a sentence"          # token ids, as JSON
     python run.py --self-test                   # the bundle's probes against its expected outputs
 
-With --json the output has exactly the shape `encoderkit embed|fill-mask --json` prints. Every
+With --json the output has exactly the shape `encoderkit embed|fill-mask|classify --json` prints. Every
 file listed in bundle.json is checked by sha256 before anything is loaded; a changed file is
 refused (exit 2). Errors caused by input print one line on stderr and exit 2.
 """
@@ -77,6 +78,11 @@ class TextTokenizer:
         for i, t in enumerate(texts):
             if not t.strip():
                 raise BundleError(f"texts[{i}] is empty")
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates, e.g. from undecodable bytes in argv
+                raise BundleError(f"texts[{i}] is not valid Unicode (lone surrogates: undecodable bytes?); "
+                                  "pass UTF-8 text") from None
         ids = [e.ids for e in self.tok.encode_batch(texts)]
         for i, x in enumerate(ids):
             if len(x) > self.max_length:
@@ -108,6 +114,9 @@ class OrtEngine:
         self.encoder = ort.InferenceSession(str(root / graphs["encoder"]), opts, providers=["CPUExecutionProvider"])
         self.head = (ort.InferenceSession(str(root / graphs["head"]), opts, providers=["CPUExecutionProvider"])
                      if graphs.get("head") else None)
+        self.classifier = (ort.InferenceSession(str(root / graphs["classifier"]), opts,
+                                                providers=["CPUExecutionProvider"])
+                           if graphs.get("classifier") else None)
         self.outputs = [o.name for o in self.encoder.get_outputs()]
         # BERT-family graphs also take token types (single texts here: all zero)
         self.typed = "token_type_ids" in {i.name for i in self.encoder.get_inputs()}
@@ -121,12 +130,17 @@ class OrtEngine:
     def mask_logits(self, hidden_rows: np.ndarray, ids, mask, rows) -> np.ndarray:
         return self.head.run(None, {"hidden": np.ascontiguousarray(hidden_rows, dtype=np.float32)})[0]
 
+    def class_logits(self, ids, mask) -> np.ndarray:
+        first = self.run(ids, mask)["last_hidden_state"][:, 0]  # the [CLS] / <s> row of each text
+        return self.classifier.run(None, {"hidden": np.ascontiguousarray(first, dtype=np.float32)})[0]
+
 
 class TFLiteEngine:
     """ai-edge-litert's interpreter over the bundle's .tflite (dynamic sequence length: the
     interpreter resizes its inputs to each batch's shape)."""
 
     head_takes_hidden = False  # the fill_mask signature runs the encoder itself
+    classifier = None  # no classification head in TFLite exports yet
 
     def __init__(self, root: Path, bundle: dict, threads: int | None):
         from ai_edge_litert.interpreter import Interpreter
@@ -154,6 +168,7 @@ class TFEngine:
     """TensorFlow over the SavedModel a tf-serving bundle holds (its serving signatures)."""
 
     head_takes_hidden = False
+    classifier = None  # no classification head in the SavedModel's signatures yet
 
     def __init__(self, root: Path, bundle: dict, threads: int | None):
         import tensorflow as tf
@@ -178,7 +193,8 @@ class TFEngine:
                          mask_positions=tf.constant(rows.astype(np.int64)), **self._types(ids))["logits"].numpy()
 
 
-ENGINES = {"onnxruntime": OrtEngine, "litert": TFLiteEngine, "tensorflow": TFEngine}
+# a web bundle's graphs (onnxruntime-web in the browser) run on onnxruntime here
+ENGINES = {"onnxruntime": OrtEngine, "onnxruntime-web": OrtEngine, "litert": TFLiteEngine, "tensorflow": TFEngine}
 
 
 # ----------------------------------------------------------------------------- the model
@@ -277,6 +293,38 @@ class Bundle:
                 results[i] = (results[i] or []) + [preds]
         return results
 
+    def classify(self, texts: list[str], top_k: int | None = 1, truncate: bool = False) -> list:
+        """As `encoderkit classify` (transformers' text-classification pipeline): per text, the top_k
+        {label, score} best first; scores are the softmax over the labels (sigmoid for one label)."""
+        if self.engine.classifier is None:
+            raise BundleError("this bundle has no classification head (package a model fine-tuned for "
+                              "classification with --tasks classify)")
+        if top_k is not None and (isinstance(top_k, bool) or top_k < 1):
+            raise BundleError(f"top_k must be a positive integer, got {top_k}")
+        return [ranked(row, self.info["model"]["labels"], top_k) for row in self.class_scores(texts, truncate)]
+
+    def class_scores(self, texts: list[str], truncate: bool = False) -> np.ndarray:
+        ids = self.tokenizer.encode(texts, truncate)
+        out = np.zeros((len(ids), len(self.info["model"]["labels"])), dtype=np.float64)
+        for batch, input_ids, mask in self._batches(ids):
+            out[batch] = scores_of(self.engine.class_logits(input_ids, mask))
+        return out
+
+
+def scores_of(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the labels; the sigmoid when there is one label (as the pipeline does)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.shape[-1] == 1:
+        return 1.0 / (1.0 + np.exp(-logits))
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def ranked(row: np.ndarray, labels: list[str], top_k: int | None) -> list[dict]:
+    """The top_k {label, score} of one row, best first (a stable sort: ties keep label order)."""
+    order = sorted(range(len(labels)), key=lambda j: -row[j])[: len(labels) if top_k is None else top_k]
+    return [{"label": labels[j], "score": float(row[j])} for j in order]
+
 
 def pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
     if pooling == "cls":
@@ -324,6 +372,20 @@ def self_test(b: Bundle) -> list[str]:
         else:
             assert agree / n >= tol["top1"], f"fill-mask: top-1 agreement {agree / n:.3f} < {tol['top1']}"
             lines.append(f"fill-mask: {n} masks, top-1 agreement {agree / n:.3f} >= {tol['top1']}")
+    if probes.get("classify"):
+        worst, agree = 0.0, 0
+        for p in probes["classify"]:
+            got = b.class_scores([p["text"]], p["truncate"])[0]
+            worst = max(worst, float(np.abs(got - p["scores"]).max()))
+            agree += int(np.argmax(got) == np.argmax(p["scores"]))
+        n = len(probes["classify"])
+        if tol["kind"] == "atol":
+            assert worst <= tol["atol"], f"classify: max |score diff| {worst:.3g} > {tol['atol']:g}"
+            lines.append(f"classify: {n} probes, max |score diff| {worst:.2e} <= {tol['atol']:g}")
+        else:
+            assert agree / n >= tol["top1"], f"classify: label agreement {agree / n:.3f} < {tol['top1']}"
+            lines.append(f"classify: {n} probes, label agreement {agree / n:.3f} >= {tol['top1']} "
+                         f"(max |score diff| {worst:.2e})")
     return lines
 
 
@@ -351,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--measure", action="store_true", help="with --self-test: then print load time, latency, peak RSS as a JSON line")
     p.add_argument("--threads", type=int, default=None)
     sub = p.add_subparsers(dest="command")
-    for name in ("embed", "fill-mask", "tokenize"):
+    for name in ("embed", "fill-mask", "classify", "tokenize"):
         s = sub.add_parser(name)
         s.add_argument("texts", nargs="+", metavar="TEXT")
         s.add_argument("--truncate", action="store_true", help="cut texts longer than the bundle's max length")
@@ -361,9 +423,11 @@ def main(argv: list[str] | None = None) -> int:
             s.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
         if name == "fill-mask":
             s.add_argument("--top-k", type=int, default=5)
+        if name == "classify":
+            s.add_argument("--top-k", type=int, default=1, help="labels per text, best first")
     a = p.parse_args(argv)
     if not a.self_test and not a.command:
-        p.error("give a command (embed, fill-mask, tokenize) or --self-test")
+        p.error("give a command (embed, fill-mask, classify, tokenize) or --self-test")
     try:
         try:
             b = Bundle(a.bundle, threads=a.threads)
@@ -411,6 +475,15 @@ def main(argv: list[str] | None = None) -> int:
                             print(f"  mask {m + 1}:")
                         for q in preds:
                             print(f"  {q['score']:.4f}  {q['token_str']!r:<16} {q['sequence']}")
+        elif a.command == "classify":
+            results = b.classify(a.texts, a.top_k, a.truncate)
+            if a.json:
+                print(json.dumps(results, ensure_ascii=False))
+            else:
+                for text, preds in zip(a.texts, results):
+                    print(text)
+                    for q in preds:
+                        print(f"  {q['score']:.4f}  {q['label']}")
     except BundleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
