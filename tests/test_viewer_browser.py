@@ -398,7 +398,7 @@ def test_long_diffuse_input_thumbnails_show_structure(browser, tmp_path):
 def test_random_roberta_large_512_tokens_stays_interactive(tmp_path, browser, record_property):
     """The issue's case: `encoderkit attention` on random-weight roberta-large, a text cut to 512 tokens."""
     from encoderkit.cli import main
-    from encoderkit.random_init import init_random
+    from encoderkit.storage.random_init import init_random
 
     init_random(tmp_path / "large", "large")
     text = " ".join(["The quick brown fox jumps over the lazy dog, and then it slept in the warm sun."] * 40)
