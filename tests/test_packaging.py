@@ -58,6 +58,44 @@ def test_installed_wheel_runs_bench_without_the_checkout(tiny_onnx, tmp_path):
     report = json.loads((out / "bench.json").read_text())
     assert {"torch", "onnx"} <= set(report["results"]["fill-mask/short"])
     assert report["results"]["embed/corpus"]["_meta"]["texts"] > 0
+    _every_subcommand(venv / "bin" / "encoderkit", tmp_path, env)
+
+
+def _every_subcommand(exe: Path, tmp: Path, env: dict) -> None:
+    """Every subcommand of the installed CLI runs from the wheel alone (a new subcommand must be
+    added here: the list is checked against the parser's)."""
+    from encoderkit.cli import build_parser
+
+    t = str(tmp)
+    data = str(REPO / "encoderkit" / "data" / "topics_train.jsonl")
+    runs = {
+        "init-random": [["init-random", f"{t}/m", "--size", "tiny"],
+                        ["init-random", f"{t}/cls", "--head", "classification", "--labels", "a,b"],
+                        ["init-random", f"{t}/ner", "--head", "token-classification"],
+                        ["init-random", f"{t}/qa", "--head", "question-answering", "--arch", "bert"]],
+        "info": [["info", f"{t}/m", "--json"]],
+        "convert": [["convert", f"{t}/m", "--to", "safetensors,onnx", "--out", f"{t}/c"]],
+        "fill-mask": [["fill-mask", f"{t}/c", "a <mask> b", "--backend", "onnx", "--json"]],
+        "embed": [["embed", f"{t}/c", "a b", "--json"]],
+        "classify": [["classify", f"{t}/cls", "a b", "--json"]],
+        "ner": [["ner", f"{t}/ner", "Ada met Bob.", "--aggregation", "simple", "--json"]],
+        "qa": [["qa", f"{t}/qa", "--question", "Who?", "--context", "Ada met Bob.", "--json"]],
+        "attention": [["attention", f"{t}/c", "a b c", "--backend", "onnx", "--out", f"{t}/v.html"]],
+        "package": [["package", f"{t}/c", "--target", "onnx", "--out", f"{t}/bundle"]],
+        "serve-bundle": [["serve-bundle", "--help"]],
+        "finetune": [["finetune", f"{t}/m", "--data", data, "--method", "full", "--max-steps", "1",
+                      "--out", f"{t}/ft"]],
+        "bench": [],  # run above
+    }
+    sub = build_parser()._subparsers._group_actions[0].choices
+    assert set(runs) == set(sub), f"subcommands not run from the wheel: {sorted(set(sub) - set(runs))}"
+    for name, commands in runs.items():
+        for cmd in commands:
+            p = subprocess.run([str(exe), *cmd, "--quiet"] if cmd[-1] != "--help" else [str(exe), *cmd],
+                               capture_output=True, text=True, cwd=tmp, env=env, timeout=900)
+            assert p.returncode == 0, f"{' '.join(cmd)}: {p.stderr[-2000:]}"
+            if "--json" in cmd:
+                json.loads(p.stdout)  # stdout carries only the result
 
 
 def test_third_party_chatter_is_shown_only_with_verbose(tiny_roberta, tmp_path):

@@ -44,9 +44,10 @@ def _parity_rows(backend: str, res: dict[str, Any], heads: list[str]) -> list[st
         for k, name in THRESHOLDS.items():
             if k in res:
                 rows.append(f"| {backend} | {name} | {res[k]:.4f} | ≥ {res['thresholds'][k]} |")
-        for k in ("label_agreement", "tag_agreement", "span_agreement"):
+        for k, head in (("label_agreement", "classification"), ("tag_agreement", "token-classification"),
+                        ("span_agreement", "question-answering")):
             if k in res:
-                rows.append(f"| {backend} | {k.replace('_', ' ')} | {res[k]:.4f} | (reported) |")
+                rows.append(f"| {backend} | {head} {k.replace('_', ' ')} | {res[k]:.4f} | (reported) |")
         if res.get("variant") == "int8":
             ref = ", ".join(f"{k} {v:.4f}" for k, v in RANDOM_WEIGHT_INT8.items())
             rows.append(f"| {backend} | same checks, random-weight roberta-large | {ref} | "
