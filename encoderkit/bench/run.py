@@ -93,9 +93,12 @@ def run_bench(model: str | Path, *, backends: list[str] | None = None, tasks: li
         optimum_python: the python of optimum's venv (``make optimum-venv``); None: the
             ``ENCODERKIT_OPTIMUM_PYTHON`` environment variable, else optimum's peers are skipped.
     Raises:
-        UnknownNameError / InputError: unknown backend or task, bad repeats.
+        UnknownNameError / InputError: unknown backend or task, bad repeats, an ``out`` that is,
+            contains or lies inside the model.
     """
     from ..backends.loading import available_backends
+    from ..storage.checkpoint import local_model_path
+    from ..storage.files import refuse_overlap
 
     for t in tasks:
         if t not in bench_tasks():
@@ -104,6 +107,7 @@ def run_bench(model: str | Path, *, backends: list[str] | None = None, tasks: li
         raise InputError("--repeats must be at least 1")
     path = resolve_model(model)
     backends = available_backends(path) if backends is None else [backend(b).name for b in backends]
+    refuse_overlap(out, [("model", local_model_path(model))])  # bench files inside a model break its manifest
     out.mkdir(parents=True, exist_ok=True)
     closers: list[Callable[[], None]] = []
     try:

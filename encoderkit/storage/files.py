@@ -122,6 +122,43 @@ def target_lock(target: Path, flag: str = "--out") -> Iterator[None]:
         os.close(fd)
 
 
+def refuse_overlap(output: str | Path, inputs, *, flag: str = "--out") -> None:
+    """Refuse an output that is, contains or lies inside any of the command's inputs.
+
+    Writing there would delete an input (``--force`` replaces the output), change it (a file
+    added inside a model directory), or read and write the same file. Paths are compared after
+    resolving symlinks (``..`` and relative spellings included); an existing output that is the
+    same file as an input under another name (a hard link) counts as the input.
+
+    Args:
+        inputs: ``(what, path)`` pairs; a path that is None or does not exist is skipped.
+    Raises:
+        InputError: naming the flag, the input and what to do.
+    """
+    out = Path(os.path.abspath(Path(output).expanduser()))
+    out_real = out.resolve()
+    for what, path in inputs:
+        if path is None:
+            continue
+        path = Path(path).expanduser()
+        if not os.path.lexists(path):
+            continue
+        real = path.resolve()
+        same = real == out_real
+        if not same and os.path.exists(out):
+            with contextlib.suppress(OSError):
+                same = os.path.samefile(out, path)
+        if same:
+            raise InputError(f"{flag} {output} is the {what} ({path}); writing it would destroy that input; "
+                             f"choose another {flag}")
+        if real in out_real.parents:
+            raise InputError(f"{flag} {output} lies inside the {what} ({path}); writing there would change "
+                             f"that input; choose a path outside it")
+        if out_real in real.parents:
+            raise InputError(f"{flag} {output} contains the {what} ({path}); replacing it would delete that "
+                             f"input; choose another {flag}")
+
+
 def _check_target(target: Path) -> None:
     cwd = Path.cwd().resolve()
     real = target.resolve()
