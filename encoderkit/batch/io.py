@@ -173,7 +173,8 @@ class Reader:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
-                    err = f"malformed JSON ({e.msg.removesuffix(' at')}, column {e.colno})"
+                    # json's own message may end in "at" ("Unterminated string starting at")
+                    err = f"malformed JSON ({e.msg}{'' if e.msg.endswith(' at') else ' at'} column {e.colno})"
                 except RecursionError:
                     err = "malformed JSON (nested too deeply)"
                 else:

@@ -20,7 +20,7 @@ from ..backends.catalog import BACKENDS, backend
 from ..core.errors import InputError
 from ..core.progress import bar, say
 from ..core.texts import read_workload
-from ..storage.checkpoint import checkpoint_directory, resolve_model
+from ..storage.checkpoint import resolve_model, verified_checkpoint_directory
 from ..tasks import TASKS, bench_tasks
 from .peers import PeerContext, load_peers
 from .report import _peak_rss_mb, accuracy, machine, passes_gate, plot, render_markdown
@@ -32,7 +32,7 @@ def _load_systems(model: Path, backends: list[str], tasks: list[str], skipped: d
     """Our backends, then every peer of the benchmarked tasks (``peers.PEERS``)."""
     from transformers import AutoTokenizer
 
-    ckpt_dir = checkpoint_directory(model)
+    ckpt_dir = verified_checkpoint_directory(model)  # the peers read it: its manifest checked first
     systems, ref, ct2_loaded = our_systems(model, ckpt_dir, backends, tasks)
     ctx = PeerContext(model, ckpt_dir, AutoTokenizer.from_pretrained(ckpt_dir), ref.spec, workdir, skipped,
                       closers, optimum_python, ct2_loaded)
