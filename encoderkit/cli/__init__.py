@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="encoderkit", parents=[common], description="One encoder checkpoint, every runtime, same answers.")
     p.add_argument("--version", action="version", version=f"encoderkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    p.set_defaults(_subcommands=sub.choices)
     model_commands.add_parsers(sub, [common])
     tasks.add_parsers(sub, [common])
     apps.add_parsers(sub, [common])
@@ -37,7 +38,10 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     try:
-        a = parser.parse_args(argv)
+        a, extra = parser.parse_known_args(argv)
+        if extra:  # reported by the subcommand's parser: the closest flag is one of ITS flags
+            sub = getattr(a, "_subcommands", {}).get(getattr(a, "command", None), parser)
+            sub.error(f"unrecognized arguments: {' '.join(extra)}")
     except EncoderkitError as e:  # a catalog lookup inside argparse's type= (e.g. --backend)
         print(f"error: {e}", file=sys.stderr)
         return 2
