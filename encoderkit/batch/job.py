@@ -238,7 +238,7 @@ class ShardStore:
             ledger = json.loads(read_bounded(path, LEDGER_MAX_BYTES, what=LEDGER).decode("utf-8"))
         except (ArtifactError, OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise InputError(f"{path}: unreadable ledger ({e}); {hint}") from None
-        if not isinstance(ledger, dict) or ledger.get("encoderkit_batch_ledger") != 1 \
+        if not isinstance(ledger, dict) or ledger.get("encoderkit_batch_ledger", 1) != 1 \
                 or not isinstance(ledger.get("job"), dict) or not isinstance(ledger.get("shards"), list):
             raise InputError(f"{path}: not an encoderkit batch ledger; {hint}")
         mine = json.loads(json.dumps(self.fingerprint()))
