@@ -348,8 +348,8 @@ def package_with(fn: Callable[..., dict[str, Any]], converted: Path, out: Path, 
     from ..storage.files import refuse_overlap
 
     say = progress or (lambda msg: None)
-    refuse_overlap(out, [("converted model", converted)])  # --force would delete the source
     source = Converted.open(converted)
+    refuse_overlap(out, [("converted model", converted)])  # --force would delete the source
     p = plan(source, options)
     with atomic_dir(out, force=force) as tmp:
         return fn(source, tmp, p, say)
