@@ -849,3 +849,31 @@ def test_a_target_spelt_as_its_token_is_not_warned_about(tiny_roberta, capfd):
     assert "warning" not in capfd.readouterr().err
     assert main(["fill-mask", str(tiny_roberta), "The capital of France is <mask>.", "--targets", " manyfold"]) == 0
     assert "is not a vocabulary token; using its first token" in capfd.readouterr().err
+
+
+@pytest.mark.skipif(not pyarrow, reason="batch jobs need pyarrow")
+def test_lone_surrogate_escapes_in_data_files(tiny_roberta, tmp_path, capfd):
+    """Found trying again: a JSONL text or id written as the escape "\\ud800" (valid JSON, no UTF-8
+    can carry it) crashed the Arrow conversion (exit 1); it is a bad row like any other, and in
+    training data one line naming the row. A FIFO as --data is refused instead of blocking."""
+    from encoderkit.batch.io import read_output
+
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"id": "a", "text": "fine"}\n{"id": "b", "text": "bad \\ud800 text"}\n'
+                   '{"id": "c\\udfff", "text": "fine too"}\n{"id": "d", "text": "last"}\n')
+    capfd.readouterr()
+    assert _embed_job(tiny_roberta, inp, tmp_path / "o.jsonl", "--id-column", "id") == 2
+    assert f"{inp}:2: text is not valid Unicode" in one_line_error(capfd.readouterr().err)
+    assert _embed_job(tiny_roberta, inp, tmp_path / "s.jsonl", "--id-column", "id", "--on-error", "skip") == 0
+    assert read_output(tmp_path / "s.jsonl").column("id").to_pylist() == ["a", "d"]
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "a cat", "label": "x"}\n{"text": "a \\ud800 dog", "label": "y"}\n')
+    capfd.readouterr()
+    assert main(["finetune", str(tiny_roberta), "--data", str(data), "--out", str(tmp_path / "f"),
+                 "--method", "probe", "--quiet"]) == 2
+    assert "row 2: column 'text' is not valid Unicode" in one_line_error(capfd.readouterr().err)
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    assert main(["finetune", str(tiny_roberta), "--data", str(fifo), "--out", str(tmp_path / "f"),
+                 "--method", "probe", "--quiet"]) == 2
+    assert "not a regular file" in one_line_error(capfd.readouterr().err)

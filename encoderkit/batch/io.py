@@ -54,6 +54,14 @@ class Record:
     error: str | None = None
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _suffix(path: Path, allowed: tuple[str, ...], what: str) -> str:
     suffix = path.suffix.lower()
     if suffix not in allowed:
@@ -205,6 +213,10 @@ class Reader:
         text = row[self.text_column]
         if not isinstance(text, str):
             return Record(n, rid, None, f"field {self.text_column!r} is {type(text).__name__}, not a string")
+        for what, value in (("text", text), ("id", rid)):
+            if isinstance(value, str) and not _utf8(value):  # a JSON "\ud800" escape: no UTF-8 can carry it
+                return Record(n, None if what == "id" else rid, None,
+                              f"{what} is not valid Unicode (a lone surrogate escape such as \\ud800)")
         return Record(n, rid, text)
 
     def _open_csv(self):

@@ -57,6 +57,8 @@ def label_names(train: Examples) -> tuple[str, ...]:
 
 def _rows(path: Path):
     """(row number, dict) of a .jsonl or .csv file."""
+    if path.exists() and not path.is_dir() and not path.is_file():  # a FIFO or device would block or never end
+        raise InputError(f"{path}: not a regular file, expected a .jsonl or .csv file")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -90,6 +92,14 @@ def _rows(path: Path):
         raise InputError(f"{path}: unknown data format {path.suffix!r}; use {' or '.join(FORMATS)}")
 
 
+def _check_unicode(text: str, path: Path, row: int, column: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a JSON "\ud800" escape: a lone surrogate no tokenizer can take
+        raise InputError(f"{path}: row {row}: column {column!r} is not valid Unicode (a lone surrogate escape "
+                         "such as \\ud800)") from None
+
+
 def read_examples(path: str | Path, *, text_column: str = "text", pair_column: str | None = None,
                   label_column: str = "label") -> Examples:
     """Read and validate labelled examples.
@@ -108,11 +118,13 @@ def read_examples(path: str | Path, *, text_column: str = "text", pair_column: s
         t = obj[text_column]
         if not isinstance(t, str) or not t.strip():
             raise InputError(f"{path}: row {n}: column {text_column!r} must be a non-empty string, got {t!r}")
+        _check_unicode(t, path, n, text_column)
         texts.append(t)
         if pair_column:
             p = obj[pair_column]
             if not isinstance(p, str) or not p.strip():
                 raise InputError(f"{path}: row {n}: column {pair_column!r} must be a non-empty string, got {p!r}")
+            _check_unicode(p, path, n, pair_column)
             pairs.append(p)
         lab = obj[label_column]
         if isinstance(lab, bool) or not isinstance(lab, (str, int)) or (isinstance(lab, str) and not lab.strip()):
