@@ -18,7 +18,7 @@ from .core.errors import InputError, UnknownNameError
 from .core.options import make_options, option_names
 from .core.progress import bar, say
 from .storage.checkpoint import load_checkpoint, local_model_path
-from .storage.files import atomic_dir, refuse_overlap
+from .storage.files import atomic_dir, refuse_overlap, refuse_special
 from .storage.manifest import write_manifest
 from .verify.gate import ValidationOptions, reference_probes, validate_export
 from .verify.report import render_report
@@ -82,6 +82,7 @@ def convert(model: str | Path, formats: list[str], out: str | Path, *, force: bo
     """
     convs, vopts = build_converters(list(formats), options)
     refuse_overlap(out, [("model", local_model_path(model))])  # --force would delete the source
+    refuse_special(out)  # before any work: /dev/null is no output directory
     t0 = time.perf_counter()
     ckpt = load_checkpoint(model, allow_pickle=allow_pickle)
     say(f"loaded {model} ({ckpt.spec.arch}, {ckpt.spec.num_layers} layers) in {time.perf_counter() - t0:.1f}s")

@@ -562,7 +562,9 @@ TRAINING_CASES = [
     (["--method", "lora", "--lr", "0"], "--lr must be a positive finite number"),
     (["--method", "lora", "--dropout", "1.5"], "--dropout must be a number in [0, 1)"),
     (["--method", "lora", "--max-steps", "0"], "--max-steps must be a positive integer"),
-    (["--method", "lora", "--epochs", "nan"], "--epochs must be a positive finite number"),
+    (["--method", "lora", "--max-steps", str(10**30)], "--max-steps must be a positive integer up to 1e+09"),
+    (["--method", "lora", "--epochs", "nan"], "--epochs must be a positive number up to 1e+06"),
+    (["--method", "lora", "--epochs", "1e308"], "--epochs must be a positive number up to 1e+06"),
     (["--method", "lora", "--nproc", "3", "--batch-size", "16"], None),
     (["--method", "lora", "--nproc", "100000"], "more processes than this machine can run"),
     (["--method", "probe", "--lr", "nan"], "--lr must be a positive finite number"),
@@ -877,3 +879,26 @@ def test_lone_surrogate_escapes_in_data_files(tiny_roberta, tmp_path, capfd):
     assert main(["finetune", str(tiny_roberta), "--data", str(fifo), "--out", str(tmp_path / "f"),
                  "--method", "probe", "--quiet"]) == 2
     assert "not a regular file" in one_line_error(capfd.readouterr().err)
+
+
+@pytest.mark.skipif(not pyarrow, reason="batch jobs need pyarrow")
+def test_a_device_or_fifo_is_never_written_over(tiny_roberta, tmp_path, capfd):
+    """Found trying again: an output that is a FIFO (as /dev/null is a device) was renamed away and
+    replaced (`convert --out /dev/null --force` as root would remove /dev/null); every writer refuses
+    a target that is not a regular file or a directory, and leaves it in place."""
+    fifo = tmp_path / "pipe.html"
+    os.mkfifo(fifo)
+    inp = tmp_path / "in.txt"
+    inp.write_text("hello\n")
+    link = tmp_path / "out.jsonl"
+    link.symlink_to(fifo)
+    for args in (["convert", str(tiny_roberta), "--to", "safetensors", "--out", str(fifo), "--force"],
+                 ["attention", str(tiny_roberta), "hello", "--out", str(fifo)],
+                 ["attention", str(tiny_roberta), "hello", "--out", str(tmp_path / "v.html"), "--png", str(fifo)],
+                 ["embed", str(tiny_roberta), "--input", str(inp), "--output", str(link), "--force"],
+                 ["init-random", str(fifo), "--force"]):
+        capfd.readouterr()
+        assert main(args) == 2, args
+        assert "not a regular file or directory" in one_line_error(capfd.readouterr().err), args
+        assert fifo.is_fifo() and link.is_symlink()
+    assert not (tmp_path / "v.html").exists()

@@ -456,11 +456,11 @@ def _valid(a: dict) -> bool:
     def integer(v):
         return isinstance(v, int) and not isinstance(v, bool)
 
-    ok = (a["method"] in ("probe", "freeze", "lora", "full") and real(a["epochs"]) and a["epochs"] > 0
+    ok = (a["method"] in ("probe", "freeze", "lora", "full") and real(a["epochs"]) and 0 < a["epochs"] <= 1e6
           and (a["lr"] is None or real(a["lr"]) and a["lr"] > 0)
           and (a["dropout"] is None or real(a["dropout"]) and 0 <= a["dropout"] < 1)
-          and integer(a["max_steps"]) and (a["max_steps"] == -1 or a["max_steps"] >= 1)
-          and integer(a["batch_size"]) and a["batch_size"] >= 1
+          and integer(a["max_steps"]) and (a["max_steps"] == -1 or 1 <= a["max_steps"] <= 10**9)
+          and integer(a["batch_size"]) and 1 <= a["batch_size"] <= 10**6
           and integer(a["seed"]) and 0 <= a["seed"] < 2**32
           and integer(a["unfreeze_top"]) and a["unfreeze_top"] >= 0
           and integer(a["lora_r"]) and a["lora_r"] >= 1 and integer(a["lora_alpha"]) and a["lora_alpha"] >= 1

@@ -83,12 +83,13 @@ class Job:
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
         from ..storage.checkpoint import local_model_path
-        from ..storage.files import refuse_overlap
+        from ..storage.files import refuse_overlap, refuse_special
 
         inputs = [("--input file", Path(self.input)), ("model", local_model_path(self.model))]
         # the output, its shards folder (removed by --force) and its rejects file
         for path in (Path(self.output), self.shards_dir, self.rejects_path):
             refuse_overlap(path, inputs, flag="--output")
+            refuse_special(path, flag="--output")
 
     @property
     def rejects_path(self) -> Path:

@@ -345,11 +345,12 @@ def finish(root: Path, bundle: dict[str, Any], probes: dict[str, Any], quantize:
 def package_with(fn: Callable[..., dict[str, Any]], converted: Path, out: Path, options: PackageOptions, *,
                  force: bool, progress: Callable[[str], None] | None) -> dict[str, Any]:
     """Open the source, resolve the plan, and run one target function inside an atomic directory."""
-    from ..storage.files import refuse_overlap
+    from ..storage.files import refuse_overlap, refuse_special
 
     say = progress or (lambda msg: None)
     source = Converted.open(converted)
     refuse_overlap(out, [("converted model", converted)])  # --force would delete the source
+    refuse_special(out)
     p = plan(source, options)
     with atomic_dir(out, force=force) as tmp:
         return fn(source, tmp, p, say)

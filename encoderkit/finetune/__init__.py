@@ -30,6 +30,8 @@ from .trainer import ERROR_FILE, METHODS, TRAINER_METHODS, TrainConfig
 
 REPORT = "train_report.md"
 CURVE = "train_curve.png"
+# Beyond these the trainer's own arithmetic breaks (epochs x steps overflows) long before a run ends.
+MAX_EPOCHS, MAX_STEPS, MAX_BATCH = 1e6, 10**9, 10**6
 # The labelled data set the project ships (package data): 280 hand-written sentences in four
 # topics (sports, food, technology, weather), 70 each; every fifth sentence of each topic is held out.
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -63,7 +65,7 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: st
             produced non-finite weights (nothing is written then).
     """
     from ..storage.checkpoint import local_model_path
-    from ..storage.files import atomic_dir, refuse_overlap
+    from ..storage.files import atomic_dir, refuse_overlap, refuse_special
     from ..storage.manifest import write_manifest
 
     if isinstance(lora_targets, str):
@@ -75,6 +77,7 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: st
     # --force replaces OUT: it must not be (or hold, or sit inside) the model or the data
     refuse_overlap(out, [("model", local_model_path(model)), ("--data file", Path(data)),
                          ("--eval file", Path(eval_data) if eval_data is not None else None)])
+    refuse_special(out)
     train = read_examples(data, text_column=text_column, pair_column=pair_column, label_column=label_column)
     labels = label_names(train)
     ev = read_examples(eval_data, text_column=text_column, pair_column=pair_column,
@@ -153,16 +156,16 @@ def check_arguments(*, method: str, epochs, lr, batch_size, seed, nproc, dropout
 
     if method not in METHODS:
         raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    if not _real(epochs) or not math.isfinite(epochs) or epochs <= 0:
-        raise bad("--epochs", epochs, "a positive finite number")
+    if not _real(epochs) or not math.isfinite(epochs) or not 0 < epochs <= MAX_EPOCHS:
+        raise bad("--epochs", epochs, f"a positive number up to {MAX_EPOCHS:g}")
     if lr is not None and (not _real(lr) or not math.isfinite(lr) or lr <= 0):
         raise bad("--lr", lr, "a positive finite number")
     if dropout is not None and (not _real(dropout) or not math.isfinite(dropout) or not 0 <= dropout < 1):
         raise bad("--dropout", dropout, "a number in [0, 1)")
-    if not _int(max_steps) or not (max_steps == -1 or max_steps >= 1):
-        raise bad("--max-steps", max_steps, "a positive integer (or -1: train by --epochs)")
-    if not _int(batch_size) or batch_size < 1:
-        raise bad("--batch-size", batch_size, "a positive integer")
+    if not _int(max_steps) or not (max_steps == -1 or 1 <= max_steps <= MAX_STEPS):
+        raise bad("--max-steps", max_steps, f"a positive integer up to {MAX_STEPS:g} (or -1: train by --epochs)")
+    if not _int(batch_size) or not 1 <= batch_size <= MAX_BATCH:
+        raise bad("--batch-size", batch_size, f"a positive integer up to {MAX_BATCH:g}")
     if not _int(seed) or not 0 <= seed < 2**32:
         raise bad("--seed", seed, "an integer in [0, 2**32)")
     if not _int(unfreeze_top) or unfreeze_top < 0:

@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import socket
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,7 +160,26 @@ def refuse_overlap(output: str | Path, inputs, *, flag: str = "--out") -> None:
                              f"input; choose another {flag}")
 
 
+def refuse_special(path: str | Path, *, flag: str = "--out") -> None:
+    """Refuse to replace something that is not a regular file or a directory: writing "over"
+    /dev/null, a FIFO or a socket would replace the node itself (as root, the system's /dev/null).
+
+    Raises:
+        InputError: naming the flag.
+    """
+    try:
+        st = os.stat(path)  # through a symlink: what it points at is what would be written over
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as e:
+        raise InputError(f"{flag} {path}: cannot be inspected ({e.strerror}); choose another {flag}") from None
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise InputError(f"{flag} {path} is not a regular file or directory (a device, FIFO or socket); "
+                         f"refusing to replace it; choose another {flag}")
+
+
 def _check_target(target: Path) -> None:
+    refuse_special(target)
     cwd = Path.cwd().resolve()
     real = target.resolve()
     if real == Path(real.anchor) or real == cwd or real in cwd.parents:

@@ -33,11 +33,12 @@ def check_outputs(page: Path, png: Path | None = None, model: Path | None = None
     Raises:
         InputError: naming the flag and what to do.
     """
-    from ..storage.files import refuse_overlap
+    from ..storage.files import refuse_overlap, refuse_special
 
     for flag, path in (("--out", page), ("--png", png)):
         if path is None:
             continue
+        refuse_special(path, flag=flag)
         if path.is_dir():
             raise InputError(f"{flag} {path} is a directory; give a file name such as "
                              f"{'view.html' if flag == '--out' else 'grid.png'}")
