@@ -17,8 +17,8 @@ from .backends.converter import Converter
 from .core.errors import InputError, UnknownNameError
 from .core.options import make_options, option_names
 from .core.progress import bar, say
-from .storage.checkpoint import load_checkpoint
-from .storage.files import atomic_dir
+from .storage.checkpoint import load_checkpoint, local_model_path
+from .storage.files import atomic_dir, refuse_overlap, refuse_special
 from .storage.manifest import write_manifest
 from .verify.gate import ValidationOptions, reference_probes, validate_export
 from .verify.report import render_report
@@ -77,9 +77,12 @@ def convert(model: str | Path, formats: list[str], out: str | Path, *, force: bo
         The report data (per format: export facts, parity results, seconds, peak RSS).
     Raises:
         ParityError: an export disagrees with the torch reference beyond its tolerance.
-        CheckpointError, InputError, UnknownNameError: bad input (unknown options included).
+        CheckpointError, InputError, UnknownNameError: bad input (unknown options included; an
+            ``out`` that is, contains or lies inside the model).
     """
     convs, vopts = build_converters(list(formats), options)
+    refuse_overlap(out, [("model", local_model_path(model))])  # --force would delete the source
+    refuse_special(out)  # before any work: /dev/null is no output directory
     t0 = time.perf_counter()
     ckpt = load_checkpoint(model, allow_pickle=allow_pickle)
     say(f"loaded {model} ({ckpt.spec.arch}, {ckpt.spec.num_layers} layers) in {time.perf_counter() - t0:.1f}s")

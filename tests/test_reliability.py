@@ -318,7 +318,7 @@ def test_nan_weights_are_refused_at_load(tiny_roberta, tmp_path, capfd):
     from safetensors.numpy import load_file, save_file
 
     ckpt = tmp_path / "nan"
-    shutil.copytree(tiny_roberta, ckpt)
+    shutil.copytree(tiny_roberta, ckpt, ignore=shutil.ignore_patterns("manifest.json"))  # a plain checkpoint
     state = load_file(str(ckpt / "model.safetensors"))
     name = next(k for k in state if k.endswith("attention.output.dense.bias"))
     state[name][3] = np.nan

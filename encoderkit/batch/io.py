@@ -25,6 +25,7 @@ from ..core.errors import InputError, MissingDependencyError
 INPUT_FORMATS = (".txt", ".jsonl", ".csv", ".parquet")
 OUTPUT_FORMATS = (".parquet", ".jsonl")
 DEFAULT_TEXT_COLUMN = "text"
+INT64 = (-(2**63), 2**63 - 1)
 
 
 def pyarrow():
@@ -52,6 +53,14 @@ class Record:
     text: str | None
     error: str | None = None
     pair: str | None = None  # the second text of a two-text task (qa: the context)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _suffix(path: Path, allowed: tuple[str, ...], what: str) -> str:
@@ -100,13 +109,31 @@ class Reader:
                 # a typed id column keeps its type; anything else is written as its string form
                 self.id_type = "int64" if pa.types.is_integer(t) else "string"
         elif id_column:
-            self.id_type = "string"  # .csv fields are strings; .jsonl ids are written as strings too
+            # .csv fields are strings; .jsonl ids keep their JSON type, set by the first valid id
+            # (a later id of the other type is a bad row: 1 and "1" would otherwise merge)
+            self.id_type = self._first_jsonl_id_type() if self.format == ".jsonl" else "string"
         if self.format == ".csv":
             with self._open_csv() as f:
                 header = next(csv.reader(f), None)
             if header is None:
                 raise InputError(f"{self.path}: empty CSV file (no header line)")
             self._check_columns(header)
+
+    def _first_jsonl_id_type(self) -> str:
+        """"int64" when the first row with a usable id has an integer id, else "string"."""
+        for _, line, err in self._lines():
+            if err is not None or not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
+                continue
+            rid = obj.get(self.id_column) if isinstance(obj, dict) else None
+            if isinstance(rid, int) and not isinstance(rid, bool) and INT64[0] <= rid <= INT64[1]:
+                return "int64"
+            if isinstance(rid, str):
+                return "string"
+        return "string"
 
     def where(self, line: int) -> str:
         """``path:line`` (``path row N`` for parquet) for messages."""
@@ -140,6 +167,8 @@ class Reader:
     def _lines(self) -> Iterator[tuple[int, str | None, str | None]]:
         with open(self.path, "rb") as f:
             for n, raw in enumerate(f, 1):
+                if n == 1 and raw.startswith(b"\xef\xbb\xbf"):  # a byte-order mark is not text
+                    raw = raw[3:]
                 try:
                     yield n, raw.decode("utf-8").rstrip("\r\n"), None
                 except UnicodeDecodeError as e:
@@ -157,7 +186,10 @@ class Reader:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:
-                    err = f"malformed JSON ({e.msg} at column {e.colno})"
+                    # json's own message may end in "at" ("Unterminated string starting at")
+                    err = f"malformed JSON ({e.msg}{'' if e.msg.endswith(' at') else ' at'} column {e.colno})"
+                except RecursionError:
+                    err = "malformed JSON (nested too deeply)"
                 else:
                     if not isinstance(obj, dict):
                         err = f"a JSON {type(obj).__name__}, expected an object with a {self.text_column!r} field"
@@ -173,22 +205,36 @@ class Reader:
             if isinstance(rid, bool) or not isinstance(rid, (str, int)):
                 what = "missing" if self.id_column not in row else f"{type(rid).__name__}, not a string or integer"
                 return Record(n, None, None, f"id field {self.id_column!r} is {what}")
-            rid = str(rid)
+            if self.id_type == "int64" and not isinstance(rid, int):
+                return Record(n, None, None, f"id {rid!r} is a string, but this file's ids are integers "
+                                             "(mixed id types; use one type)")
+            if self.id_type == "string" and not isinstance(rid, str):
+                return Record(n, None, None, f"id {rid!r} is an integer, but this file's ids are strings "
+                                             "(mixed id types; use one type)")
+            if isinstance(rid, int) and not INT64[0] <= rid <= INT64[1]:
+                return Record(n, None, None, f"id {rid} does not fit a 64-bit integer")
         if self.text_column not in row:
             return Record(n, rid, None, f"no {self.text_column!r} field (--text-column)")
         text = row[self.text_column]
         if not isinstance(text, str):
             return Record(n, rid, None, f"field {self.text_column!r} is {type(text).__name__}, not a string")
+        for what, value in (("text", text), ("id", rid)):
+            if isinstance(value, str) and not _utf8(value):  # a JSON "\ud800" escape: no UTF-8 can carry it
+                return Record(n, None if what == "id" else rid, None,
+                              f"{what} is not valid Unicode (a lone surrogate escape such as \\ud800)")
         if self.pair_column is None:
             return Record(n, rid, text)
         pair = row.get(self.pair_column)
         if not isinstance(pair, str):
             what = "missing" if self.pair_column not in row else f"{type(pair).__name__}, not a string"
             return Record(n, rid, text, f"field {self.pair_column!r} is {what}")
+        if not _utf8(pair):
+            return Record(n, rid, text, f"field {self.pair_column!r} is not valid Unicode (a lone surrogate escape)")
         return Record(n, rid, text, pair=pair)
 
     def _open_csv(self):
-        return open(self.path, newline="", encoding="utf-8")
+        # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name
+        return open(self.path, newline="", encoding="utf-8-sig")
 
     def _csv(self) -> Iterator[Record]:
         # a long document is a long field: lift the 128 KiB default (memory stays one row)

@@ -21,12 +21,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import InputError
+from ..core.errors import ArtifactError, InputError
 from ..storage.files import atomic_write_text, sha256_file
+from ..storage.manifest import read_bounded
 from .io import OUTPUT_FORMATS, Reader, ShardWriter, _suffix, pyarrow
 
 ON_ERROR = ("stop", "skip")
 LEDGER = "ledger.json"
+LEDGER_MAX_BYTES = 64 << 20  # a ledger lists shards: ~200 bytes each
 # Test hooks (JSON in this variable): {"delay_s": seconds slept per window, "pid_dir": a folder
 # where each Ray actor writes a file named by its pid}. The kill/resume tests need a run that is
 # still going when they strike, and the pid of an actor to kill.
@@ -81,8 +83,14 @@ class Job:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
-        if Path(self.input).resolve() == Path(self.output).resolve():
-            raise InputError(f"--output {self.output} is the input file")
+        from ..storage.checkpoint import local_model_path
+        from ..storage.files import refuse_overlap, refuse_special
+
+        inputs = [("--input file", Path(self.input)), ("model", local_model_path(self.model))]
+        # the output, its shards folder (removed by --force) and its rejects file
+        for path in (Path(self.output), self.shards_dir, self.rejects_path):
+            refuse_overlap(path, inputs, flag="--output")
+            refuse_special(path, flag="--output")
 
     @property
     def rejects_path(self) -> Path:
@@ -167,16 +175,26 @@ class ShardStore:
         self.shards: list[dict[str, Any]] = []
         self.schema = None
         self.finished = False
+        self._fp: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ ledger
     def fingerprint(self) -> dict[str, Any]:
-        """What must not change between a run and its resume (else the shards would mix jobs)."""
-        st = Path(self.job.input).stat()
-        j = self.job
-        return {"input": str(Path(j.input).resolve()), "input_bytes": st.st_size, "input_mtime_ns": st.st_mtime_ns,
-                "task": j.task, "task_kwargs": j.task_kwargs, "model": str(j.model), "backend": j.backend,
-                "text_column": j.text_column, "pair_column": j.pair_column, "id_column": j.id_column, "shard_rows": j.shard_rows,
-                "output_format": self.ext}  # on_error may change: resume a stopped run with skip
+        """What must not change between a run and its resume (else the shards would mix jobs).
+
+        The model is identified by its content (``model_identity``), not by how its path was
+        spelt: the same model given as a relative path resumes, another model at the same path
+        does not. Computed once per run (``open``), never cached across runs.
+        """
+        if self._fp is None:
+            st = Path(self.job.input).stat()
+            j = self.job
+            self._fp = {"input": str(Path(j.input).resolve()), "input_bytes": st.st_size,
+                        "input_mtime_ns": st.st_mtime_ns, "task": j.task, "task_kwargs": j.task_kwargs,
+                        "model": model_identity(j.model), "backend": j.backend,
+                        "runtime_options": j.runtime_options, "text_column": j.text_column,
+                        "pair_column": j.pair_column, "id_column": j.id_column, "shard_rows": j.shard_rows,
+                        "output_format": self.ext}  # on_error may change: resume a stopped run with skip
+        return self._fp
 
     def _write_ledger(self, complete: bool = False) -> None:
         atomic_write_text(self.dir / LEDGER, json.dumps(
@@ -192,9 +210,10 @@ class ShardStore:
 
         Raises:
             InputError: the output exists (without --force), an unfinished run is there without
-                --resume, or the ledger belongs to another job.
+                --resume, or the ledger belongs to another job (or is not a ledger).
         """
         out = Path(self.job.output)
+        self.fingerprint()  # before anything is removed: an unreadable model fails here
         if self.job.force:
             shutil.rmtree(self.dir, ignore_errors=True)
         elif self.dir.exists():
@@ -216,29 +235,64 @@ class ShardStore:
 
     def _load_ledger(self) -> None:
         path = self.dir / LEDGER
+        hint = "pass --force to start over"
         try:
-            ledger = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"{path}: unreadable ledger ({e}); pass --force to start over") from None
+            ledger = json.loads(read_bounded(path, LEDGER_MAX_BYTES, what=LEDGER).decode("utf-8"))
+        except (ArtifactError, OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise InputError(f"{path}: unreadable ledger ({e}); {hint}") from None
+        if not isinstance(ledger, dict) or ledger.get("encoderkit_batch_ledger", 1) != 1 \
+                or not isinstance(ledger.get("job"), dict) or not isinstance(ledger.get("shards"), list):
+            raise InputError(f"{path}: not an encoderkit batch ledger; {hint}")
         mine = json.loads(json.dumps(self.fingerprint()))
-        changed = [k for k in mine if ledger.get("job", {}).get(k) != mine[k]]
+        changed = [k for k in mine if ledger["job"].get(k) != mine[k]]
         if changed:
-            raise InputError(f"{path} was written by a different job (differs in: {', '.join(changed)}); "
-                             "pass --force to start over")
-        self.finished = bool(ledger.get("complete"))
-        # trust a shard only if its file is there with the sha256 the ledger recorded; the first
-        # one that is not ends the trusted prefix and everything from it is recomputed
-        for s in ledger.get("shards", []):
-            files = [f for f in (s.get("file"), s.get("rejects_file")) if f]
-            if all((self.dir / f).is_file() and sha256_file(self.dir / f) == s["sha256"][f] for f in files):
-                self.shards.append(s)
-            else:
+            raise InputError(f"{path} was written by a different job (differs in: {', '.join(changed)}); {hint}")
+        self.finished = ledger.get("complete") is True
+        # trust a shard only if its entry is consistent and its files are there with the sha256 and
+        # row counts the ledger recorded; the first one that is not ends the trusted prefix and
+        # everything from it is recomputed
+        for i, s in enumerate(ledger["shards"]):
+            if not self._trusted(i, s):
                 self.finished = False
+                break
+            self.shards.append(s)
+            if s["records"] < self.job.shard_rows:  # the input ended in this shard: nothing can follow
                 break
         keep = {f for s in self.shards for f in (s.get("file"), s.get("rejects_file")) if f} | {LEDGER}
         for p in self.dir.iterdir():
             if p.is_file() and p.name not in keep:
                 p.unlink()
+
+    def _trusted(self, index: int, s: Any) -> bool:
+        """One ledger entry: the shard ``index`` this job writes, whole, its files unchanged."""
+        def count(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+        if not isinstance(s, dict) or s.get("index") != index or isinstance(s.get("index"), bool):
+            return False
+        name, rname = f"part-{index:05d}{self.ext}", f"part-{index:05d}.rejects.jsonl"
+        rows, rejects, records = s.get("rows"), s.get("rejects"), s.get("records")
+        if s.get("file") != name or not all(count(v) for v in (rows, rejects, records)):
+            return False
+        if not 0 < records <= self.job.shard_rows or rows + rejects != records:
+            return False
+        if s.get("rejects_file") != (rname if rejects else None):
+            return False
+        tokens = s.get("tokens")
+        if tokens is not None and not count(tokens):
+            return False
+        files = [name] + ([rname] if rejects else [])
+        sha = s.get("sha256")
+        if not isinstance(sha, dict) or set(sha) != set(files):
+            return False
+        for f in files:
+            p = self.dir / f
+            if p.is_symlink() or not p.is_file() or sha256_file(p) != sha[f]:
+                return False
+        try:  # the rows the files hold (a ledger edited together with its hashes)
+            return _rows_in(self.dir / name) == rows and (not rejects or _rows_in(self.dir / rname) == rejects)
+        except Exception:  # noqa: BLE001 - an unreadable shard is simply not trusted (recomputed)
+            return False
 
     # ------------------------------------------------------------------ shards
     def writer(self, index: int) -> ShardWriter:
@@ -282,6 +336,22 @@ class ShardStore:
         self._write_ledger()
 
     # ------------------------------------------------------------------ the end
+    def _nothing_produced(self, rejected: int) -> None:
+        """No row came out: write no output, keep the rejects (the reasons), and say so.
+
+        Raises:
+            InputError: always (the job produced nothing; exit 2).
+        """
+        job = self.job
+        if rejected:
+            _concat([self.dir / s["rejects_file"] for s in self.shards if s["rejects_file"]], job.rejects_path)
+        if not job.keep_shards:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        if rejected:
+            raise InputError(f"nothing written to {job.output}: all {rejected} rows of {job.input} were rejected "
+                             f"(the reasons are in {job.rejects_path})")
+        raise InputError(f"nothing written to {job.output}: {job.input} holds no records")
+
     def finish(self) -> tuple[int, int]:
         """Merge the shards into OUTPUT (and OUTPUT.rejects.jsonl), atomically; returns (rows, rejected)."""
         pa = pyarrow()
@@ -289,6 +359,8 @@ class ShardStore:
         tmp = out.with_name(f".{out.name}.merge-{os.getpid()}.tmp")
         rows = sum(s["rows"] for s in self.shards)
         rejected = sum(s["rejects"] for s in self.shards)
+        if rows == 0:
+            self._nothing_produced(rejected)
         try:
             if self.ext == ".parquet":
                 # one row group at a time: memory stays one window whatever the corpus size
@@ -317,6 +389,48 @@ class ShardStore:
         if not self.job.keep_shards:
             shutil.rmtree(self.dir, ignore_errors=True)
         return rows, rejected
+
+
+def _rows_in(path: Path) -> int:
+    """Rows of a shard file: a .parquet's metadata, or the lines of a .jsonl."""
+    if path.suffix == ".parquet":
+        return pyarrow().parquet.ParquetFile(path).metadata.num_rows
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def model_identity(model: str) -> dict[str, Any]:
+    """The model a job runs, by content: a `convert` output by the sha256 of its manifest.json
+    (which holds the sha256 of every file, checked when a backend loads), a checkpoint by the
+    sha256 of its weight files, config.json and tokenizer files. Nothing is cached: a model
+    replaced at the same path is another model.
+
+    Raises:
+        CheckpointError / ArtifactError: the model cannot be found or read.
+    """
+    from ..core.tokenization import TOKENIZER_FILES
+    from ..storage.checkpoint import checkpoint_directory, read_json, resolve_model
+    from ..storage.manifest import MANIFEST, read_manifest
+
+    path = resolve_model(model)
+    manifest = read_manifest(path)
+    if isinstance(manifest, dict) and manifest.get("kind") == "convert":
+        return {"kind": "convert", "manifest_sha256": sha256_file(path / MANIFEST)}
+    directory = checkpoint_directory(model)
+    names = ["config.json", *TOKENIZER_FILES, "model.safetensors", "pytorch_model.bin"]
+    index = directory / "model.safetensors.index.json"
+    if not (directory / "model.safetensors").is_file() and index.is_file():
+        weight_map = read_json(index).get("weight_map")
+        shards = sorted(set(weight_map.values())) if isinstance(weight_map, dict) else []
+        names += [index.name, *(s for s in shards if isinstance(s, str))]
+    files = {}
+    for name in names:  # (a hub cache holds these as symlinks to its blobs: their content counts)
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            continue  # a shard outside the directory: loading refuses it
+        p = directory / name
+        if p.is_file():
+            files[name] = sha256_file(p)
+    return {"kind": "checkpoint", "files": files}
 
 
 def _concat(paths: list[Path], dst: Path) -> None:

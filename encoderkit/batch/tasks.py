@@ -109,8 +109,8 @@ def process_batch(rt, task: str, kwargs: dict[str, Any], batch, *, count_tokens:
         texts = [(q, c) for q, c in zip(texts, pairs)]
     ok = [i for i, e in enumerate(errors) if e is None]
     if ok and count_tokens:
-        plain = [" ".join(texts[i]) if isinstance(texts[i], tuple) else texts[i] for i in ok]
-        for i, seq in zip(ok, rt.tokenizer.encode(plain, truncate=True)):
+        plain = [" ".join(x) if isinstance(x, tuple) else x for x in texts]  # a pair counts both texts
+        for i, seq in _token_counts(rt, plain, ok):
             tokens[i] = len(seq)
     result = None
     if ok:
@@ -145,8 +145,8 @@ def _find_bad_rows(rt, t: Task, kwargs: dict[str, Any], texts: list, ok: list[in
     without truncation); other task-specific problems (e.g. fill-mask without a mask token) by
     running the task on the remaining rows one by one.
     """
-    if not kwargs.get("truncate", False) and len(t.inputs) == 1:
-        for i, seq in zip(ok, rt.tokenizer.encode([texts[i] for i in ok], truncate=True)):
+    if not kwargs.get("truncate", False) and len(t.inputs) == 1:  # (two-text tasks window, never cut)
+        for i, seq in _token_counts(rt, texts, ok, errors):
             if len(seq) >= rt.tokenizer.max_length:
                 try:
                     rt.tokenizer.encode([texts[i]], truncate=False)
@@ -166,6 +166,24 @@ def _find_bad_rows(rt, t: Task, kwargs: dict[str, Any], texts: list, ok: list[in
         except InputError as e:
             errors[i] = _row_reason(e)
     return good
+
+
+def _token_counts(rt, texts: list, ok: list[int], errors: list[str | None] | None = None):
+    """(row, truncated token ids) of the rows ``ok``. A row the tokenizer refuses on its own (e.g.
+    only zero-width characters: no tokens once normalized) is skipped, and marked in ``errors``
+    when given: it is a bad row like any other, never the whole window's failure."""
+    try:
+        return list(zip(ok, rt.tokenizer.encode([texts[i] for i in ok], truncate=True)))
+    except InputError:
+        pass
+    out = []
+    for i in ok:
+        try:
+            out.append((i, rt.tokenizer.encode([texts[i]], truncate=True)[0]))
+        except InputError as e:
+            if errors is not None:
+                errors[i] = _row_reason(e)
+    return out
 
 
 def records_table(records, id_type: str):

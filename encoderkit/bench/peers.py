@@ -140,6 +140,10 @@ def ct2_direct_systems(model: Path, tok, skipped: dict[str, str], loaded: dict[s
             flag = " --quantize int8" if variant == "int8" else ""
             skipped[name] = f"the model directory has no {path.relative_to(model)}/ (convert --to ctranslate2{flag})"
             continue
+        if not (loaded or {}).get(variant):  # opened here: through the gate every opener takes
+            from ..backends.loading import open_converted
+
+            open_converted(model, "ctranslate2")
         rss, t = _rss_mb(), time.perf_counter()
         encoder = (loaded or {}).get(variant) or ctranslate2.Encoder(str(path), device="cpu",
                                                                      compute_type=COMPUTE_TYPES[variant])

@@ -20,7 +20,7 @@ from ..backends.catalog import BACKENDS, backend
 from ..core.errors import InputError
 from ..core.progress import bar, say
 from ..core.texts import read_workload
-from ..storage.checkpoint import checkpoint_directory, resolve_model
+from ..storage.checkpoint import resolve_model, verified_checkpoint_directory
 from ..tasks import TASKS, bench_tasks
 from .peers import PeerContext, load_peers
 from .report import _peak_rss_mb, accuracy, machine, passes_gate, plot, render_markdown
@@ -32,7 +32,7 @@ def _load_systems(model: Path, backends: list[str], tasks: list[str], skipped: d
     """Our backends, then every peer of the benchmarked tasks (``peers.PEERS``)."""
     from transformers import AutoTokenizer
 
-    ckpt_dir = checkpoint_directory(model)
+    ckpt_dir = verified_checkpoint_directory(model)  # the peers read it: its manifest checked first
     systems, ref, ct2_loaded = our_systems(model, ckpt_dir, backends, tasks)
     ctx = PeerContext(model, ckpt_dir, AutoTokenizer.from_pretrained(ckpt_dir), ref.spec, workdir, skipped,
                       closers, optimum_python, ct2_loaded)
@@ -93,9 +93,12 @@ def run_bench(model: str | Path, *, backends: list[str] | None = None, tasks: li
         optimum_python: the python of optimum's venv (``make optimum-venv``); None: the
             ``ENCODERKIT_OPTIMUM_PYTHON`` environment variable, else optimum's peers are skipped.
     Raises:
-        UnknownNameError / InputError: unknown backend or task, bad repeats.
+        UnknownNameError / InputError: unknown backend or task, bad repeats, an ``out`` that is,
+            contains or lies inside the model.
     """
     from ..backends.loading import available_backends
+    from ..storage.checkpoint import local_model_path
+    from ..storage.files import refuse_overlap
 
     for t in tasks:
         if t not in bench_tasks():
@@ -104,6 +107,7 @@ def run_bench(model: str | Path, *, backends: list[str] | None = None, tasks: li
         raise InputError("--repeats must be at least 1")
     path = resolve_model(model)
     backends = available_backends(path) if backends is None else [backend(b).name for b in backends]
+    refuse_overlap(out, [("model", local_model_path(model))])  # bench files inside a model break its manifest
     out.mkdir(parents=True, exist_ok=True)
     closers: list[Callable[[], None]] = []
     try:

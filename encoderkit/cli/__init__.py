@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="encoderkit", parents=[common], description="One encoder checkpoint, every runtime, same answers.")
     p.add_argument("--version", action="version", version=f"encoderkit {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    p.set_defaults(_subcommands=sub.choices)
     model_commands.add_parsers(sub, [common])
     tasks.add_parsers(sub, [common])
     apps.add_parsers(sub, [common])
@@ -36,8 +37,9 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     a, extras = parser.parse_known_args(argv)
     if extras and hasattr(a, "texts") and not any(x.startswith("-") for x in extras):
         a.texts = [*a.texts, *extras]
-    elif extras:
-        parser.error(f"unrecognized arguments: {' '.join(extras)}")
+    elif extras:  # reported by the subcommand's parser: the closest flag is one of ITS flags
+        sub = getattr(a, "_subcommands", {}).get(getattr(a, "command", None), parser)
+        sub.error(f"unrecognized arguments: {' '.join(extras)}")
     return a
 
 

@@ -120,8 +120,10 @@ def cmd_attention(a: argparse.Namespace, ctx: Context) -> None:
     from ..storage.files import atomic_write_text
     from ..viewer import attention_record, check_outputs, render
 
+    from ..storage.checkpoint import local_model_path
+
     out = Path(a.out)
-    check_outputs(out, Path(a.png) if a.png else None)
+    check_outputs(out, Path(a.png) if a.png else None, local_model_path(a.model))
     if a.compare is not None and a.compare == a.backend:
         raise InputError(f"--compare {a.compare} is the same backend as --backend")
     steps = ["load", "attention"] + (["load compare", "attention compare"] if a.compare else []) + ["render"] \

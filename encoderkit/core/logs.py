@@ -7,7 +7,8 @@ the ``logging`` root there too, and hands our own output the real terminal: resu
 ``streams.out`` (so stdout carries only results, e.g. valid ``--json``), messages and progress on
 ``streams.err``. Our own warnings (``EncoderkitWarning``) still reach the user. With ``verbose``
 nothing is captured; otherwise the capture's last lines are shown when a command fails
-(``Streams.tail``), and the file is removed at the end.
+(``Streams.tail``), and the file is removed at the end (and, after a kill -9, by the next
+command: ``remove_stale_logs``).
 """
 from __future__ import annotations
 
@@ -38,6 +39,35 @@ class Streams:
             return ""
 
 
+LOG_PREFIX = "encoderkit-"  # the capture is <tmp>/encoderkit-<pid>-<random>.log
+
+
+def remove_stale_logs(directory: str | None = None) -> list[str]:
+    """Remove the capture logs of encoderkit processes that no longer run (a kill -9 skips the
+    ``finally`` that removes them). A log is named by its writer's pid; logs of live processes, of
+    other users' processes, and files not named that way are left alone."""
+    import glob
+    import re
+
+    removed = []
+    for path in glob.glob(os.path.join(directory or tempfile.gettempdir(), f"{LOG_PREFIX}*-*.log")):
+        m = re.fullmatch(rf"{LOG_PREFIX}(\d+)-[A-Za-z0-9_]+\.log", os.path.basename(path))
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # still running
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError, ValueError):
+            continue  # someone else's live process, or not a pid
+        with contextlib.suppress(OSError):
+            if os.lstat(path).st_uid == os.getuid():
+                os.unlink(path)
+                removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def captured(verbose: bool = False) -> Iterator[Streams]:
     """Capture third-party output for the duration of a command (see the module docstring)."""
@@ -47,7 +77,8 @@ def captured(verbose: bool = False) -> Iterator[Streams]:
     sys.stdout.flush()
     sys.stderr.flush()
     saved_out, saved_err = os.dup(1), os.dup(2)
-    fd, log_path = tempfile.mkstemp(prefix="encoderkit-", suffix=".log")
+    remove_stale_logs()
+    fd, log_path = tempfile.mkstemp(prefix=f"{LOG_PREFIX}{os.getpid()}-", suffix=".log")
     out = os.fdopen(os.dup(saved_out), "w", buffering=1, encoding="utf-8", errors="replace")
     err = os.fdopen(os.dup(saved_err), "w", buffering=1, encoding="utf-8", errors="replace")
     old_showwarning = warnings.showwarning

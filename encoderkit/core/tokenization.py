@@ -11,6 +11,7 @@ from tokenizers import Tokenizer
 
 from .errors import CheckpointError, InputError
 
+TOKENIZER_MAX_BYTES = 64 << 20  # a 250k-vocabulary model's tokenizer.json is ~20 MB
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "vocab.json", "merges.txt", "vocab.txt")
 
@@ -215,6 +216,35 @@ def _check_text(t: object, where: str) -> None:
                          "pass UTF-8 text") from None
 
 
+def read_tokenizer_json(path: Path, max_bytes: int = TOKENIZER_MAX_BYTES) -> str:
+    """The text of a tokenizer.json, read within a size bound before the `tokenizers` library sees
+    it (a 1 GiB file would otherwise be parsed whole). Links are followed (a hub cache holds
+    blobs behind them); FIFOs and devices are not read.
+
+    Raises:
+        CheckpointError: not a regular file, larger than ``max_bytes``, or not UTF-8.
+    """
+    import os
+    import stat
+
+    try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointError(f"{path}: not a regular file")
+        if st.st_size > max_bytes:
+            raise CheckpointError(f"{path}: {st.st_size} bytes, more than a tokenizer.json can be ({max_bytes})")
+        with open(path, "rb") as f:
+            raw = f.read(max_bytes + 1)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror})") from None
+    if len(raw) > max_bytes:
+        raise CheckpointError(f"{path}: more than {max_bytes} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path}: not UTF-8 text") from None
+
+
 def load_tokenizer(directory: Path) -> Tokenizer:
     """Load ``tokenizer.json``; fall back to transformers' converter for vocab/merges-only dirs.
 
@@ -224,9 +254,11 @@ def load_tokenizer(directory: Path) -> Tokenizer:
     path = Path(directory) / "tokenizer.json"
     if path.is_file():
         try:
-            return Tokenizer.from_file(str(path))
+            return Tokenizer.from_str(read_tokenizer_json(path))
+        except CheckpointError:
+            raise
         except Exception as e:  # tokenizers raises plain Exception on bad JSON
-            raise CheckpointError(f"{path}: not a valid tokenizer.json ({e})") from None
+            raise CheckpointError(f"{path}: not a valid tokenizer.json ({str(e)[:300]})") from None
     if any((Path(directory) / f).is_file() for f in ("vocab.txt", "vocab.json")):
         from transformers import AutoTokenizer  # converts slow vocab files to a fast tokenizer
 

@@ -196,10 +196,14 @@ def write_tokenizer(src_dir: Path, out: Path, rel: str = TOKENIZER_FILE) -> str:
     does); a tokenizer.json that truncates silently (sentence-transformers' ship one at 128)
     would cut inputs behind the runner's back, differently in each tokenizer library.
     """
+    from ..storage.manifest import read_json_bounded
+
     path = src_dir / TOKENIZER_FILE
     if not path.is_file():
         raise ArtifactError(f"{path} is missing; re-run encoderkit convert")
-    data = json.loads(path.read_text(encoding="utf-8"))
+    data = read_json_bounded(path, what=TOKENIZER_FILE)  # size-bounded; nesting too deep is an ArtifactError
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{path}: not a tokenizer.json; re-run encoderkit convert")
     data["truncation"] = None
     data["padding"] = None
     (out / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -372,8 +376,12 @@ def finish(root: Path, bundle: dict[str, Any], probes: dict[str, Any], quantize:
 def package_with(fn: Callable[..., dict[str, Any]], converted: Path, out: Path, options: PackageOptions, *,
                  force: bool, progress: Callable[[str], None] | None) -> dict[str, Any]:
     """Open the source, resolve the plan, and run one target function inside an atomic directory."""
+    from ..storage.files import refuse_overlap, refuse_special
+
     say = progress or (lambda msg: None)
     source = Converted.open(converted)
+    refuse_overlap(out, [("converted model", converted)])  # --force would delete the source
+    refuse_special(out)
     p = plan(source, options)
     with atomic_dir(out, force=force) as tmp:
         return fn(source, tmp, p, say)

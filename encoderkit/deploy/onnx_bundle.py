@@ -14,7 +14,6 @@ Bundle layout::
 """
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -114,13 +113,17 @@ def write_graphs(source: Converted, p: Plan, out: Path, model_rel: str = "model.
     """
     import onnx
 
+    from ..backends.onnx.layout import check_onnx_file, graph_path, read_info
+
     onnx_dir = source.need("onnx")
-    info = json.loads((onnx_dir / "onnx_info.json").read_text())
+    info = read_info(onnx_dir)  # bounded, its shape checked
     key = ENCODER_KEY[p.options.quantize]
-    if key not in info["files"]:
-        raise ArtifactError(f"{source.path} has no {p.options.quantize} ONNX encoder; re-run encoderkit convert "
-                            f"--to onnx --quantize {p.options.quantize}")
-    model = onnx.load(str(onnx_dir / info["files"][key]))  # weights too (external data resolved)
+    if key not in info["files"] or (("fill-mask" in p.tasks) and "head" not in info["files"]):
+        raise ArtifactError(f"{source.path} has no {p.options.quantize} ONNX encoder (or MLM head); re-run "
+                            f"encoderkit convert --to onnx --quantize {p.options.quantize}")
+    src = graph_path(onnx_dir, info["files"][key])  # named graphs stay inside the directory
+    check_onnx_file(src)  # and so does their external data
+    model = onnx.load(str(src))  # weights too (external data resolved)
     pooling = pooling or p.options.pooling
     if pooling:
         add_pooling(model, pooling, p.options.normalize, source.spec.hidden_size)
@@ -129,7 +132,8 @@ def write_graphs(source: Converted, p: Plan, out: Path, model_rel: str = "model.
     del model
     head = None
     if "fill-mask" in p.tasks:
-        src = onnx_dir / info["files"]["head"]
+        src = graph_path(onnx_dir, info["files"]["head"])
+        check_onnx_file(src)
         (out / head_rel).parent.mkdir(parents=True, exist_ok=True)
         _save(onnx.load(str(src)), out / head_rel)
         head = head_rel
@@ -137,8 +141,10 @@ def write_graphs(source: Converted, p: Plan, out: Path, model_rel: str = "model.
     if "classify" in p.tasks:  # hidden [m, hidden] -> logits [m, labels], fed the [CLS] / <s> rows
         if "classifier" not in info["files"]:
             raise ArtifactError(f"{onnx_dir} has no classifier graph; re-run encoderkit convert --to onnx")
+        src = graph_path(onnx_dir, info["files"]["classifier"])
+        check_onnx_file(src)
         (out / classifier_rel).parent.mkdir(parents=True, exist_ok=True)
-        _save(onnx.load(str(onnx_dir / info["files"]["classifier"])), out / classifier_rel)
+        _save(onnx.load(str(src)), out / classifier_rel)
         classifier = classifier_rel
     return {"encoder": model_rel, "head": head, "classifier": classifier, "source_encoder": info["files"][key]}
 

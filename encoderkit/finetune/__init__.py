@@ -26,10 +26,12 @@ from typing import Any
 
 from ..core.errors import InputError
 from .data import Examples, label_names, read_examples
-from .trainer import METHODS, TRAINER_METHODS, TrainConfig
+from .trainer import ERROR_FILE, METHODS, TRAINER_METHODS, TrainConfig
 
 REPORT = "train_report.md"
 CURVE = "train_curve.png"
+# Beyond these the trainer's own arithmetic breaks (epochs x steps overflows) long before a run ends.
+MAX_EPOCHS, MAX_STEPS, MAX_BATCH = 1e6, 10**9, 10**6
 # The labelled data set the project ships (package data): 280 hand-written sentences in four
 # topics (sports, food, technology, weather), 70 each; every fifth sentence of each topic is held out.
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -57,37 +59,47 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: st
     Returns:
         The metrics (eval accuracy, train seconds, peak RSS, ...).
     Raises:
-        InputError: bad data (naming file and row), bad arguments, an existing ``out`` without ``force``.
+        InputError: bad data (naming file and row), a bad argument (every number is checked before
+            anything is read or trained: ``check_arguments``), an existing ``out`` without ``force``,
+            an ``out`` that is, holds or lies inside the model or a data file, or training that
+            produced non-finite weights (nothing is written then).
     """
-    from ..storage.files import atomic_dir
+    from ..storage.checkpoint import local_model_path
+    from ..storage.files import atomic_dir, refuse_overlap, refuse_special
     from ..storage.manifest import write_manifest
 
-    if method not in METHODS:
-        raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    for name, v in (("epochs", epochs), ("batch_size", batch_size), ("nproc", nproc), ("lora_r", lora_r)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
-            raise InputError(f"{name} must be positive, got {v!r}")
     if isinstance(lora_targets, str):
         lora_targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
+    check_arguments(method=method, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, nproc=nproc,
+                    dropout=dropout, max_steps=max_steps, unfreeze_top=unfreeze_top, lora_r=lora_r,
+                    lora_alpha=lora_alpha, lora_targets=lora_targets, pooling=pooling, layer=layer)
+    out = Path(out)
+    # --force replaces OUT: it must not be (or hold, or sit inside) the model or the data
+    refuse_overlap(out, [("model", local_model_path(model)), ("--data file", Path(data)),
+                         ("--eval file", Path(eval_data) if eval_data is not None else None)])
+    refuse_special(out)
     train = read_examples(data, text_column=text_column, pair_column=pair_column, label_column=label_column)
     labels = label_names(train)
     ev = read_examples(eval_data, text_column=text_column, pair_column=pair_column,
                        label_column=label_column) if eval_data is not None else None
     if ev is not None:
+        if ev.label_kind != train.label_kind:
+            raise InputError(f"{ev.source}: labels are {ev.label_kind}s, {train.source}'s are "
+                             f"{train.label_kind}s; use one type in both files")
         ev.label_ids(labels)  # an eval label the training set lacks: an error naming its row
-    out = Path(out)
     if out.exists() and not force:
         raise InputError(f"{out} already exists; pass --force to replace it")
+    if method == "freeze":
+        _check_unfreeze_top(model, unfreeze_top)
     with atomic_dir(out, force=force) as tmp:
         if method == "probe":
-            if nproc != 1:
-                raise InputError("--nproc applies to freeze/lora/full (a probe trains a logistic regression)")
             metrics = _probe(model, backend, train, ev, labels, tmp, pooling=pooling, layer=layer,
                              normalize=normalize, seed=seed)
         else:
-            from ..storage.checkpoint import checkpoint_directory
+            from ..storage.checkpoint import verified_checkpoint_directory
 
-            directory = checkpoint_directory(model)  # a `convert` output: train from its HF layout
+            # its manifest checked (an init-random or finetune output); a `convert` output: its HF layout
+            directory = verified_checkpoint_directory(model)
             cfg = TrainConfig(
                 model_dir=str(directory), method=method, train=_payload(train, labels),
                 eval=_payload(ev, labels) if ev is not None else None, labels=list(labels), epochs=float(epochs),
@@ -105,6 +117,89 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: st
         _curve(metrics, tmp / CURVE)
         write_manifest(tmp, {"kind": "finetune", "method": method, "source": str(model)})
     return metrics
+
+
+def _real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def max_processes() -> tuple[int, str]:
+    """The most DDP processes this machine can run, and per what: one per GPU, else per CPU core."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            return max(1, torch.cuda.device_count()), "GPU"
+    return os.cpu_count() or 1, "CPU core"
+
+
+def check_arguments(*, method: str, epochs, lr, batch_size, seed, nproc, dropout, max_steps, unfreeze_top,
+                    lora_r, lora_alpha, lora_targets, pooling: str = "mean", layer=-1) -> None:
+    """Every training number checked before anything is read, spawned or trained (whatever the
+    method: a probe that ignores ``lr`` still refuses a NaN one).
+
+    Raises:
+        InputError: naming the flag, the value and what it must be.
+    """
+    import math
+
+    from ..tasks.kernels import POOLINGS
+
+    def bad(flag: str, v, what: str) -> InputError:
+        return InputError(f"{flag} must be {what}, got {v!r}")
+
+    if method not in METHODS:
+        raise InputError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if not _real(epochs) or not math.isfinite(epochs) or not 0 < epochs <= MAX_EPOCHS:
+        raise bad("--epochs", epochs, f"a positive number up to {MAX_EPOCHS:g}")
+    if lr is not None and (not _real(lr) or not math.isfinite(lr) or lr <= 0):
+        raise bad("--lr", lr, "a positive finite number")
+    if dropout is not None and (not _real(dropout) or not math.isfinite(dropout) or not 0 <= dropout < 1):
+        raise bad("--dropout", dropout, "a number in [0, 1)")
+    if not _int(max_steps) or not (max_steps == -1 or 1 <= max_steps <= MAX_STEPS):
+        raise bad("--max-steps", max_steps, f"a positive integer up to {MAX_STEPS:g} (or -1: train by --epochs)")
+    if not _int(batch_size) or not 1 <= batch_size <= MAX_BATCH:
+        raise bad("--batch-size", batch_size, f"a positive integer up to {MAX_BATCH:g}")
+    if not _int(seed) or not 0 <= seed < 2**32:
+        raise bad("--seed", seed, "an integer in [0, 2**32)")
+    if not _int(unfreeze_top) or unfreeze_top < 0:
+        raise bad("--unfreeze-top", unfreeze_top, "an integer >= 0")
+    for flag, v in (("--lora-r", lora_r), ("--lora-alpha", lora_alpha)):
+        if not _int(v) or v < 1:
+            raise bad(flag, v, "a positive integer")
+    if not lora_targets or not all(isinstance(t, str) and t for t in lora_targets):
+        raise bad("--lora-targets", lora_targets, "a comma list of projection names (e.g. query,value)")
+    if pooling not in POOLINGS:
+        raise bad("--pooling", pooling, f"one of {', '.join(POOLINGS)}")
+    if not _int(layer):
+        raise bad("--layer", layer, "an integer")
+    if not _int(nproc) or nproc < 1:
+        raise bad("--nproc", nproc, "a positive integer")
+    if nproc > 1:
+        if method == "probe":
+            raise InputError("--nproc applies to freeze/lora/full (a probe trains a logistic regression)")
+        most, unit = max_processes()
+        if nproc > most:
+            raise InputError(f"--nproc {nproc} is more processes than this machine can run ({most}: one per {unit})")
+        if batch_size % nproc:
+            raise InputError(f"--batch-size {batch_size} is not divisible by --nproc {nproc} (the global batch is "
+                             "split evenly across the processes)")
+
+
+def _check_unfreeze_top(model, unfreeze_top: int) -> None:
+    """--unfreeze-top against the model's layer count, before any worker starts."""
+    from ..storage.checkpoint import checkpoint_directory, read_json
+
+    directory = checkpoint_directory(model)
+    layers = read_json(directory / "config.json").get("num_hidden_layers")
+    if _int(layers) and unfreeze_top > layers:
+        raise InputError(f"--unfreeze-top must be in 0..{layers} (the model has {layers} layers), got {unfreeze_top}")
 
 
 def _require(module: str, what: str) -> None:
@@ -135,6 +230,8 @@ def _probe(model, backend, train: Examples, ev: Examples | None, labels, out: Pa
     x = rt.embed(list(train.texts), pooling=pooling, layer=layer, normalize=normalize, truncate=True)
     y = train.label_ids(labels)
     w, b = fit_probe(x, y, len(labels), seed=seed)
+    if not (np.isfinite(w).all() and np.isfinite(b).all()):
+        raise InputError("the probe's fitted weights are not finite (NaN or inf); nothing was written")
     seconds = time.perf_counter() - t0
     config = ProbeConfig(base=str(model), labels=tuple(labels), pooling=pooling, layer=layer, normalize=normalize)
     save_probe(out, config, w, b)
@@ -165,6 +262,9 @@ def _train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        refused = out / "ranks" / ERROR_FILE
+        if proc.returncode != 0 and refused.is_file():  # a worker refused (e.g. non-finite weights): its line
+            raise InputError(json.loads(refused.read_text())["error"])
         if proc.returncode != 0:
             tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
             raise InputError(f"DDP training with {cfg.nproc} processes failed (exit {proc.returncode}):\n{tail}")

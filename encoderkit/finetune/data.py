@@ -22,6 +22,7 @@ class Examples:
     pairs: tuple[str, ...] | None  # the second text of each pair, or None
     labels: tuple[str, ...]  # label names as strings (ints are written as their decimal form)
     source: str
+    label_kind: str = "string"  # "integer" or "string": one file never mixes them
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -56,6 +57,8 @@ def label_names(train: Examples) -> tuple[str, ...]:
 
 def _rows(path: Path):
     """(row number, dict) of a .jsonl or .csv file."""
+    if path.exists() and not path.is_dir() and not path.is_file():  # a FIFO or device would block or never end
+        raise InputError(f"{path}: not a regular file, expected a .jsonl or .csv file")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -76,6 +79,8 @@ def _rows(path: Path):
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
                 raise InputError(f"{path}: row {n}: not valid JSON ({e.msg})") from None
+            except RecursionError:
+                raise InputError(f"{path}: row {n}: JSON nested too deeply") from None
             if not isinstance(obj, dict):
                 raise InputError(f"{path}: row {n}: expected a JSON object")
             yield n, obj
@@ -87,6 +92,14 @@ def _rows(path: Path):
         raise InputError(f"{path}: unknown data format {path.suffix!r}; use {' or '.join(FORMATS)}")
 
 
+def _check_unicode(text: str, path: Path, row: int, column: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a JSON "\ud800" escape: a lone surrogate no tokenizer can take
+        raise InputError(f"{path}: row {row}: column {column!r} is not valid Unicode (a lone surrogate escape "
+                         "such as \\ud800)") from None
+
+
 def read_examples(path: str | Path, *, text_column: str = "text", pair_column: str | None = None,
                   label_column: str = "label") -> Examples:
     """Read and validate labelled examples.
@@ -96,6 +109,7 @@ def read_examples(path: str | Path, *, text_column: str = "text", pair_column: s
     """
     path = Path(path)
     texts, pairs, labels = [], [], []
+    first_of: dict[str, tuple[int, object]] = {}  # label kind -> (row, label) where it first appears
     wanted = [text_column, label_column] + ([pair_column] if pair_column else [])
     for n, obj in _rows(path):
         for col in wanted:
@@ -104,16 +118,26 @@ def read_examples(path: str | Path, *, text_column: str = "text", pair_column: s
         t = obj[text_column]
         if not isinstance(t, str) or not t.strip():
             raise InputError(f"{path}: row {n}: column {text_column!r} must be a non-empty string, got {t!r}")
+        _check_unicode(t, path, n, text_column)
         texts.append(t)
         if pair_column:
             p = obj[pair_column]
             if not isinstance(p, str) or not p.strip():
                 raise InputError(f"{path}: row {n}: column {pair_column!r} must be a non-empty string, got {p!r}")
+            _check_unicode(p, path, n, pair_column)
             pairs.append(p)
         lab = obj[label_column]
         if isinstance(lab, bool) or not isinstance(lab, (str, int)) or (isinstance(lab, str) and not lab.strip()):
             raise InputError(f"{path}: row {n}: label {lab!r} must be a non-empty string or an integer")
+        kind = "integer" if isinstance(lab, int) else "string"
+        first_of.setdefault(kind, (n, lab))
+        if len(first_of) > 1:  # 1 and "1" would silently be one class (or two, by another reader)
+            other = "string" if kind == "integer" else "integer"
+            raise InputError(f"{path}: row {n}: label {lab!r} is {'an' if kind == 'integer' else 'a'} {kind}, "
+                             f"but row {first_of[other][0]}'s label {first_of[other][1]!r} is "
+                             f"{'an' if other == 'integer' else 'a'} {other}; use one type for every label")
         labels.append(str(lab))
     if not texts:
         raise InputError(f"{path}: no examples")
-    return Examples(tuple(texts), tuple(pairs) if pair_column else None, tuple(labels), str(path))
+    return Examples(tuple(texts), tuple(pairs) if pair_column else None, tuple(labels), str(path),
+                    next(iter(first_of)))

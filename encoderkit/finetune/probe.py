@@ -79,16 +79,17 @@ class ProbeClassifier:
         from safetensors.numpy import load_file
 
         from ..backends.loading import load
+        from ..storage.manifest import read_json_bounded
 
         directory = Path(directory)
         try:
-            d = json.loads((directory / PROBE_FILE).read_text())
+            d = read_json_bounded(directory / PROBE_FILE, what=PROBE_FILE, max_bytes=1 << 20)
             self.config = ProbeConfig(base=str(d["base"]), labels=tuple(map(str, d["labels"])),
                                       pooling=str(d["pooling"]), layer=int(d["layer"]),
                                       normalize=bool(d["normalize"]))
             head = load_file(str(directory / HEAD_FILE))
             self.weight, self.bias = head["weight"], head["bias"]
-        except (OSError, KeyError, TypeError, ValueError, SafetensorError) as e:
+        except (OSError, KeyError, TypeError, ValueError, SafetensorError, ArtifactError) as e:
             raise ArtifactError(f"{directory}: not a readable probe ({type(e).__name__}: {e})") from None
         if self.weight.shape != (len(self.config.labels), self.weight.shape[1]) or \
                 self.bias.shape != (len(self.config.labels),):

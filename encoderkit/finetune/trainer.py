@@ -25,6 +25,7 @@ from ..core.heads import CLASSIFICATION
 METHODS = ("probe", "freeze", "lora", "full")
 TRAINER_METHODS = ("freeze", "lora", "full")
 ADAPTER_DIR = "adapter"  # the unmerged LoRA adapter, beside the merged checkpoint
+ERROR_FILE = "error.json"  # under OUT/ranks: a torchrun worker's refusal, relayed as one line
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,21 @@ def merged_lora(peft_model):
     return peft_model.merge_and_unload()
 
 
+def check_finite(model) -> None:
+    """Refuse weights holding NaN or inf: ``classify`` would refuse them later, and nothing of the
+    run is worth keeping.
+
+    Raises:
+        InputError: naming the first such tensor.
+    """
+    import torch
+
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise InputError(f"training produced non-finite weights ({name} holds NaN or inf): the run diverged; "
+                             "lower --lr; nothing was written")
+
+
 def state_digest(model) -> str:
     """sha256 over every parameter's bytes, in name order (ranks compare their final weights)."""
     h = hashlib.sha256()
@@ -179,7 +195,7 @@ def train_into(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     train_ds = _Dataset(tokenizer, cfg.train, max_len)
     eval_ds = _Dataset(tokenizer, cfg.eval, max_len) if cfg.eval else None
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if cfg.batch_size % world:
+    if cfg.batch_size % world:  # finetune() checks it before spawning; a direct caller of train_into too
         raise InputError(f"--batch-size {cfg.batch_size} is not divisible by --nproc {world}")
 
     def accuracy(pred) -> dict[str, float]:
@@ -207,6 +223,7 @@ def train_into(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     final = trainer.evaluate() if eval_ds is not None else {}
     trained = trainer.model
+    check_finite(trained)  # a diverged run (too high a learning rate) must not be saved as a model
     digest = state_digest(trained)
     (out / "ranks").mkdir(exist_ok=True)  # every rank's final-weight digest (DDP: all equal)
     (out / "ranks" / f"rank{_rank()}.json").write_text(json.dumps({"rank": _rank(), "sha256": digest}) + "\n")
@@ -243,10 +260,18 @@ def worker_main(argv: list[str] | None = None) -> int:
     import sys
 
     argv = sys.argv[1:] if argv is None else argv
+    from ..core.errors import EncoderkitError
+
     cfg_path, out = Path(argv[0]), Path(argv[1])
     d = json.loads(cfg_path.read_text())
     d["lora_targets"] = tuple(d["lora_targets"])
-    train_into(TrainConfig(**d), out)
+    try:
+        train_into(TrainConfig(**d), out)
+    except EncoderkitError as e:  # the launcher relays this one line (every rank sees the same)
+        if _rank() == 0:
+            (out / "ranks").mkdir(exist_ok=True)
+            (out / "ranks" / ERROR_FILE).write_text(json.dumps({"error": str(e)}) + "\n")
+        return 2
     return 0
 
 

@@ -309,7 +309,7 @@ def load_checkpoint(model: str | Path, *, allow_pickle: bool = False) -> Checkpo
     Raises:
         CheckpointError (and subclasses): anything unreadable or inconsistent, naming the file.
     """
-    directory = checkpoint_directory(model)
+    directory = verified_checkpoint_directory(model)
     config = read_json(directory / "config.json")
     spec_from_config(config, heads=(), mask_token="", mask_token_id=0, cls_token_id=0,
                      sep_token_id=0, source=str(directory / "config.json"))  # fail early on arch
@@ -331,6 +331,29 @@ def checkpoint_directory(model: str | Path) -> Path:
     if (directory / "safetensors").is_dir() and not (directory / "config.json").is_file():
         return directory / "safetensors"
     return directory
+
+
+def verified_checkpoint_directory(model: str | Path) -> Path:
+    """``checkpoint_directory(model)`` after its encoderkit manifest, where it has one, proved it
+    complete and untouched: an ``init-random`` or ``finetune`` output is hashed whole (a flipped
+    byte is refused, as in a converted directory), a ``convert`` output's ``safetensors/``. A plain
+    Hugging Face checkpoint (no encoderkit manifest) is read as it is.
+
+    Raises:
+        ArtifactError: a changed, missing, unlisted or symlinked file (naming it).
+        HubUnavailableError / CheckpointError: as ``resolve_model``.
+    """
+    from .manifest import MANIFEST, check_directory, read_json_bounded
+
+    directory = resolve_model(model)
+    path = directory / MANIFEST
+    if os.path.lexists(path):
+        data = read_json_bounded(path, what=MANIFEST)
+        if isinstance(data, dict) and "encoderkit_manifest" in data:
+            hint = ("re-create it, or delete its manifest.json to read it as a plain checkpoint"
+                    if data.get("kind") != "convert" else None)
+            check_directory(directory, "safetensors" if data.get("kind") == "convert" else None, hint=hint)
+    return checkpoint_directory(model)
 
 
 def resolve_model(model: str | Path) -> Path:
@@ -357,6 +380,20 @@ def resolve_model(model: str | Path) -> Path:
         raise HubUnavailableError(
             f"cannot fetch {name!r} from the Hugging Face hub ({type(e).__name__}); "
             "pass a local checkpoint directory instead") from None
+
+
+def local_model_path(model: str | Path) -> Path | None:
+    """Where ``model`` lives on this machine without fetching anything: an existing path, or a
+    packaged model's directory; None for a hub id (its cache is not the user's data)."""
+    path = Path(model).expanduser()
+    if os.path.lexists(path):
+        return path
+    if str(model) in PACKAGED_MODELS:
+        try:
+            return packaged_model_dir(str(model))
+        except CheckpointError:
+            return None
+    return None
 
 
 def packaged_model_dir(name: str) -> Path:

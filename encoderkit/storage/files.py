@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import socket
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -122,7 +123,63 @@ def target_lock(target: Path, flag: str = "--out") -> Iterator[None]:
         os.close(fd)
 
 
+def refuse_overlap(output: str | Path, inputs, *, flag: str = "--out") -> None:
+    """Refuse an output that is, contains or lies inside any of the command's inputs.
+
+    Writing there would delete an input (``--force`` replaces the output), change it (a file
+    added inside a model directory), or read and write the same file. Paths are compared after
+    resolving symlinks (``..`` and relative spellings included); an existing output that is the
+    same file as an input under another name (a hard link) counts as the input.
+
+    Args:
+        inputs: ``(what, path)`` pairs; a path that is None or does not exist is skipped.
+    Raises:
+        InputError: naming the flag, the input and what to do.
+    """
+    out = Path(os.path.abspath(Path(output).expanduser()))
+    out_real = out.resolve()
+    for what, path in inputs:
+        if path is None:
+            continue
+        path = Path(path).expanduser()
+        if not os.path.lexists(path):
+            continue
+        real = path.resolve()
+        same = real == out_real
+        if not same and os.path.exists(out):
+            with contextlib.suppress(OSError):
+                same = os.path.samefile(out, path)
+        if same:
+            raise InputError(f"{flag} {output} is the {what} ({path}); writing it would destroy that input; "
+                             f"choose another {flag}")
+        if real in out_real.parents:
+            raise InputError(f"{flag} {output} lies inside the {what} ({path}); writing there would change "
+                             f"that input; choose a path outside it")
+        if out_real in real.parents:
+            raise InputError(f"{flag} {output} contains the {what} ({path}); replacing it would delete that "
+                             f"input; choose another {flag}")
+
+
+def refuse_special(path: str | Path, *, flag: str = "--out") -> None:
+    """Refuse to replace something that is not a regular file or a directory: writing "over"
+    /dev/null, a FIFO or a socket would replace the node itself (as root, the system's /dev/null).
+
+    Raises:
+        InputError: naming the flag.
+    """
+    try:
+        st = os.stat(path)  # through a symlink: what it points at is what would be written over
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    except OSError as e:
+        raise InputError(f"{flag} {path}: cannot be inspected ({e.strerror}); choose another {flag}") from None
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise InputError(f"{flag} {path} is not a regular file or directory (a device, FIFO or socket); "
+                         f"refusing to replace it; choose another {flag}")
+
+
 def _check_target(target: Path) -> None:
+    refuse_special(target)
     cwd = Path.cwd().resolve()
     real = target.resolve()
     if real == Path(real.anchor) or real == cwd or real in cwd.parents:

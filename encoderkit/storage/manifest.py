@@ -175,17 +175,20 @@ def directory_files(root: Path) -> list[str]:
     return sorted(out)
 
 
-def check_directory(root: Path, fmt: str | None = None) -> dict[str, Any]:
-    """Prove ``root`` (a `convert` output) is complete and untouched; hash ``fmt``'s files.
+def check_directory(root: Path, fmt: str | None = None, *, hint: str | None = None) -> dict[str, Any]:
+    """Prove ``root`` (a `convert` output, or a checkpoint encoderkit wrote) is complete and
+    untouched; hash ``fmt``'s files.
 
     Args:
         fmt: the format subdirectory about to be loaded (its files are hashed); None: every file.
+        hint: what to do about a changed file (default: re-run `encoderkit convert`).
     Returns:
         The validated manifest.
     Raises:
         ArtifactError: see the module docstring.
     """
     root = Path(root)
+    rerun = hint or _RERUN
     if os.path.islink(root / MANIFEST) or (fmt and os.path.islink(root / fmt)):
         raise ArtifactError(f"{root}: manifest or format directory is a symbolic link; refusing to follow it")
     manifest = read_manifest_checked(root)
@@ -195,11 +198,11 @@ def check_directory(root: Path, fmt: str | None = None) -> dict[str, Any]:
     present = [f for f in directory_files(root) if f != MANIFEST]
     unlisted = [f for f in present if f not in listed]
     if unlisted:
-        raise ArtifactError(f"{root / unlisted[0]}: not listed in {MANIFEST} (added after conversion?); "
-                            f"refusing to load a directory with unlisted files ({_RERUN})")
+        raise ArtifactError(f"{root / unlisted[0]}: not listed in {MANIFEST} (added later?); "
+                            f"refusing to load a directory with unlisted files ({rerun})")
     missing = [f for f in listed if f not in set(present)]
     if missing:
-        raise ArtifactError(f"{root / missing[0]}: listed in {MANIFEST} but missing; {_RERUN}")
+        raise ArtifactError(f"{root / missing[0]}: listed in {MANIFEST} but missing; {rerun}")
     for rel, meta in listed.items():
         if fmt and not rel.startswith(fmt.rstrip("/") + "/"):
             continue
@@ -207,9 +210,9 @@ def check_directory(root: Path, fmt: str | None = None) -> dict[str, Any]:
         size = regular_file(path, what="listed file")
         if size != meta["bytes"]:  # before hashing: never read more than the manifest promises
             raise ArtifactError(f"{path}: {size} bytes, {MANIFEST} says {meta['bytes']} (corrupted or edited); "
-                                f"{_RERUN}")
+                                f"{rerun}")
         if sha256_file(path) != meta["sha256"]:
-            raise ArtifactError(f"{path}: sha256 differs from {MANIFEST} (corrupted or edited); {_RERUN}")
+            raise ArtifactError(f"{path}: sha256 differs from {MANIFEST} (corrupted or edited); {rerun}")
     return manifest
 
 

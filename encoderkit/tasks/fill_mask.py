@@ -88,8 +88,11 @@ def _target_ids(rt: Encoder, targets: Sequence[str]) -> np.ndarray:
                 warnings.warn(f"target {t!r} encodes to no token; ignoring it", EncoderkitWarning, stacklevel=4)
                 continue
             tid = enc[0]
-            warnings.warn(f"target {t!r} is not a vocabulary token; using its first token "
-                          f"{tok.decode([tid], skip_special_tokens=False)!r}", EncoderkitWarning, stacklevel=4)
+            shown = tok.decode([tid], skip_special_tokens=False)
+            # a target written as the token reads (' many' for BPE's 'Ġmany') is that token: no warning
+            if len(enc) > 1 or shown != t:
+                warnings.warn(f"target {t!r} is not a vocabulary token; using its first token {shown!r}",
+                              EncoderkitWarning, stacklevel=4)
         found.append(tid)
     if not found:
         raise InputError("none of the targets maps to a vocabulary token")

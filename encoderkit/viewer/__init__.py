@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -33,23 +34,32 @@ THUMB_SCALES = {
 LONG = 128  # longer inputs open with the 'uniform' thumbnails: absolute ones of spread-out heads look blank
 
 
-def check_outputs(page: Path, png: Path | None = None) -> None:
+def check_outputs(page: Path, png: Path | None = None, model: Path | None = None) -> None:
     """Refuse outputs that cannot both be written, before anything is computed or written: a
-    directory, a missing folder, or the page and the PNG at the same path.
+    directory, a missing folder, the page and the PNG at the same path (resolved: symlinks, ``..``
+    and hard links included), or an output that is or lies inside the model directory.
 
     Raises:
         InputError: naming the flag and what to do.
     """
+    from ..storage.files import refuse_overlap, refuse_special
+
     for flag, path in (("--out", page), ("--png", png)):
         if path is None:
             continue
+        refuse_special(path, flag=flag)
         if path.is_dir():
             raise InputError(f"{flag} {path} is a directory; give a file name such as "
                              f"{'view.html' if flag == '--out' else 'grid.png'}")
-        if not path.parent.exists():
+        if not path.parent.is_dir():
             raise InputError(f"{flag} {path}: directory {path.parent} does not exist")
-    if png is not None and page.resolve() == png.resolve():
-        raise InputError(f"--out and --png are the same file ({page}); give the PNG its own name")
+        refuse_overlap(path, [("model", model)], flag=flag)
+    if png is not None:
+        same = page.resolve() == png.resolve()
+        if not same and page.exists() and png.exists():
+            same = os.path.samefile(page, png)
+        if same:
+            raise InputError(f"--out and --png are the same file ({page}); give the PNG its own name")
 
 
 def _asset(name: str) -> str:

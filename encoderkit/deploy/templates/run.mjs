@@ -12,7 +12,7 @@
 // downloads CUDA binaries from outside the npm registry; its CPU binaries ship in the package).
 // Every file in bundle.json is checked by sha256 before loading; a changed file is refused (exit 2).
 import { createHash } from "node:crypto";
-import { createReadStream, readFileSync, existsSync } from "node:fs";
+import { createReadStream, readFileSync, existsSync, lstatSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -30,16 +30,72 @@ function sha256File(path) {
   });
 }
 
+// What a user adds to run the bundle (npm's node_modules and lock file, a Python venv, caches) and
+// the packager's temp-dir marker: not part of the bundle, never walked (run.py's NOT_BUNDLE).
+const NOT_BUNDLE = new Set([".venv", "node_modules", "package-lock.json", "__pycache__", ".encoderkit-owner"]);
+const BUNDLE_MAX_BYTES = 64 * 1024 * 1024;
+
+function plainRelative(rel) {
+  return typeof rel === "string" && rel.length > 0 && !rel.includes("\\") && !rel.includes("\0")
+    && !rel.startsWith("/") && rel.split("/").every((p) => p !== "" && p !== "." && p !== "..");
+}
+
+// Every regular file under root (relative paths) but bundle.json and NOT_BUNDLE; symlinks and
+// FIFOs/devices refused.
+function bundleFiles(root) {
+  const out = [];
+  const stack = [["", root]];
+  while (stack.length) {
+    const [prefix, dir] = stack.pop();
+    for (const e of readdirSync(dir, { withFileTypes: true })) {
+      const rel = prefix + e.name;
+      if (!prefix && (NOT_BUNDLE.has(e.name) || e.name === "bundle.json")) continue;
+      if (e.isSymbolicLink()) throw new BundleError(`${rel}: a symbolic link inside the bundle; refusing to follow it`);
+      if (e.isDirectory()) stack.push([rel + "/", join(dir, e.name)]);
+      else if (e.isFile()) out.push(rel);
+      else throw new BundleError(`${rel}: not a regular file (FIFO, device or socket); refusing to read it`);
+    }
+  }
+  return out.sort();
+}
+
 async function readBundle(root) {
   let bundle;
+  const path = join(root, "bundle.json");
   try {
-    bundle = JSON.parse(readFileSync(join(root, "bundle.json"), "utf8"));
+    const st = lstatSync(path);
+    if (!st.isFile()) throw new Error("not a regular file");
+    if (st.size > BUNDLE_MAX_BYTES) throw new Error(`${st.size} bytes, more than a bundle.json can be`);
+    bundle = JSON.parse(readFileSync(path, "utf8"));
   } catch (e) {
-    throw new BundleError(`${join(root, "bundle.json")}: unreadable (${e.message})`);
+    throw new BundleError(`${path}: unreadable (${e.message})`);
   }
-  for (const [rel, meta] of Object.entries(bundle.files)) {
+  const files = bundle && typeof bundle === "object" ? bundle.files : undefined;
+  if (!files || typeof files !== "object" || Array.isArray(files)) {
+    throw new BundleError("bundle.json: 'files' is missing or not a mapping of path -> {sha256, bytes}; re-package with `encoderkit package`");
+  }
+  for (const [rel, meta] of Object.entries(files)) {
+    if (!plainRelative(rel) || NOT_BUNDLE.has(rel.split("/")[0])) {
+      throw new BundleError(`bundle.json: file ${JSON.stringify(rel)} is not a plain relative path inside the bundle`);
+    }
+    if (!meta || typeof meta.sha256 !== "string" || !/^[0-9a-f]{64}$/.test(meta.sha256)) {
+      throw new BundleError(`bundle.json: file ${JSON.stringify(rel)} has no valid 'sha256'`);
+    }
+  }
+  const graphs = bundle.graphs && typeof bundle.graphs === "object" ? bundle.graphs : {};
+  for (const rel of [bundle.tokenizer, graphs.encoder, ...Object.values(graphs).filter((g) => g !== null)]) {
+    if (typeof rel !== "string" || !(rel in files)) {
+      throw new BundleError(`bundle.json: ${JSON.stringify(rel)} names no file the bundle lists; re-package with \`encoderkit package\``);
+    }
+  }
+  const present = bundleFiles(root);
+  const unlisted = present.filter((f) => !(f in files));
+  if (unlisted.length) {
+    throw new BundleError(`${unlisted[0]}: not listed in bundle.json (added after packaging?); refusing to load a bundle with unlisted files`);
+  }
+  for (const [rel, meta] of Object.entries(files)) {
     const p = join(root, rel);
-    if (!existsSync(p)) throw new BundleError(`${rel}: listed in bundle.json but missing`);
+    if (!present.includes(rel) || !existsSync(p)) throw new BundleError(`${rel}: listed in bundle.json but missing`);
     if ((await sha256File(p)) !== meta.sha256) {
       throw new BundleError(`${rel}: sha256 differs from bundle.json (corrupted or edited); refusing to load it`);
     }
@@ -99,8 +155,13 @@ class Bundle {
     const b = new Bundle();
     b.root = root;
     b.info = await readBundle(root);
-    const { Tokenizer } = await import("@huggingface/tokenizers");
-    const ort = (await import("onnxruntime-node")).default;
+    let Tokenizer, ort;
+    try {
+      ({ Tokenizer } = await import("@huggingface/tokenizers"));
+      ort = (await import("onnxruntime-node")).default;
+    } catch (e) {
+      throw new BundleError(`the runner's packages are not installed (${e.code || e.message}): npm install --ignore-scripts`);
+    }
     b.ort = ort;
     const tokDir = dirname(join(root, b.info.tokenizer));
     const cfgPath = join(tokDir, "tokenizer_config.json");
@@ -330,8 +391,37 @@ function peakRssMb() {
   return process.resourceUsage().maxRSS / 1024;
 }
 
+// An argument that is not valid UTF-8 (undecodable bytes): Node hands it over with U+FFFD in place
+// of those bytes and would run on that other text; the raw bytes (Linux: /proc/self/cmdline) tell.
+function nonUtf8Argument() {
+  let raw;
+  try {
+    raw = readFileSync("/proc/self/cmdline");
+  } catch {
+    return false; // not Linux: nothing to compare with
+  }
+  const decoder = new TextDecoder("utf-8", { fatal: true });
+  let start = 0;
+  for (let k = 0; k < raw.length; k++) {
+    if (raw[k] !== 0) continue;
+    try {
+      decoder.decode(raw.subarray(start, k));
+    } catch {
+      return true;
+    }
+    start = k + 1;
+  }
+  return false;
+}
+
 async function main(argv) {
-  const { values: a, positionals } = parseArgs({
+  if (nonUtf8Argument()) {
+    console.error("error: an argument is not valid UTF-8 (undecodable bytes); pass UTF-8 text");
+    return 2;
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({
     args: argv, allowPositionals: true,
     options: {
       bundle: { type: "string", default: HERE }, "self-test": { type: "boolean" }, measure: { type: "boolean" },
@@ -340,6 +430,11 @@ async function main(argv) {
       "top-k": { type: "string" },
     },
   });
+  } catch (e) { // an unknown option or a missing value: one line, as run.py says it
+    console.error(`error: ${e.message}`);
+    return 2;
+  }
+  const { values: a, positionals } = parsed;
   const [command, ...texts] = positionals;
   if (!a["self-test"] && !command) {
     console.error("usage: node run.mjs embed|fill-mask|classify|tokenize TEXT... [--json] | --self-test");

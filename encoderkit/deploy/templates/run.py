@@ -11,16 +11,25 @@ never encoderkit, torch or transformers.
 
 With --json the output has exactly the shape `encoderkit embed|fill-mask|classify --json` prints. Every
 file listed in bundle.json is checked by sha256 before anything is loaded; a changed file is
-refused (exit 2). Errors caused by input print one line on stderr and exit 2.
+refused (exit 2). The bundle follows the rules of an encoderkit model directory: every file in it
+is listed in bundle.json, listed paths are plain and inside it, no symbolic link anywhere, and
+what is loaded are the very bytes that were hashed (never a second read by path). Only what a
+user adds to install the runner is not part of the bundle and is never read: NOT_BUNDLE below.
+Errors caused by input or by the bundle print one line on stderr and exit 2; a self-test that
+misses its probes prints one line and exits 1. No check is an `assert` (they hold under python -O).
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
 import json
+import os
+import re
+import stat
 import sys
+import tempfile
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -32,7 +41,27 @@ class BundleError(Exception):
     """An input or bundle problem: one line on stderr, exit 2."""
 
 
+class SelfTestFailed(Exception):
+    """The bundle's answers miss its stored probe outputs: one line on stderr, exit 1."""
+
+
+def check(condition: bool, message: str) -> None:
+    """The self-test's checks (an `assert` would vanish under python -O)."""
+    if not condition:
+        raise SelfTestFailed(message)
+
+
 # ----------------------------------------------------------------------------- the bundle
+BUNDLE_FILE = "bundle.json"
+BUNDLE_MAX_BYTES = 64 << 20  # probes and a file table: megabytes at most
+# What a user adds beside the bundle's files to run it (a venv for requirements.txt, npm's
+# node_modules and lock file for run.mjs, Python's cache) and the packager's temp-dir marker: not
+# part of the bundle, never walked (a venv holds symlinks), and nothing the bundle loads can come
+# from there (every graph and the tokenizer must be listed files).
+NOT_BUNDLE = {".venv", "node_modules", "package-lock.json", "__pycache__", ".encoderkit-owner"}
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -41,20 +70,176 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def plain_relative(rel: object) -> bool:
+    """A relative POSIX path with no '', '.', '..' part, no backslash or NUL, not absolute."""
+    return (isinstance(rel, str) and bool(rel) and "\\" not in rel and "\0" not in rel
+            and not PurePosixPath(rel).is_absolute() and not os.path.isabs(rel)
+            and all(part not in ("", ".", "..") for part in rel.split("/")))
+
+
+def bundle_files(root: Path) -> list[str]:
+    """Every regular file under ``root`` (relative POSIX paths) but bundle.json and NOT_BUNDLE.
+
+    Raises:
+        BundleError: a symbolic link, or a FIFO/device/socket, anywhere in the bundle.
+    """
+    out: list[str] = []
+    stack = [(root, "")]
+    while stack:
+        d, prefix = stack.pop()
+        with os.scandir(d) as it:
+            for e in it:
+                rel = prefix + e.name
+                if not prefix and (e.name in NOT_BUNDLE or e.name == BUNDLE_FILE):
+                    continue
+                if e.is_symlink():
+                    raise BundleError(f"{rel}: a symbolic link inside the bundle; refusing to follow it")
+                if e.is_dir(follow_symlinks=False):
+                    stack.append((Path(e.path), rel + "/"))
+                elif e.is_file(follow_symlinks=False):
+                    out.append(rel)
+                else:
+                    raise BundleError(f"{rel}: not a regular file (FIFO, device or socket); refusing to read it")
+    return sorted(out)
+
+
 def read_bundle(root: Path, verify: bool = True) -> dict:
-    """bundle.json, after checking every file it lists by sha256."""
+    """bundle.json (within a size bound, its schema checked), after checking that the bundle's
+    files are exactly the ones it lists (sizes, and with ``verify`` their sha256)."""
+    path = root / BUNDLE_FILE
     try:
-        bundle = json.loads((root / "bundle.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise BundleError(f"{root / 'bundle.json'}: unreadable ({e})") from None
-    if verify:
-        for rel, meta in bundle["files"].items():
-            p = root / rel
-            if not p.is_file():
-                raise BundleError(f"{rel}: listed in bundle.json but missing")
-            if sha256_file(p) != meta["sha256"]:
-                raise BundleError(f"{rel}: sha256 differs from bundle.json (corrupted or edited); refusing to load it")
+        st = os.lstat(path)
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+            raise BundleError(f"{path}: not a regular file; refusing to read it")
+        if st.st_size > BUNDLE_MAX_BYTES:
+            raise BundleError(f"{path}: {st.st_size} bytes, more than a bundle.json can be ({BUNDLE_MAX_BYTES})")
+        with open(path, "rb") as f:
+            raw = f.read(BUNDLE_MAX_BYTES + 1)
+        if len(raw) > BUNDLE_MAX_BYTES:
+            raise BundleError(f"{path}: more than {BUNDLE_MAX_BYTES} bytes")
+        bundle = json.loads(raw.decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as e:
+        raise BundleError(f"{path}: unreadable ({type(e).__name__}: {str(e)[:200]})") from None
+    table = check_schema(bundle)
+    present = bundle_files(root)
+    unlisted = [f for f in present if f not in table]
+    if unlisted:
+        raise BundleError(f"{unlisted[0]}: not listed in bundle.json (added after packaging?); refusing to load "
+                          "a bundle with unlisted files")
+    for rel, meta in table.items():
+        p = root / rel
+        if rel not in present:
+            raise BundleError(f"{rel}: listed in bundle.json but missing")
+        if p.stat().st_size != meta["bytes"]:  # before hashing: never read more than bundle.json says
+            raise BundleError(f"{rel}: {p.stat().st_size} bytes, bundle.json says {meta['bytes']} (corrupted or "
+                              "edited); refusing to load it")
+        if verify and rel not in bundle_loads(bundle) and sha256_file(p) != meta["sha256"]:
+            raise BundleError(f"{rel}: sha256 differs from bundle.json (corrupted or edited); refusing to load it")
     return bundle
+
+
+def _int(v: object, lo: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def check_schema(bundle: object) -> dict:
+    """The fields the runner reads, with their types; returns the file table.
+
+    Raises:
+        BundleError: naming the first field that is not what `encoderkit package` writes.
+    """
+    def bad(what: str) -> BundleError:
+        return BundleError(f"bundle.json: {what}; re-package with `encoderkit package`")
+
+    if not isinstance(bundle, dict):
+        raise bad("not a JSON object")
+    table = bundle.get("files")
+    if not isinstance(table, dict):
+        raise bad("'files' is missing or not a mapping of path -> {sha256, bytes}")
+    for rel, meta in table.items():
+        if not plain_relative(rel):
+            raise bad(f"file {rel!r} is not a plain relative path inside the bundle")
+        if rel.split("/")[0] in NOT_BUNDLE or rel == BUNDLE_FILE:
+            raise bad(f"file {rel!r} is not a bundle file")
+        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) \
+                or not _SHA256.fullmatch(meta["sha256"]) or not _int(meta.get("bytes")):
+            raise bad(f"file {rel!r} has no valid 'sha256' and 'bytes'")
+    if bundle.get("engine") not in ENGINES:
+        raise bad(f"'engine' is not one of {', '.join(ENGINES)}")
+    if not _int(bundle.get("max_length"), 3):
+        raise bad("'max_length' is not an integer >= 3")
+    model = bundle.get("model")
+    if not isinstance(model, dict) or not _int(model.get("hidden_size"), 1) or not _int(model.get("vocab_size"), 1):
+        raise bad("'model' has no positive 'hidden_size' and 'vocab_size'")
+    for key in ("pad_token_id", "mask_token_id"):
+        if not _int(bundle.get(key)) or bundle[key] >= model["vocab_size"]:
+            raise bad(f"'{key}' is not a token id of the vocabulary")
+    if not isinstance(bundle.get("mask_token"), str) or not bundle["mask_token"]:
+        raise bad("'mask_token' is not a string")
+    pooling = bundle.get("pooling")
+    if not isinstance(pooling, dict) or pooling.get("default") not in POOLINGS \
+            or not isinstance(pooling.get("normalize"), bool) or not isinstance(pooling.get("in_graph"), bool):
+        raise bad("'pooling' is not {default, normalize, in_graph}")
+    if not isinstance(bundle.get("tokenizer"), str) or bundle["tokenizer"] not in table:
+        raise bad("'tokenizer' names no file the bundle lists")
+    graphs = bundle.get("graphs")
+    if not isinstance(graphs, dict) or not isinstance(graphs.get("encoder"), str):
+        raise bad("'graphs' has no 'encoder'")
+    for key, rel in graphs.items():
+        if rel is None and key != "encoder":
+            continue
+        listed = isinstance(rel, str) and (rel in table or (
+            bundle["engine"] == "tensorflow" and plain_relative(rel) and any(f.startswith(rel + "/") for f in table)))
+        if not listed:
+            raise bad(f"graph {key!r} ({rel!r}) names no file the bundle lists")
+    return table
+
+
+def bundle_loads(bundle: dict) -> set[str]:
+    """The listed files the runner loads (hashed when they are read, not before)."""
+    graphs = [g for g in bundle["graphs"].values() if isinstance(g, str)]
+    out = {bundle["tokenizer"]}
+    for rel in bundle["files"]:
+        if rel in graphs or any(rel.startswith(g + "/") for g in graphs):
+            out.add(rel)
+        elif any(rel == g + ".data" for g in graphs):  # an ONNX graph's external weights
+            out.add(rel)
+    return out
+
+
+class BundleFiles:
+    """The listed files the runner loads: each read once, its size and sha256 checked on those
+    very bytes, which are then what the engine and the tokenizer get (never a second open by path:
+    a file swapped after the check cannot be loaded)."""
+
+    def __init__(self, root: Path, bundle: dict, verify: bool = True):
+        self.root = root
+        self.table = bundle["files"]
+        self.verify = verify
+
+    def read(self, rel: str) -> bytes:
+        meta = self.table.get(rel)
+        if meta is None:
+            raise BundleError(f"{rel}: not listed in bundle.json; refusing to load it")
+        path = self.root / rel
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError as e:
+            raise BundleError(f"{rel}: cannot be opened ({e.strerror})") from None
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise BundleError(f"{rel}: not a regular file; refusing to read it")
+            data = f.read(meta["bytes"] + 1)
+        if len(data) != meta["bytes"]:
+            raise BundleError(f"{rel}: {len(data)} bytes, bundle.json says {meta['bytes']} (corrupted or edited); "
+                              "refusing to load it")
+        if self.verify and hashlib.sha256(data).hexdigest() != meta["sha256"]:
+            raise BundleError(f"{rel}: sha256 differs from bundle.json (corrupted or edited); refusing to load it")
+        return data
+
+    def under(self, rel: str) -> list[str]:
+        """The listed files inside directory ``rel`` (a SavedModel)."""
+        return sorted(f for f in self.table if f.startswith(rel + "/"))
 
 
 # ----------------------------------------------------------------------------- tokenizer
@@ -62,10 +247,13 @@ class TextTokenizer:
     """The same input policy as encoderkit: specials added, empty texts and over-long texts refused
     unless truncation is asked for (then cut to max_length, specials kept)."""
 
-    def __init__(self, path: Path, max_length: int):
+    def __init__(self, data: bytes, max_length: int, name: str = "tokenizer.json"):
         from tokenizers import Tokenizer
 
-        self.tok = Tokenizer.from_file(str(path))
+        try:
+            self.tok = Tokenizer.from_str(data.decode("utf-8"))
+        except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception on a bad file
+            raise BundleError(f"{name}: not a valid tokenizer.json ({type(e).__name__}: {str(e)[:200]})") from None
         self.tok.no_truncation()
         self.tok.no_padding()
         self.trunc = Tokenizer.from_str(self.tok.to_str())
@@ -102,7 +290,19 @@ class OrtEngine:
 
     head_takes_hidden = True  # the head graph maps gathered hidden rows to logits
 
-    def __init__(self, root: Path, bundle: dict, threads: int | None):
+    def __init__(self, files: BundleFiles, bundle: dict, threads: int | None):
+        graphs = bundle["graphs"]
+        self.encoder = self.session(files, graphs["encoder"], threads)
+        self.head = self.session(files, graphs["head"], threads) if graphs.get("head") else None
+        self.classifier = self.session(files, graphs["classifier"], threads) if graphs.get("classifier") else None
+        self.outputs = [o.name for o in self.encoder.get_outputs()]
+        # BERT-family graphs also take token types (single texts here: all zero)
+        self.typed = "token_type_ids" in {i.name for i in self.encoder.get_inputs()}
+
+    @staticmethod
+    def session(files: BundleFiles, rel: str, threads: int | None):
+        """An InferenceSession over the verified bytes of graph ``rel`` (and of ``rel``.data, its
+        external weights when it has them, handed over in memory)."""
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -110,16 +310,18 @@ class OrtEngine:
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
-        graphs = bundle["graphs"]
-        self.encoder = ort.InferenceSession(str(root / graphs["encoder"]), opts, providers=["CPUExecutionProvider"])
-        self.head = (ort.InferenceSession(str(root / graphs["head"]), opts, providers=["CPUExecutionProvider"])
-                     if graphs.get("head") else None)
-        self.classifier = (ort.InferenceSession(str(root / graphs["classifier"]), opts,
-                                                providers=["CPUExecutionProvider"])
-                           if graphs.get("classifier") else None)
-        self.outputs = [o.name for o in self.encoder.get_outputs()]
-        # BERT-family graphs also take token types (single texts here: all zero)
-        self.typed = "token_type_ids" in {i.name for i in self.encoder.get_inputs()}
+        model = files.read(rel)
+        external = rel + ".data"
+        if external in files.table:
+            data = np.frombuffer(files.read(external), dtype=np.uint8)
+            if not hasattr(opts, "add_external_initializers_from_files_in_memory"):
+                raise BundleError(f"{rel} keeps its weights in {external}; this onnxruntime cannot take them from "
+                                  "memory: pip install -U onnxruntime")
+            opts.add_external_initializers_from_files_in_memory([PurePosixPath(external).name], [data], [data.size])
+        try:
+            return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # noqa: BLE001 - ORT raises several types for a graph it cannot load
+            raise BundleError(f"{rel}: ONNX Runtime cannot load it ({type(e).__name__}: {str(e)[:200]})") from None
 
     def run(self, ids: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
         feeds = {"input_ids": ids, "attention_mask": mask}
@@ -142,10 +344,15 @@ class TFLiteEngine:
     head_takes_hidden = False  # the fill_mask signature runs the encoder itself
     classifier = None  # no classification head in TFLite exports yet
 
-    def __init__(self, root: Path, bundle: dict, threads: int | None):
+    def __init__(self, files: BundleFiles, bundle: dict, threads: int | None):
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interp = Interpreter(model_path=str(root / bundle["graphs"]["encoder"]), num_threads=threads or None)
+        rel = bundle["graphs"]["encoder"]
+        self.content = files.read(rel)  # the verified bytes; the interpreter keeps using this buffer
+        try:
+            self.interp = Interpreter(model_content=self.content, num_threads=threads or None)
+        except (ValueError, RuntimeError) as e:
+            raise BundleError(f"{rel}: LiteRT cannot load it ({str(e)[:200]})") from None
         self.encode = self.interp.get_signature_runner("serving_default")
         self.fill = (self.interp.get_signature_runner("fill_mask")
                      if "fill_mask" in self.interp.get_signature_list() else None)
@@ -170,11 +377,25 @@ class TFEngine:
     head_takes_hidden = False
     classifier = None  # no classification head in the SavedModel's signatures yet
 
-    def __init__(self, root: Path, bundle: dict, threads: int | None):
+    def __init__(self, files: BundleFiles, bundle: dict, threads: int | None):
         import tensorflow as tf
 
         self.tf = tf
-        self.sig = tf.saved_model.load(str(root / bundle["graphs"]["encoder"])).signatures
+        rel = bundle["graphs"]["encoder"]
+        # TensorFlow loads a SavedModel from a directory only: the verified bytes are written into a
+        # private temporary one (nobody else can swap a file there), loaded, and removed
+        with tempfile.TemporaryDirectory(prefix="bundle-savedmodel-") as td:
+            for f in files.under(rel):
+                dst = Path(td) / f[len(rel) + 1:]
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(files.read(f))
+            try:
+                self.model = tf.saved_model.load(td)
+            except Exception as e:  # noqa: BLE001 - TF raises several types for a SavedModel it cannot load
+                raise BundleError(f"{rel}: TensorFlow cannot load it ({type(e).__name__}: {str(e)[:200]})") from None
+        self.sig = self.model.signatures
+        if "serving_default" not in self.sig:
+            raise BundleError(f"{rel}: the SavedModel has no serving_default signature")
         self.head = self.sig["fill_mask"] if "fill_mask" in self.sig else None
         self.typed = "token_type_ids" in self.sig["serving_default"].structured_input_signature[1]
 
@@ -204,9 +425,42 @@ class Bundle:
         self.root = root
         self.info = read_bundle(root, verify)
         self.max_length = self.info["max_length"]
-        self.tokenizer = TextTokenizer(root / self.info["tokenizer"], self.max_length)
-        self.engine = ENGINES[self.info["engine"]](root, self.info, threads)
+        files = BundleFiles(root, self.info, verify)
+        self.tokenizer = TextTokenizer(files.read(self.info["tokenizer"]), self.max_length, self.info["tokenizer"])
+        self.engine = ENGINES[self.info["engine"]](files, self.info, threads)
         self.load_seconds = time.perf_counter() - t0
+
+    def run(self, input_ids: np.ndarray, mask: np.ndarray, output: str = "last_hidden_state") -> np.ndarray:
+        """The encoder's ``output`` on one padded batch, its shape checked against bundle.json.
+
+        Raises:
+            BundleError: the engine fails on the batch, or its answer does not fit bundle.json (a
+                bundle.json that does not describe its model).
+        """
+        try:
+            res = self.engine.run(input_ids, mask)
+        except Exception as e:  # noqa: BLE001 - the engines raise their own types
+            raise BundleError(f"the model failed on this input ({type(e).__name__}: {str(e)[:200]}); "
+                              "bundle.json may not describe its model") from None
+        x = res.get(output)
+        hidden = self.info["model"]["hidden_size"]
+        want = (input_ids.shape[0], hidden) if output == "sentence_embedding" else (*input_ids.shape, hidden)
+        if x is None or tuple(np.shape(x)) != want:
+            raise BundleError(f"the model's {output} is not {list(want)} as bundle.json describes it; "
+                              "re-package with `encoderkit package`")
+        return np.asarray(x)
+
+    def head(self, hidden_rows, input_ids, mask, rows) -> np.ndarray:
+        """The MLM head's logits at ``rows``, checked like ``run``."""
+        try:
+            logits = np.asarray(self.engine.mask_logits(hidden_rows, input_ids, mask, rows))
+        except Exception as e:  # noqa: BLE001 - the engines raise their own types
+            raise BundleError(f"the model's masked-LM head failed ({type(e).__name__}: {str(e)[:200]}); "
+                              "bundle.json may not describe its model") from None
+        if logits.shape != (len(rows), self.info["model"]["vocab_size"]):
+            raise BundleError(f"the masked-LM head's logits are {list(logits.shape)}, not "
+                              f"[{len(rows)}, {self.info['model']['vocab_size']}] as bundle.json describes")
+        return logits
 
     def _pad(self, ids: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
         n = max(len(x) for x in ids)
@@ -240,11 +494,10 @@ class Bundle:
         ids = self.tokenizer.encode(texts, truncate)
         out = np.zeros((len(ids), self.info["model"]["hidden_size"]), dtype=np.float32)
         for batch, input_ids, mask in self._batches(ids):
-            res = self.engine.run(input_ids, mask)
             if in_graph:  # pooling (and normalisation) already done by the graph
-                out[batch] = res["sentence_embedding"]
+                out[batch] = self.run(input_ids, mask, "sentence_embedding")
                 continue
-            out[batch] = pool(res["last_hidden_state"].astype(np.float32), mask, pooling)
+            out[batch] = pool(self.run(input_ids, mask).astype(np.float32), mask, pooling)
         if normalize and not in_graph:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
@@ -253,8 +506,8 @@ class Bundle:
         rows = np.argwhere(input_ids == self.info["mask_token_id"])
         rows_hidden = None
         if self.engine.head_takes_hidden:
-            rows_hidden = self.engine.run(input_ids, mask)["last_hidden_state"][rows[:, 0], rows[:, 1]]
-        logits = self.engine.mask_logits(rows_hidden, input_ids, mask, rows).astype(np.float32)
+            rows_hidden = self.run(input_ids, mask)[rows[:, 0], rows[:, 1]]
+        logits = self.head(rows_hidden, input_ids, mask, rows).astype(np.float32)
         e = np.exp(logits - logits.max(axis=-1, keepdims=True))
         return rows, e / e.sum(axis=-1, keepdims=True)
 
@@ -336,41 +589,96 @@ def pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- self-test
+def probe_list(probes: dict, key: str, fields: dict) -> list[dict]:
+    """``probes[key]``: a list of objects with ``fields`` (name -> check), else BundleError."""
+    items = probes.get(key, [])
+    if not isinstance(items, list) or not all(isinstance(p, dict) and all(
+            name in p and ok(p[name]) for name, ok in fields.items()) for p in items):
+        raise BundleError(f"bundle.json: probes.{key} is not a list of {{{', '.join(fields)}}}; "
+                          "re-package with `encoderkit package`")
+    return items
+
+
+def _ids(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(_int(x) for x in v)
+
+
+def _numbers(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+
+
+def _text(v) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
+def _top(v) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(m, list) and bool(m) and all(
+        isinstance(t, dict) and _int(t.get("token")) and _numbers([t.get("score")]) for t in m) for m in v)
+
+
 def self_test(b: Bundle) -> list[str]:
-    """Run the probes stored at package time; return report lines. Raises AssertionError on a miss."""
-    probes, tol = b.info["probes"], b.info["probes"]["tolerance"]
+    """Run the probes stored at package time; return report lines.
+
+    Raises:
+        SelfTestFailed: an answer misses its probe (one line). BundleError: malformed probes.
+    """
+    probes = b.info.get("probes")
+    if not isinstance(probes, dict):
+        raise BundleError("bundle.json: no 'probes' to self-test against; re-package with `encoderkit package`")
+    tol = probes.get("tolerance")
+    if not (isinstance(tol, dict) and ((tol.get("kind") == "atol" and _numbers([tol.get("atol")]))
+                                       or (tol.get("kind") == "quantized" and _numbers([tol.get("cosine")])
+                                           and _numbers([tol.get("top1")])))):
+        raise BundleError("bundle.json: probes.tolerance is not {kind: atol, atol} or {kind: quantized, cosine, "
+                          "top1}; re-package with `encoderkit package`")
+    common = {"text": _text, "truncate": lambda v: isinstance(v, bool), "ids": _ids}
+    embed = probe_list(probes, "embed", common | {"embedding": _numbers})
+    fill = probe_list(probes, "fill_mask", common | {"top": _top})
+    if not embed:
+        raise BundleError("bundle.json: probes.embed is empty; re-package with `encoderkit package`")
+    reference = str(probes.get("reference", "the reference"))
     lines = []
-    for p in probes["embed"] + probes.get("fill_mask", []):
+    for p in embed + fill:
         got = b.tokenizer.encode([p["text"]], p["truncate"])[0]
-        assert got == p["ids"], f"token ids differ from encoderkit's for {p['text'][:40]!r}: {got[:12]} vs {p['ids'][:12]}"
-    lines.append(f"token ids: identical on {len(probes['embed']) + len(probes.get('fill_mask', []))} probes")
+        check(got == p["ids"], f"token ids differ from encoderkit's for {p['text'][:40]!r}: {got[:12]} vs {p['ids'][:12]}")
+    lines.append(f"token ids: identical on {len(embed) + len(fill)} probes")
     worst, cos = 0.0, 1.0
-    for p in probes["embed"]:
+    for p in embed:
         e = b.embed([p["text"]], truncate=p["truncate"])[0]
         ref = np.asarray(p["embedding"], dtype=np.float32)
-        worst = max(worst, float(np.abs(e - ref).max()))
-        cos = min(cos, float(e @ ref / max(np.linalg.norm(e) * np.linalg.norm(ref), 1e-12)))
+        check(ref.shape == e.shape, f"embed: the reference has {ref.shape[0]} values, the model gives {e.shape[0]}")
+        diff = float(np.abs(e - ref).max())
+        worst = max(worst, diff) if np.isfinite(diff) else float("inf")  # NaN never passes
+        c = float(e @ ref / max(np.linalg.norm(e) * np.linalg.norm(ref), 1e-12))
+        cos = min(cos, c) if np.isfinite(c) else float("-inf")
     if tol["kind"] == "atol":
-        assert worst <= tol["atol"], f"embed: max |diff| {worst:.3g} > {tol['atol']:g} against the {probes['reference']} reference"
-        lines.append(f"embed: {len(probes['embed'])} probes, max |diff| {worst:.2e} <= {tol['atol']:g} vs {probes['reference']}")
+        check(worst <= tol["atol"], f"embed: max |diff| {worst:.3g} > {tol['atol']:g} against the {reference} reference")
+        lines.append(f"embed: {len(embed)} probes, max |diff| {worst:.2e} <= {tol['atol']:g} vs {reference}")
     else:
-        assert cos >= tol["cosine"], f"embed: min cosine {cos:.4f} < {tol['cosine']} against the {probes['reference']} reference"
-        lines.append(f"embed: {len(probes['embed'])} probes, min cosine {cos:.4f} >= {tol['cosine']} vs {probes['reference']}")
-    if probes.get("fill_mask"):
+        check(cos >= tol["cosine"], f"embed: min cosine {cos:.4f} < {tol['cosine']} against the {reference} reference")
+        lines.append(f"embed: {len(embed)} probes, min cosine {cos:.4f} >= {tol['cosine']} vs {reference}")
+    if fill:
+        if b.engine.head is None:
+            raise BundleError("bundle.json has fill-mask probes but the bundle has no masked-LM head")
         worst, agree, n = 0.0, 0, 0
-        for p in probes["fill_mask"]:
+        vocab = b.info["model"]["vocab_size"]
+        for p in fill:
             input_ids, mask = b._pad([p["ids"]])
-            _, probs = b.mask_probs(input_ids, mask)
+            rows, probs = b.mask_probs(input_ids, mask)
+            check(len(rows) == len(p["top"]), f"fill-mask: {len(rows)} masks in {p['text'][:40]!r}, the reference "
+                                               f"has {len(p['top'])}")
             for row, top in zip(probs, p["top"]):
                 tokens = [t["token"] for t in top]
-                worst = max(worst, float(np.abs(row[tokens] - [t["score"] for t in top]).max()))
+                check(max(tokens) < vocab, f"fill-mask: a reference token id is outside the vocabulary ({vocab})")
+                d = float(np.abs(row[tokens] - [t["score"] for t in top]).max())
+                worst = max(worst, d) if np.isfinite(d) else float("inf")
                 agree += int(np.argmax(row) == tokens[0])
                 n += 1
         if tol["kind"] == "atol":
-            assert worst <= tol["atol"], f"fill-mask: max |score diff| {worst:.3g} > {tol['atol']:g}"
+            check(worst <= tol["atol"], f"fill-mask: max |score diff| {worst:.3g} > {tol['atol']:g}")
             lines.append(f"fill-mask: {n} masks, max |score diff| of the reference top-5 {worst:.2e} <= {tol['atol']:g}")
         else:
-            assert agree / n >= tol["top1"], f"fill-mask: top-1 agreement {agree / n:.3f} < {tol['top1']}"
+            check(agree / n >= tol["top1"], f"fill-mask: top-1 agreement {agree / n:.3f} < {tol['top1']}")
             lines.append(f"fill-mask: {n} masks, top-1 agreement {agree / n:.3f} >= {tol['top1']}")
     if probes.get("classify"):
         worst, agree = 0.0, 0
@@ -380,10 +688,10 @@ def self_test(b: Bundle) -> list[str]:
             agree += int(np.argmax(got) == np.argmax(p["scores"]))
         n = len(probes["classify"])
         if tol["kind"] == "atol":
-            assert worst <= tol["atol"], f"classify: max |score diff| {worst:.3g} > {tol['atol']:g}"
+            check(worst <= tol["atol"], f"classify: max |score diff| {worst:.3g} > {tol['atol']:g}")
             lines.append(f"classify: {n} probes, max |score diff| {worst:.2e} <= {tol['atol']:g}")
         else:
-            assert agree / n >= tol["top1"], f"classify: label agreement {agree / n:.3f} < {tol['top1']}"
+            check(agree / n >= tol["top1"], f"classify: label agreement {agree / n:.3f} < {tol['top1']}")
             lines.append(f"classify: {n} probes, label agreement {agree / n:.3f} >= {tol['top1']} "
                          f"(max |score diff| {worst:.2e})")
     return lines
@@ -406,13 +714,20 @@ def peak_rss_mb() -> float | None:
     return kb / 1024 / (1024 if sys.platform == "darwin" else 1)  # macOS reports bytes
 
 
+class Parser(argparse.ArgumentParser):
+    """A usage error is one line (the valid choices, what to do), exit 2: never the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = Parser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", type=Path, default=HERE, help="bundle directory (default: this file's)")
     p.add_argument("--self-test", action="store_true", help="check the bundle against its stored probe outputs")
     p.add_argument("--measure", action="store_true", help="with --self-test: then print load time, latency, peak RSS as a JSON line")
     p.add_argument("--threads", type=int, default=None)
-    sub = p.add_subparsers(dest="command")
+    sub = p.add_subparsers(dest="command", parser_class=Parser)
     for name in ("embed", "fill-mask", "classify", "tokenize"):
         s = sub.add_parser(name)
         s.add_argument("texts", nargs="+", metavar="TEXT")
@@ -429,6 +744,14 @@ def main(argv: list[str] | None = None) -> int:
     if not a.self_test and not a.command:
         p.error("give a command (embed, fill-mask, classify, tokenize) or --self-test")
     try:
+        for i, t in enumerate(getattr(a, "texts", None) or []):  # before anything loads
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError:  # undecodable bytes in argv arrive as lone surrogates
+                raise BundleError(f"texts[{i}] is not valid UTF-8 (undecodable bytes or lone surrogates); "
+                                  "pass UTF-8 text") from None
+        if a.threads is not None and not 1 <= a.threads <= 1024:
+            raise BundleError(f"--threads must be in 1..1024, got {a.threads}")
         try:
             b = Bundle(a.bundle, threads=a.threads)
         except ImportError as e:  # the engine or tokenizers is not installed
@@ -436,12 +759,12 @@ def main(argv: list[str] | None = None) -> int:
         if a.self_test:
             try:
                 lines = self_test(b)
-            except AssertionError as e:
+            except SelfTestFailed as e:
                 print(f"self-test FAILED: {e}", file=sys.stderr)
                 return 1
             print("\n".join(lines + ["self-test passed"]))
             if a.measure:  # after the self-test ran: the median of 5 calls on one short text
-                text = b.info["probes"]["embed"][0]["text"]
+                text = b.info["probes"]["embed"][0]["text"]  # checked by self_test
                 times = []
                 for _ in range(5):
                     t = time.perf_counter()
@@ -491,4 +814,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # `run.py embed ... | head -1`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141
+    sys.exit(code)
