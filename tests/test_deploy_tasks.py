@@ -70,7 +70,8 @@ def _long_context() -> str:
 # window with a small stride, short answers, many answers
 QA_CASES = [
     (QUESTIONS, [CONTEXT] * 3, ["--top-k", "3"]),
-    ([QUESTIONS[0], "Who was the queen of Hungary?"], [_long_context(), CONTEXT], ["--top-k", "2", "--handle-impossible"]),
+    ([QUESTIONS[0], "Who was the queen of Hungary?"], [_long_context(), CONTEXT],
+     ["--top-k", "2", "--handle-impossible"]),
     (["Where did the designer live?"], [_long_context()], ["--max-seq-len", "40", "--doc-stride", "10",
                                                             "--max-answer-len", "4", "--top-k", "4"]),
     (["Which city?"], [" ".join(HARD_TEXTS)], ["--top-k", "5"]),
@@ -148,10 +149,15 @@ def models(tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- helpers
+# run.py in a process where encoderkit, torch and transformers cannot be imported at all
+RUNNER = ("import sys, runpy; sys.modules.update(dict.fromkeys(('encoderkit', 'torch', 'transformers'))); "
+          "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
 def _run(bundle: Path, *args, check=True):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    res = subprocess.run([sys.executable, str(bundle / "run.py"), *args], capture_output=True, text=True, env=env,
-                         cwd=bundle.parent)
+    res = subprocess.run([sys.executable, "-c", RUNNER, str(bundle / "run.py"), *args], capture_output=True,
+                         text=True, env=env, cwd=bundle.parent)
     if check:
         assert res.returncode == 0, res.stderr[-2000:]
     return res
@@ -299,8 +305,10 @@ def test_runner_input_errors_are_one_line(models, tmp_path):
         ("--question", "a", "b", "--context", CONTEXT): "give as many --question as --context values (one per input)",
         ("--question", "  ", "--context", CONTEXT): "question is empty",
         ("--question", "a", "--context", CONTEXT, "--top-k", "0"): "top_k must be a positive integer, got 0",
-        ("--question", "a", "--context", CONTEXT, "--doc-stride", "500"): "doc_stride must be an integer in 0..127, got 500",
-        ("--question", "a", "--context", CONTEXT, "--max-seq-len", "4"): "max_seq_len must be an integer in 8..128, got 4",
+        ("--question", "a", "--context", CONTEXT, "--doc-stride", "500"):
+            "doc_stride must be an integer in 0..127, got 500",
+        ("--question", "a", "--context", CONTEXT, "--max-seq-len", "4"):
+            "max_seq_len must be an integer in 8..128, got 4",
         ("--question", "x " * 150, "--context", CONTEXT): "the question is too long for windows of 128 tokens",
         ("--question", "Who? " * 10, "--context", _long_context(), "--max-seq-len", "40", "--doc-stride", "30"):
             "doc_stride 30 must be less than the",
@@ -438,7 +446,8 @@ def test_ner_qa_in_node_bundle_equal_encoderkit(models, node_root, capfd, name, 
         # special-token text in the input: run.mjs cannot prove its offsets, says so (run.py answers)
         res = _node(out, "ner", "a <s> b [CLS] c <mask> d [MASK]", check=False)
         assert res.returncode == 2 and res.stderr.count("\n") == 1
-        assert "run.mjs cannot prove the character offsets of its tokens (it contains the special token text" in res.stderr
+        assert ("run.mjs cannot prove the character offsets of its tokens (it contains the special token text"
+                in res.stderr)
         assert _run(out, "ner", "a <s> b [CLS] c <mask> d [MASK]").returncode == 0
         rel = "token-classification.head.onnx"
     else:

@@ -363,6 +363,7 @@ class TokenTasks:
         self.graphs = {task: b.info["graphs"].get(role) for task, role in TOKEN_GRAPHS.items()}
         self.sessions: dict[str, object] = {}
         self.threads = threads
+        self._windows = None  # ((max_length, stride), a tokenizer truncating that way)
         tok = b.tokenizer.tok
         # what ner reads of the tokenizer (encoderkit.core.tokenization.TextTokenizer's properties)
         self.subword_prefix = getattr(tok.model, "continuing_subword_prefix", None)
@@ -405,7 +406,8 @@ class TokenTasks:
             logits = np.zeros(mask.shape + (rows.shape[-1],), dtype=np.float32)
             logits[real] = rows
             if not np.isfinite(logits).all():
-                raise BundleError(f"the {task} head produced non-finite logits (NaN/inf); the bundle's weights are broken")
+                raise BundleError(f"the {task} head produced non-finite logits (NaN/inf); the bundle's weights "
+                                  "are broken")
             for row, i in enumerate(batch):
                 out[i] = logits[row, : len(ids[i])]
         return out
@@ -570,11 +572,13 @@ class TokenTasks:
             if room <= stride:
                 raise BundleError(f"doc_stride {stride} must be less than the {room} context tokens a window of "
                                   f"{max_length} holds beside this question; lower it")
-        from tokenizers import Tokenizer
+        if self._windows is None or self._windows[0] != (max_length, stride):
+            from tokenizers import Tokenizer
 
-        win = Tokenizer.from_str(tok.to_str())
-        win.enable_truncation(max_length, stride=stride, strategy="only_second")
-        enc = win.encode(question, context)
+            win = Tokenizer.from_str(tok.to_str())
+            win.enable_truncation(max_length, stride=stride, strategy="only_second")
+            self._windows = ((max_length, stride), win)
+        enc = self._windows[1].encode(question, context)
         return [enc, *enc.overflowing]
 
 
