@@ -780,10 +780,21 @@ function renderQa(pairs, result) { // encoderkit's _render_qa
   return lines;
 }
 
-function pyRepr(s) { // Python's repr of a str (quotes as Python picks them; text output only)
+// Python's repr of a str (the text output): its quotes, backslash escapes, and \xhh / \uhhhh /
+// \Uhhhhhhhh for what Python does not print (categories C* and Z* but the space).
+function pyRepr(s) {
   const q = s.includes("'") && !s.includes('"') ? '"' : "'";
-  return q + s.replace(/\\/g, "\\\\").replace(/\n/g, "\\n").replace(/\t/g, "\\t").replace(/\r/g, "\\r")
-    .replaceAll(q, "\\" + q) + q;
+  const named = { "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", [q]: "\\" + q };
+  let out = q;
+  for (const ch of s) {
+    const cp = ch.codePointAt(0);
+    if (named[ch]) out += named[ch];
+    else if (ch !== " " && /[\p{C}\p{Z}]/u.test(ch)) {
+      const [prefix, width] = cp < 0x100 ? ["\\x", 2] : cp < 0x10000 ? ["\\u", 4] : ["\\U", 8];
+      out += prefix + cp.toString(16).padStart(width, "0");
+    } else out += ch;
+  }
+  return out + q;
 }
 
 // The ner / qa probes of bundle.json against this runner (run.py's token_task_self_test).
