@@ -136,6 +136,15 @@ class TextTokenizer:
         """
         _check_text(text, "question")
         _check_text(pair, "context")
+        # tokenizers panics (a BaseException with a Rust backtrace on stderr) when the stride is not
+        # below the context tokens a window holds beside the question: refuse that in one line first
+        added = self._tok.num_special_tokens_to_add(True)
+        n_text = len(self._tok.encode(text, add_special_tokens=False).ids)
+        n_pair = len(self._tok.encode(pair, add_special_tokens=False).ids)
+        room = max_length - added - n_text
+        if n_text + n_pair + added > max_length and 0 < room <= stride:
+            raise InputError(f"doc_stride {stride} must be less than the {room} context tokens a window of "
+                             f"{max_length} holds beside this question; lower it")
         key = (max_length, stride)
         if getattr(self, "_windows", None) is None or self._windows[0] != key:
             tok = Tokenizer.from_str(self._tok.to_str())

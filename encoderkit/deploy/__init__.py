@@ -51,8 +51,9 @@ def package(converted: str | Path, target: str, out: str | Path, *, quantize: st
         out: the bundle directory to write (atomically).
         quantize: ``none``, ``int8`` or ``fp16`` (the converted int8/fp16 ONNX encoder; for
             tflite, TFLite's own dynamic-range int8 or fp16 weights).
-        tasks: ``embed``, ``fill-mask``, ``classify`` (comma list); default: every task the model
-            supports (classify: a model with a classification head, ONNX-based targets).
+        tasks: ``embed``, ``fill-mask``, ``classify``, ``ner``, ``qa`` (comma list); default: every
+            task the model supports (classify: a model with a classification head, ONNX-based
+            targets; ner / qa: a token-classification / question-answering head, onnx, node, triton).
         max_length: longest input in tokens (specials included); default: the model's.
         pooling: put this pooling (mean, cls, max) into the bundled graph; None keeps pooling in
             the runner (mean by default), except for ``web``, which always pools in the graph (mean).

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..core.errors import ArtifactError, InputError, ParityError
+from ..core.heads import HEADS, QUESTION_ANSWERING, TOKEN_CLASSIFICATION
 from ..storage.files import OWNER_FILE, atomic_dir, sha256_file
 from ..core.spec import ModelSpec
 from ..tasks import bundle_tasks
@@ -154,6 +155,12 @@ class Plan:
 # Targets whose runner runs the converted ONNX graphs, the classification head among them
 # (classifier.onnx); the TFLite and TF Serving exports carry no classification head yet.
 ONNX_TARGETS = ("onnx", "node", "triton", "web")
+# ner and qa (the token-classification / question-answering head graphs beside the encoder) run in
+# run.py (and run.mjs): onnx, node, triton. Not in the page (encoderkit.mjs has no offsets yet),
+# not in the TFLite / TF Serving exports.
+TOKEN_TASK_TARGETS = ("onnx", "node", "triton")
+# task -> the head it needs (core.heads); the graph's key in onnx_info.json is head_key(head)
+TOKEN_TASK_HEADS = {"ner": TOKEN_CLASSIFICATION, "qa": QUESTION_ANSWERING}
 
 
 def plan(source: Converted, options: PackageOptions) -> Plan:
@@ -165,8 +172,11 @@ def plan(source: Converted, options: PackageOptions) -> Plan:
     spec = source.spec
     classify_ok = options.target in ONNX_TARGETS
     supported = (("embed",) + (("fill-mask",) if spec.has_mlm_head else ())
-                 + (("classify",) if spec.has_classifier and classify_ok else ()))
+                 + (("classify",) if spec.has_classifier and classify_ok else ())
+                 + tuple(t for t, head in TOKEN_TASK_HEADS.items()
+                         if spec.has_head(head) and options.target in TOKEN_TASK_TARGETS))
     tasks = options.tasks or supported
+    check_token_tasks(spec, options.target, tuple(tasks), supported)
     if "classify" in tasks and not spec.has_classifier:
         raise InputError("this model has no sequence-classification head; fine-tune one (encoderkit finetune "
                          "MODEL --data FILE --out DIR, then convert DIR) or package with --tasks "
@@ -182,6 +192,25 @@ def plan(source: Converted, options: PackageOptions) -> Plan:
     if max_length > longest:
         raise InputError(f"--max-length {max_length} exceeds the model's {longest} positions")
     return Plan(options, tuple(tasks), max_length, options.name or source.default_name)
+
+
+def check_token_tasks(spec: ModelSpec, target: str, tasks: tuple[str, ...], supported: tuple[str, ...]) -> None:
+    """ner / qa asked of a model without the head, or of a target whose runner cannot run them.
+
+    Raises:
+        InputError: one line, naming what to package instead.
+    """
+    others = ",".join(t for t in supported if t not in TOKEN_TASK_HEADS) or "embed"
+    for task, head in TOKEN_TASK_HEADS.items():
+        if task not in tasks:
+            continue
+        if not spec.has_head(head):
+            raise InputError(f"task {task!r}: {HEADS[head].missing}; or package with --tasks {others}")
+        if target not in TOKEN_TASK_TARGETS:
+            why = (" (the page's encoderkit.mjs has no character offsets yet; package --target node for "
+                   "JavaScript)" if target == "web" else "")
+            raise InputError(f"task {task!r} is packaged for the {', '.join(TOKEN_TASK_TARGETS)} targets, not "
+                             f"{target}{why}; package with --tasks {others}")
 
 
 def template(name: str) -> str:
@@ -272,6 +301,7 @@ def reference_outputs(source: Converted, p: Plan, embed_probes: list[dict], fill
         top = [[{"token": int(j), "score": float(row[j])} for j in np.argsort(-row, kind="stable")[:5]]
                for row in probs]
         out["fill_mask"].append({**probe, "ids": ids, "top": top})
+    out.update(token_task_references(rt, tok, p))
     if out["classify"] is None:
         del out["classify"]
         return out
@@ -282,6 +312,83 @@ def reference_outputs(source: Converted, p: Plan, embed_probes: list[dict], fill
         input_ids, mask = pad_batch([ids], spec.pad_token_id)
         scores = scores_of(rt.classify_logits(input_ids, mask))[0]
         out["classify"].append({**probe, "ids": ids, "scores": [float(x) for x in scores]})
+    return out
+
+
+# ner / qa probes: a text with entities (and one with accents, CJK and an emoji, whose offsets
+# count code points), a context split into several windows, and a question it does not answer.
+NER_PROBES = ["Ada Lovelace met Charles Babbage in London in 1833.",
+              "Zoë Müller flew from São Paulo to Zürich — 東京 🍣, twice."]
+QA_CONTEXT = ("The Analytical Engine was a proposed mechanical general-purpose computer designed by the English "
+              "mathematician Charles Babbage. Ada Lovelace wrote the first algorithm intended for it in 1843, "
+              "and she is often regarded as the first computer programmer.")
+QA_WINDOWS = 3  # the long context spans at least this many windows
+
+
+def qa_window(max_length: int) -> int:
+    """Tokens per QA window in a bundle: the runners' default (qa's MAX_SEQ_LEN capped by max_length)."""
+    from ..tasks.qa import MAX_SEQ_LEN
+
+    return min(max_length, MAX_SEQ_LEN)
+
+
+def qa_probe_pairs(tok: Any, max_length: int) -> list[dict[str, Any]]:
+    """The qa probes, each {"question", "context", "options"}: two questions on a short context,
+    one on a context of at least QA_WINDOWS windows (corpus lines around the short context), and
+    one the context does not answer (with handle_impossible)."""
+    from ..core.texts import corpus_lines
+
+    window = qa_window(max_length)
+    stride = min(window // 2, 128)
+    lines, before, after = corpus_lines(), [], []
+    question = "Who designed the Analytical Engine?"
+
+    def long_context() -> str:
+        return " ".join(before + [QA_CONTEXT] + after)
+
+    need = QA_WINDOWS * (window - stride) + window  # tokens of context that make QA_WINDOWS windows
+    while len(tok.encode_plain(long_context())) < need and len(before) + len(after) < 4 * len(lines):
+        k = len(before) + len(after)
+        (before if k % 2 else after).append(lines[k % len(lines)])
+    opts = {"top_k": 3, "max_answer_len": 15, "max_seq_len": window, "handle_impossible": False}
+    return [{"question": question, "context": QA_CONTEXT, "options": dict(opts)},
+            {"question": "When did Ada Lovelace write the first algorithm?", "context": QA_CONTEXT,
+             "options": dict(opts, top_k=2)},
+            {"question": question, "context": long_context(), "options": dict(opts)},
+            {"question": "Who was the queen of Hungary?", "context": QA_CONTEXT,
+             "options": dict(opts, top_k=2, handle_impossible=True)}]
+
+
+def token_task_references(rt: Any, tok: Any, p: Plan) -> dict[str, Any]:
+    """Reference outputs of the ner probes (every aggregation) and the qa probes, on ``rt``.
+
+    Raises:
+        InputError: the qa probe question does not fit this bundle's windows (a tiny --max-length).
+    """
+    from ..tasks.ner import AGGREGATIONS, ner
+    from ..tasks.qa import qa
+
+    out: dict[str, Any] = {}
+    if "ner" in p.tasks:
+        out["ner"] = []
+        for text in NER_PROBES:
+            try:  # truncated only when longer than this bundle's max length, as the other probes
+                (enc,), truncate = tok.encode_detailed([text]), False
+            except InputError:
+                (enc,), truncate = tok.encode_detailed([text], truncate=True), True
+            out["ner"].append({"text": text, "truncate": truncate, "ids": list(enc.ids),
+                               "entities": {a: ner(rt, [text], a, truncate=truncate)[0] for a in AGGREGATIONS}})
+    if "qa" in p.tasks:
+        out["qa"] = []
+        for probe in qa_probe_pairs(tok, p.max_length):
+            o = probe["options"]
+            try:
+                windows = tok.encode_windows(probe["question"], probe["context"], max_length=o["max_seq_len"],
+                                             stride=min(o["max_seq_len"] // 2, 128))
+                (answers,) = qa(rt, [(probe["question"], probe["context"])], **o)
+            except InputError as e:
+                raise InputError(f"--max-length {p.max_length} is too short for the qa probes ({e})") from None
+            out["qa"].append({**probe, "window_ids": [list(w.ids) for w in windows], "answers": answers})
     return out
 
 
@@ -308,7 +415,7 @@ def base_bundle(source: Converted, p: Plan, *, engine: str, runner: str, graphs:
         "source": source.source,
         "model": {"arch": spec.arch, "hidden_size": spec.hidden_size, "num_layers": spec.num_layers,
                   "num_heads": spec.num_heads, "vocab_size": spec.vocab_size, "has_mlm_head": spec.has_mlm_head,
-                  "labels": list(spec.labels) if "classify" in p.tasks else []},
+                  "labels": list(spec.labels) if {"classify", "ner"} & set(p.tasks) else []},
         "quantize": o.quantize,
         "tasks": list(p.tasks),
         "max_length": p.max_length,

@@ -2,7 +2,8 @@
 
 ``run.mjs`` runs the same graphs on ``onnxruntime-node`` and tokenizes with
 ``@huggingface/tokenizers`` (tokenizers.js) from the bundle's own tokenizer.json, offline. It
-offers run.py's commands (embed, fill-mask, tokenize, --self-test) with the same JSON output.
+offers run.py's commands (embed, fill-mask, classify, ner, qa, tokenize, --self-test) with the same
+JSON output (ner / qa: offsets rebuilt from the tokenizer's parts, see run.mjs's "ner and qa").
 Install with ``npm install --ignore-scripts``: onnxruntime-node 1.30's postinstall fetches CUDA
 binaries from outside the npm registry (and fails offline), while its CPU binaries ship inside
 the package. The Python runner stays in the bundle too, so the package-time self-test (and a

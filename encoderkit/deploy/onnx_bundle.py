@@ -7,6 +7,8 @@ Bundle layout::
                                    (+ sentence_embedding when packaged with --pooling)
     head.onnx                      MLM head: hidden [m, hidden] -> logits [m, vocab] (fill-mask)
     classifier.onnx                classification head: [CLS] rows [m, hidden] -> logits [m, labels]
+    token-classification.head.onnx with ner: every real token's row [m, hidden] -> logits [m, labels]
+    question-answering.head.onnx   with qa: every real token's row [m, hidden] -> start/end logits [m, 2]
     tokenizer.json ...             the model's tokenizer (its own truncation/padding removed)
     run.py  requirements.txt       the runner and its pinned dependencies
     bundle.json                    facts, sha256 of every file, probe outputs, footprint
@@ -20,7 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..backends.onnx.layout import head_file, head_key
 from ..core.errors import ArtifactError
+from ..core.heads import QUESTION_ANSWERING, TOKEN_CLASSIFICATION
 from .common import (PY_COMMON_REQUIREMENTS, PY_REQUIREMENTS, Converted, Plan, base_bundle, finish, probe_texts,
                      reference_outputs, template, write_tokenizer)
 
@@ -104,9 +108,9 @@ def _save(model, path: Path) -> None:
 
 def write_graphs(source: Converted, p: Plan, out: Path, model_rel: str = "model.onnx",
                  head_rel: str = "head.onnx", classifier_rel: str = "classifier.onnx",
-                 pooling: str | None = None) -> dict[str, Any]:
-    """Write the encoder (with pooling when asked), the MLM head with fill-mask and the
-    classification head with classify; return the graph facts.
+                 pooling: str | None = None, token_rels: dict[str, str] | None = None) -> dict[str, Any]:
+    """Write the encoder (with pooling when asked), the MLM head with fill-mask, the
+    classification head with classify and the ner / qa heads with those tasks; return the graph facts.
 
     Args:
         pooling: in-graph pooling; default: ``p.options.pooling`` (None: none).
@@ -146,7 +150,47 @@ def write_graphs(source: Converted, p: Plan, out: Path, model_rel: str = "model.
         (out / classifier_rel).parent.mkdir(parents=True, exist_ok=True)
         _save(onnx.load(str(src)), out / classifier_rel)
         classifier = classifier_rel
-    return {"encoder": model_rel, "head": head, "classifier": classifier, "source_encoder": info["files"][key]}
+    token_heads = write_token_heads(onnx_dir, info, p, out, token_rels or {})
+    return {"encoder": model_rel, "head": head, "classifier": classifier, **token_heads,
+            "source_encoder": info["files"][key]}
+
+
+# graph role in bundle.json -> (the task that needs it, its head); the file keeps the converted name
+TOKEN_GRAPHS = {"token_classification": ("ner", TOKEN_CLASSIFICATION),
+                "question_answering": ("qa", QUESTION_ANSWERING)}
+
+
+def write_token_heads(onnx_dir: Path, info: dict[str, Any], p: Plan, out: Path,
+                      rels: dict[str, str]) -> dict[str, str | None]:
+    """Copy the ner / qa head graphs (hidden rows [m, hidden] -> logits [m, out], run on every
+    real token's row) for the tasks that need them; return {role: bundle path or None}.
+
+    Args:
+        rels: role -> path inside the bundle (default: the converted file name).
+    Raises:
+        ArtifactError: the converted directory lacks the graph (re-run convert).
+    """
+    import onnx
+
+    written: dict[str, str | None] = {}
+    for role, (task, head) in TOKEN_GRAPHS.items():
+        written[role] = None
+        if task not in p.tasks:
+            continue
+        key = head_key(head)
+        if key not in info["files"]:
+            raise ArtifactError(f"{onnx_dir} has no {head} head graph ({key} in onnx_info.json); re-run "
+                                "encoderkit convert --to onnx")
+        rel = rels.get(role, head_file(head))
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        _save(onnx.load(str(onnx_dir / info["files"][key])), out / rel)
+        written[role] = rel
+    return written
+
+
+def token_graphs(graphs: dict[str, Any]) -> dict[str, str]:
+    """The ner / qa graph roles bundle.json lists (only those packaged: older runners never see them)."""
+    return {role: graphs[role] for role in TOKEN_GRAPHS if graphs.get(role)}
 
 
 def write_runner(out: Path, engine: str = "onnxruntime") -> None:
@@ -177,7 +221,7 @@ def package_onnx(source: Converted, out: Path, p: Plan, say) -> dict[str, Any]:
     write_runner(out)
     bundle = base_bundle(source, p, engine="onnxruntime", runner="run.py",
                          graphs={"encoder": graphs["encoder"], "head": graphs["head"],
-                                 "classifier": graphs["classifier"]},
+                                 "classifier": graphs["classifier"], **token_graphs(graphs)},
                          pooling_in_graph=bool(p.options.pooling), tokenizer=tok)
     bundle["outputs"] = ["last_hidden_state"] + (["sentence_embedding"] if p.options.pooling else [])
     if p.options.ort_format:

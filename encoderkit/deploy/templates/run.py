@@ -6,10 +6,13 @@ never encoderkit, torch or transformers.
     python run.py embed "a sentence" "another" [--pooling mean|cls|max] [--normalize] [--json]
     python run.py fill-mask "Paris is the <mask> of France." [--top-k 5] [--json]
     python run.py classify "a sentence" [--top-k 1] [--json]   # bundles packaged with classify
+    python run.py ner "Ada Lovelace met Charles Babbage." [--aggregation none|simple|first|average|max] [--json]
+    python run.py qa --question "Who?" --context "A context." [--top-k 1] [--max-answer-len 15]
+                     [--doc-stride S] [--max-seq-len N] [--handle-impossible] [--json]   # with ner / qa
     python run.py tokenize "a sentence"          # token ids, as JSON
     python run.py --self-test                   # the bundle's probes against its expected outputs
 
-With --json the output has exactly the shape `encoderkit embed|fill-mask|classify --json` prints. Every
+With --json the output has exactly the shape `encoderkit embed|fill-mask|classify|ner|qa --json` prints. Every
 file listed in bundle.json is checked by sha256 before anything is loaded; a changed file is
 refused (exit 2). The bundle follows the rules of an encoderkit model directory: every file in it
 is listed in bundle.json, listed paths are plain and inside it, no symbolic link anywhere, and
@@ -588,6 +591,461 @@ def pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
     return (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1)
 
 
+# ----------------------------------------------------------------------------- ner and qa
+# Named entities and extractive question answering, with exactly `encoderkit ner|qa`'s semantics and
+# JSON: transformers' pipeline("token-classification") (every aggregation strategy) and transformers
+# 4.57's pipeline("question-answering") (windows, doc stride, word alignment, handle_impossible).
+# The logic is copied from encoderkit/tasks/ner.py and encoderkit/tasks/qa.py; each function names
+# the one it mirrors. The head graphs map the hidden row of every real token to logits.
+AGGREGATIONS = ("none", "simple", "first", "average", "max")
+QA_MAX_SEQ_LEN = 384  # tasks/qa.py MAX_SEQ_LEN: the pipeline's window (capped by the bundle's max length)
+TOKEN_GRAPHS = {"ner": "token_classification", "qa": "question_answering"}  # task -> bundle.json graph role
+
+
+def _self_test_failure(message: str):
+    """A self-test miss (main() prints it as `self-test FAILED: ...`, exit 1)."""
+    raise AssertionError(message)
+
+
+class TokenTasks:
+    """ner and qa over a bundle: its encoder session (with token types: BERT pairs) and the
+    token-classification / question-answering head graphs, on onnxruntime."""
+
+    def __init__(self, b: Bundle, threads: int | None = None):
+        self.b = b
+        self.graphs = {task: b.info["graphs"].get(role) for task, role in TOKEN_GRAPHS.items()}
+        self.sessions: dict[str, object] = {}
+        self.threads = threads
+        self._windows = None  # ((max_length, stride), a tokenizer truncating that way)
+        tok = b.tokenizer.tok
+        # what ner reads of the tokenizer (encoderkit.core.tokenization.TextTokenizer's properties)
+        self.subword_prefix = getattr(tok.model, "continuing_subword_prefix", None)
+        unk = getattr(tok.model, "unk_token", None)
+        self.unk_id = tok.token_to_id(unk) if unk else None
+
+    def session(self, task: str):
+        rel = self.graphs.get(task)
+        if not rel or not hasattr(self.b.engine, "encoder"):
+            what = {"ner": "token-classification head (package a *ForTokenClassification model with --tasks ner)",
+                    "qa": "question-answering head (package a *ForQuestionAnswering model with --tasks qa)"}[task]
+            raise BundleError(f"this bundle has no {what}")
+        if task not in self.sessions:
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()  # as OrtEngine's
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.log_severity_level = 3
+            if self.threads:
+                opts.intra_op_num_threads = self.threads
+            self.sessions[task] = ort.InferenceSession(str(self.b.root / rel), opts, providers=["CPUExecutionProvider"])
+        return self.sessions[task]
+
+    def every_row_logits(self, task: str, ids: list[list[int]], types: list[list[int]] | None = None) -> list:
+        """Per sequence, its head logits [len, out] (backends/base.py head_logits on EVERY rows:
+        the encoder, then the head on the hidden rows of real tokens only)."""
+        head, engine = self.session(task), self.b.engine
+        out: list = [None] * len(ids)
+        for batch, input_ids, mask in self.b._batches(ids):
+            feeds = {"input_ids": input_ids, "attention_mask": mask}
+            if engine.typed:  # BERT-family graphs: the pair's token types (0 question, 1 context)
+                tt = np.zeros_like(input_ids)
+                for row, i in enumerate(batch):
+                    if types is not None:
+                        tt[row, : len(types[i])] = types[i]
+                feeds["token_type_ids"] = tt
+            last = dict(zip(engine.outputs, engine.encoder.run(None, feeds)))["last_hidden_state"]
+            real = mask.astype(bool)
+            rows = head.run(None, {"hidden": np.ascontiguousarray(last[real], dtype=np.float32)})[0]
+            logits = np.zeros(mask.shape + (rows.shape[-1],), dtype=np.float32)
+            logits[real] = rows
+            if not np.isfinite(logits).all():
+                raise BundleError(f"the {task} head produced non-finite logits (NaN/inf); the bundle's weights "
+                                  "are broken")
+            for row, i in enumerate(batch):
+                out[i] = logits[row, : len(ids[i])]
+        return out
+
+    # ------------------------------------------------------------------------- ner
+    def ner(self, texts: list[str], aggregation: str = "none", truncate: bool = False) -> list:
+        """tasks/ner.py ner(): entities of each text, as pipeline("token-classification",
+        aggregation_strategy=...) returns them."""
+        self.session("ner")
+        if aggregation not in AGGREGATIONS:
+            raise BundleError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {aggregation!r}")
+        encs = self.encode_detailed(texts, truncate)
+        scores = [softmax32(x) for x in self.every_row_logits("ner", [e.ids for e in encs])]
+        labels = self.b.info["model"]["labels"]
+        out = []
+        for text, enc, sc in zip(texts, encs, scores):
+            entities = self._aggregate(self._pre_entities(text, enc, sc), aggregation, labels)
+            out.append([e for e in entities if e.get("entity") != "O" and e.get("entity_group") != "O"])
+        return out
+
+    def encode_detailed(self, texts: list[str], truncate: bool) -> list:
+        """core/tokenization.py TextTokenizer.encode_detailed: the runner's input policy, then each
+        text's Encoding (ids, tokens, offsets, special-token mask)."""
+        tt = self.b.tokenizer
+        ids = tt.encode(texts, truncate)  # empty / undecodable / over-long texts refused here
+        encs = [(tt.trunc if len(x) < len(tt.tok.encode(t).ids) else tt.tok).encode(t) for t, x in zip(texts, ids)]
+        special = {tt.tok.token_to_id(t.content) for t in tt.tok.get_added_tokens_decoder().values() if t.special}
+        special.discard(self.b.info["mask_token_id"])
+        for i, e in enumerate(encs):
+            if all(t in special for t in e.ids):
+                raise BundleError(f"texts[{i}] has no tokens once normalized (only spaces, control or zero-width "
+                                  "characters?)")
+        return encs
+
+    def tokens_to_string(self, tokens: list[str]) -> str:
+        """TextTokenizer.tokens_to_string: the tokenizer's decoder on tokens (convert_tokens_to_string)."""
+        dec = self.b.tokenizer.tok.decoder
+        return dec.decode(list(tokens)) if dec is not None else " ".join(tokens)
+
+    def _pre_entities(self, text: str, enc, scores: np.ndarray) -> list[dict]:
+        """tasks/ner.py _pre_entities (the pipeline's gather_pre_entities)."""
+        pre = []
+        for idx, (token_id, token, (start, end), special) in enumerate(zip(enc.ids, enc.tokens, enc.offsets,
+                                                                           enc.special_tokens_mask)):
+            if special:
+                continue
+            word_ref = text[start:end]
+            if self.subword_prefix:  # WordPiece: a piece is a subword when it is not its text (the "##")
+                is_subword = len(token) != len(word_ref)
+            else:  # byte-level BPE: the pipeline's fallback, a piece not after a space
+                is_subword = start > 0 and " " not in text[start - 1: start + 1]
+            if self.unk_id is not None and token_id == self.unk_id:
+                token, is_subword = word_ref, False
+            pre.append({"word": token, "scores": scores[idx], "start": start, "end": end, "index": idx,
+                        "is_subword": is_subword})
+        return pre
+
+    def _aggregate(self, pre: list[dict], aggregation: str, labels: list[str]) -> list[dict]:
+        """tasks/ner.py _aggregate."""
+        if aggregation in ("none", "simple"):
+            entities = []
+            for p in pre:
+                j = int(p["scores"].argmax())
+                entities.append({"entity": labels[j], "score": float(p["scores"][j]), "index": p["index"],
+                                 "word": p["word"], "start": p["start"], "end": p["end"]})
+            return entities if aggregation == "none" else self._group_entities(entities)
+        words, group = [], None
+        for p in pre:
+            if group is None:
+                group = [p]
+            elif p["is_subword"]:
+                group.append(p)
+            else:
+                words.append(self._aggregate_word(group, aggregation, labels))
+                group = [p]
+        if group is not None:
+            words.append(self._aggregate_word(group, aggregation, labels))
+        return self._group_entities(words)
+
+    def _aggregate_word(self, pieces: list[dict], aggregation: str, labels: list[str]) -> dict:
+        """tasks/ner.py _aggregate_word."""
+        if aggregation == "first":
+            scores = pieces[0]["scores"]
+        elif aggregation == "max":
+            scores = max(pieces, key=lambda p: p["scores"].max())["scores"]
+        else:  # average
+            scores = np.nanmean(np.stack([p["scores"] for p in pieces]), axis=0)
+        j = int(scores.argmax())
+        return {"entity": labels[j], "score": float(scores[j]),
+                "word": self.tokens_to_string([p["word"] for p in pieces]),
+                "start": pieces[0]["start"], "end": pieces[-1]["end"]}
+
+    def _group_entities(self, entities: list[dict]) -> list[dict]:
+        """tasks/ner.py _group_entities: adjacent entities of one type, a B- tag starting a new one."""
+        groups, current = [], []
+        for e in entities:
+            if current:
+                bi, tag = _bio(e["entity"])
+                _, last_tag = _bio(current[-1]["entity"])
+                if tag == last_tag and bi != "B":
+                    current.append(e)
+                    continue
+                groups.append(self._group(current))
+            current = [e]
+        if current:
+            groups.append(self._group(current))
+        return groups
+
+    def _group(self, entities: list[dict]) -> dict:
+        """tasks/ner.py _group."""
+        return {"entity_group": entities[0]["entity"].split("-", 1)[-1],
+                "score": float(np.nanmean([e["score"] for e in entities])),
+                "word": self.tokens_to_string([e["word"] for e in entities]),
+                "start": entities[0]["start"], "end": entities[-1]["end"]}
+
+    # ------------------------------------------------------------------------- qa
+    def qa(self, pairs: list[tuple[str, str]], top_k: int = 1, max_answer_len: int = 15,
+           doc_stride: int | None = None, max_seq_len: int | None = None, handle_impossible: bool = False) -> list:
+        """tasks/qa.py qa(): per (question, context), the best answers {score, start, end, answer}
+        (character offsets into the context), as transformers 4.57's pipeline("question-answering")."""
+        self.session("qa")
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise BundleError(f"top_k must be a positive integer, got {top_k!r}")
+        longest = self.b.max_length
+        max_seq_len = min(longest, QA_MAX_SEQ_LEN) if max_seq_len is None else max_seq_len
+        doc_stride = min(max_seq_len // 2, 128) if doc_stride is None else doc_stride
+        for name, v, lo, hi in (("max_answer_len", max_answer_len, 1, None), ("max_seq_len", max_seq_len, 8, longest),
+                                ("doc_stride", doc_stride, 0, max_seq_len - 1)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
+                raise BundleError(f"{name} must be an integer in {lo}..{hi if hi is not None else '∞'}, got {v!r}")
+        if not pairs:
+            raise BundleError("no question/context pairs given")
+        windows = [(i, w) for i, (q, c) in enumerate(pairs) for w in self.windows(q, c, max_seq_len, doc_stride)]
+        logits = self.every_row_logits("qa", [w.ids for _, w in windows], [w.type_ids for _, w in windows])
+        cls_id = self.b.info["special_tokens"]["cls"]
+        results = []
+        for i, (_, context) in enumerate(pairs):
+            mine = [(w, lg) for (j, w), lg in zip(windows, logits) if j == i]
+            results.append(_qa_answers(mine, context, cls_id, top_k, max_answer_len, handle_impossible))
+        return results
+
+    def windows(self, question: str, context: str, max_length: int, stride: int) -> list:
+        """core/tokenization.py TextTokenizer.encode_windows: question + context through the pair
+        template, only the context cut into windows of max_length tokens sharing stride tokens."""
+        tok = self.b.tokenizer.tok
+        for what, t in (("question", question), ("context", context)):
+            if not t.strip():
+                raise BundleError(f"{what} is empty")
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BundleError(f"{what} is not valid Unicode (lone surrogates: undecodable bytes?); "
+                                  "pass UTF-8 text") from None
+        added = tok.num_special_tokens_to_add(True)
+        n_q = len(tok.encode(question, add_special_tokens=False).ids)
+        n_c = len(tok.encode(context, add_special_tokens=False).ids)
+        room = max_length - added - n_q
+        if n_q + n_c + added > max_length:  # checked here: tokenizers would panic or raise
+            if room <= 0:
+                raise BundleError(f"the question is too long for windows of {max_length} tokens with a stride of "
+                                  f"{stride} ({n_q} tokens); shorten it")
+            if room <= stride:
+                raise BundleError(f"doc_stride {stride} must be less than the {room} context tokens a window of "
+                                  f"{max_length} holds beside this question; lower it")
+        if self._windows is None or self._windows[0] != (max_length, stride):
+            from tokenizers import Tokenizer
+
+            win = Tokenizer.from_str(tok.to_str())
+            win.enable_truncation(max_length, stride=stride, strategy="only_second")
+            self._windows = ((max_length, stride), win)
+        enc = self._windows[1].encode(question, context)
+        return [enc, *enc.overflowing]
+
+
+def softmax32(x: np.ndarray) -> np.ndarray:
+    """tasks/kernels.py softmax (float32 in, float32 out)."""
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _bio(name: str) -> tuple[str, str]:
+    """tasks/ner.py _tag."""
+    if name.startswith("B-"):
+        return "B", name[2:]
+    if name.startswith("I-"):
+        return "I", name[2:]
+    return "I", name  # not in B-/I- form: a continuation
+
+
+def _qa_answers(windows: list, context: str, cls_id: int, top_k: int, max_answer_len: int,
+                handle_impossible: bool) -> list[dict]:
+    """tasks/qa.py _answers (align_to_words=True): the pipeline's postprocess over one question's windows."""
+    min_null = 1000000.0
+    answers: list[dict] = []
+    pre_topk = top_k * 2 + 10  # alignment may drop candidates
+    for enc, logits in windows:
+        p_mask = np.array([sid != 1 for sid in enc.sequence_ids], dtype=np.int64)
+        p_mask[np.asarray(enc.ids) == cls_id] = 0
+        starts, ends, scores, min_null = _qa_select(logits[:, 0][None], logits[:, 1][None], p_mask[None],
+                                                    np.ones((1, len(enc.ids)), dtype=np.int64), min_null, pre_topk,
+                                                    handle_impossible, max_answer_len)
+        for s, e, score in zip(starts, ends, scores):
+            start, end = _qa_indices(enc, int(s), int(e))
+            text = context[start:end]
+            same = next((a for a in answers if a["answer"].lower() == text.lower()), None)
+            if same is not None:
+                same["score"] += float(score)
+            else:
+                answers.append({"score": float(score), "start": start, "end": end, "answer": text})
+    if handle_impossible:
+        answers.append({"score": float(min_null), "start": 0, "end": 0, "answer": ""})
+    return sorted(answers, key=lambda a: a["score"], reverse=True)[:top_k]
+
+
+def _qa_select(start, end, p_mask, attention_mask, min_null, top_k, handle_impossible, max_answer_len):
+    """tasks/qa.py _select (the pipeline's select_starts_ends)."""
+    desired = np.abs(p_mask - 1) & attention_mask
+    undesired = desired == 0
+    start = np.where(undesired, -10000.0, start)
+    end = np.where(undesired, -10000.0, end)
+    start = np.exp(start - start.max(axis=-1, keepdims=True))
+    start = start / start.sum()
+    end = np.exp(end - end.max(axis=-1, keepdims=True))
+    end = end / end.sum()
+    if handle_impossible:
+        min_null = min(min_null, float(start[0, 0] * end[0, 0]))
+    start[0, 0] = end[0, 0] = 0.0
+    starts, ends, scores = _qa_decode_spans(start, end, top_k, max_answer_len, desired)
+    return starts, ends, scores, min_null
+
+
+def _qa_decode_spans(start, end, top_k, max_answer_len, desired):
+    """tasks/qa.py _decode_spans (the pipeline's decode_spans): every span start <= end < start + max_answer_len."""
+    outer = np.matmul(np.expand_dims(start, -1), np.expand_dims(end, 1))
+    candidates = np.tril(np.triu(outer), max_answer_len - 1)
+    flat = candidates.flatten()
+    if top_k == 1:
+        order = [np.argmax(flat)]
+    elif len(flat) < top_k:
+        order = np.argsort(-flat)
+    else:
+        idx = np.argpartition(-flat, top_k)[0:top_k]
+        order = idx[np.argsort(-flat[idx])]
+    starts, ends = np.unravel_index(order, candidates.shape)[1:]
+    # as the pipeline: desired is [1, seq], so its nonzero() row indices (all 0) count as allowed too
+    keep = np.isin(starts, desired.nonzero()) & np.isin(ends, desired.nonzero())
+    starts, ends = starts[keep], ends[keep]
+    return starts, ends, candidates[0, starts, ends]
+
+
+def _qa_indices(enc, s: int, e: int) -> tuple[int, int]:
+    """tasks/qa.py _indices: character offsets of the span, widened to whole words."""
+    try:
+        start_word, end_word = enc.token_to_word(s), enc.token_to_word(e)
+        return enc.word_to_chars(start_word, 1)[0], enc.word_to_chars(end_word, 1)[1]
+    except Exception:  # noqa: BLE001 - tokenizers raises plain Exception (no word: a special token)
+        return enc.offsets[s][0], enc.offsets[e][1]
+
+
+def render_ner(texts: list[str], result: list) -> list[str]:
+    """encoderkit/tasks/__init__.py _render_ner: the text output of `encoderkit ner`."""
+    lines = []
+    for text, entities in zip(texts, result):
+        lines.append(text)
+        for e in entities:
+            label = e.get("entity_group", e.get("entity"))
+            lines.append(f"  {e['score']:.4f}  {label:<10} {e['start']:>4}-{e['end']:<4} {text[e['start']:e['end']]!r}")
+    return lines
+
+
+def render_qa(pairs: list[tuple[str, str]], result: list) -> list[str]:
+    """encoderkit/tasks/__init__.py _render_qa: the text output of `encoderkit qa`."""
+    lines = []
+    for (question, _), answers in zip(pairs, result):
+        lines.append(question)
+        for a in answers:
+            lines.append(f"  {a['score']:.4f}  {a['start']:>4}-{a['end']:<4} {a['answer']!r}")
+    return lines
+
+
+def add_token_task_parsers(sub) -> None:
+    """The ner and qa subcommands (the flags of `encoderkit ner|qa`)."""
+    s = sub.add_parser("ner", help="named entities (pipeline('token-classification') semantics)")
+    s.add_argument("texts", nargs="+", metavar="TEXT")
+    s.add_argument("--aggregation", choices=AGGREGATIONS, default="none",
+                   help="none: every token; simple: adjacent tokens of an entity grouped; first/average/max: "
+                        "one label per word, then grouped")
+    s.add_argument("--truncate", action="store_true", help="cut texts longer than the bundle's max length")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("qa", help="extractive question answering (pipeline('question-answering') semantics)")
+    s.add_argument("--question", nargs="+", required=True, metavar="QUESTION", help="the question(s), paired in order")
+    s.add_argument("--context", nargs="+", required=True, metavar="CONTEXT", help="the context(s), paired in order")
+    s.add_argument("--top-k", type=int, default=1, help="answers per question, best first")
+    s.add_argument("--max-answer-len", type=int, default=15, help="longest answer in tokens")
+    s.add_argument("--doc-stride", type=int, default=None,
+                   help="tokens neighbouring windows of a long context share (default: half the window, at most 128)")
+    s.add_argument("--max-seq-len", type=int, default=None,
+                   help="tokens per window, question included (default: the bundle's max length, at most 384)")
+    s.add_argument("--handle-impossible", action="store_true",
+                   help="let the empty answer compete (questions the context does not answer)")
+    s.add_argument("--json", action="store_true")
+
+
+def run_token_task(b: Bundle, a, threads: int | None) -> None:
+    """Run `ner` or `qa` from parsed arguments and print the result."""
+    tasks = TokenTasks(b, threads)
+    if a.command == "ner":
+        result = tasks.ner(a.texts, a.aggregation, a.truncate)
+        print(json.dumps(result, ensure_ascii=False) if a.json else "\n".join(render_ner(a.texts, result)))
+        return
+    if len(a.question) != len(a.context):
+        raise BundleError("give as many --question as --context values (one per input)")
+    pairs = list(zip(a.question, a.context))
+    result = tasks.qa(pairs, a.top_k, a.max_answer_len, a.doc_stride, a.max_seq_len, a.handle_impossible)
+    print(json.dumps(result, ensure_ascii=False) if a.json else "\n".join(render_qa(pairs, result)))
+
+
+def token_task_self_test(b: Bundle) -> list[str]:
+    """The ner / qa probes of bundle.json against this runner: fp32 the same entities / answers with
+    scores within atol; int8/fp16 token-tag and top-answer-span agreement >= the top-1 bound."""
+    probes, tol, lines = b.info["probes"], b.info["probes"]["tolerance"], []
+    if not probes.get("ner") and not probes.get("qa"):
+        return lines
+    tasks = TokenTasks(b)
+    exact = tol["kind"] == "atol"
+    if probes.get("ner"):
+        worst, agree, n = 0.0, 0, 0
+        for p in probes["ner"]:
+            got_ids = b.tokenizer.encode([p["text"]], p["truncate"])[0]
+            if got_ids != p["ids"]:
+                _self_test_failure(f"ner: token ids differ from encoderkit's for {p['text'][:40]!r}")
+            for aggregation, want in p["entities"].items():
+                (got,) = tasks.ner([p["text"]], aggregation, p["truncate"])
+                if exact:
+                    strip = lambda xs: [{k: v for k, v in x.items() if k != "score"} for x in xs]  # noqa: E731
+                    if strip(got) != strip(want):
+                        _self_test_failure(f"ner ({aggregation}): entities differ from the {probes['reference']} "
+                                           f"reference for {p['text'][:40]!r}: {strip(got)[:3]} vs {strip(want)[:3]}")
+                    worst = max([worst] + [abs(g["score"] - w["score"]) for g, w in zip(got, want)])
+                elif aggregation == "none":  # tags of every token: the reference's and ours, as sets
+                    g = {(x["index"], x["entity"]) for x in got}
+                    w = {(x["index"], x["entity"]) for x in want}
+                    agree, n = agree + len(g & w), n + len(g | w)
+        count = f"{len(probes['ner'])} texts x {len(AGGREGATIONS)} aggregations"
+        if exact:
+            if worst > tol["atol"]:
+                _self_test_failure(f"ner: max |score diff| {worst:.3g} > {tol['atol']:g}")
+            lines.append(f"ner: {count}, the same entities, max |score diff| {worst:.2e} <= {tol['atol']:g}")
+        else:
+            rate = agree / max(n, 1)
+            if rate < tol["top1"]:
+                _self_test_failure(f"ner: token tag agreement {rate:.3f} < {tol['top1']}")
+            lines.append(f"ner: {len(probes['ner'])} texts, token tag agreement {rate:.3f} >= {tol['top1']}")
+    if probes.get("qa"):
+        worst, agree = 0.0, 0
+        for p in probes["qa"]:
+            o = p["options"]
+            stride = o.get("doc_stride") or min(o["max_seq_len"] // 2, 128)
+            ids = [list(w.ids) for w in tasks.windows(p["question"], p["context"], o["max_seq_len"], stride)]
+            if ids != p["window_ids"]:
+                _self_test_failure(f"qa: window token ids differ from encoderkit's for {p['question'][:40]!r}")
+            (got,) = tasks.qa([(p["question"], p["context"])], **o)
+            want = p["answers"]
+            span = lambda xs: [(x["answer"], x["start"], x["end"]) for x in xs]  # noqa: E731
+            if exact:
+                if span(got) != span(want):
+                    _self_test_failure(f"qa: answers differ from the {probes['reference']} reference for "
+                                       f"{p['question'][:40]!r}: {span(got)} vs {span(want)}")
+                worst = max([worst] + [abs(g["score"] - w["score"]) for g, w in zip(got, want)])
+            agree += int(span(got)[:1] == span(want)[:1])
+        n = len(probes["qa"])
+        windows = max(len(p["window_ids"]) for p in probes["qa"])
+        if exact:
+            if worst > tol["atol"]:
+                _self_test_failure(f"qa: max |score diff| {worst:.3g} > {tol['atol']:g}")
+            lines.append(f"qa: {n} questions (up to {windows} windows), the same answers, max |score diff| "
+                         f"{worst:.2e} <= {tol['atol']:g}")
+        else:
+            if agree / n < tol["top1"]:
+                _self_test_failure(f"qa: top answer span agreement {agree / n:.3f} < {tol['top1']}")
+            lines.append(f"qa: {n} questions (up to {windows} windows), top answer span agreement "
+                         f"{agree / n:.3f} >= {tol['top1']}")
+    return lines
+
+
 # ----------------------------------------------------------------------------- self-test
 def probe_list(probes: dict, key: str, fields: dict) -> list[dict]:
     """``probes[key]``: a list of objects with ``fields`` (name -> check), else BundleError."""
@@ -694,7 +1152,7 @@ def self_test(b: Bundle) -> list[str]:
             check(agree / n >= tol["top1"], f"classify: label agreement {agree / n:.3f} < {tol['top1']}")
             lines.append(f"classify: {n} probes, label agreement {agree / n:.3f} >= {tol['top1']} "
                          f"(max |score diff| {worst:.2e})")
-    return lines
+    return lines + token_task_self_test(b)
 
 
 def peak_rss_mb() -> float | None:
@@ -740,9 +1198,10 @@ def main(argv: list[str] | None = None) -> int:
             s.add_argument("--top-k", type=int, default=5)
         if name == "classify":
             s.add_argument("--top-k", type=int, default=1, help="labels per text, best first")
+    add_token_task_parsers(sub)
     a = p.parse_args(argv)
     if not a.self_test and not a.command:
-        p.error("give a command (embed, fill-mask, classify, tokenize) or --self-test")
+        p.error("give a command (embed, fill-mask, classify, ner, qa, tokenize) or --self-test")
     try:
         for i, t in enumerate(getattr(a, "texts", None) or []):  # before anything loads
             try:
@@ -775,7 +1234,9 @@ def main(argv: list[str] | None = None) -> int:
                                   "peak_rss_mb": peak_rss_mb()}))
             if not a.command:
                 return 0
-        if a.command == "tokenize":
+        if a.command in TOKEN_GRAPHS:  # ner, qa
+            run_token_task(b, a, a.threads)
+        elif a.command == "tokenize":
             ids = b.tokenizer.encode(a.texts, a.truncate)
             print(json.dumps(ids))
         elif a.command == "embed":
