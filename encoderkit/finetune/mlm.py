@@ -1,0 +1,259 @@
+"""Masked-language modelling: a text corpus in, a ``*ForMaskedLM`` checkpoint out (the kind
+``fill-mask`` and ``convert`` take), held-out perplexity before and after.
+
+The corpus is a ``.txt`` file (every non-empty line a text) or a ``.jsonl`` file (``--text-column``).
+Every text is tokenized with its special tokens, the token streams are concatenated and cut into
+blocks of exactly ``max_length`` tokens (the remainder is dropped; a corpus shorter than one block
+is one shorter block). Masking is dynamic: transformers' ``DataCollatorForLanguageModeling`` draws
+new masks for every batch of every epoch -- ``mlm_probability`` of the tokens, of those 80 % become
+the mask token, 10 % a random token, 10 % stay -- from its own generator, seeded by ``--seed`` (so a
+run is reproducible and two epochs mask the same block differently). ``whole_word_mask`` masks
+every piece of a chosen word (words from the character offsets; transformers then replaces every
+chosen piece by the mask token).
+
+Perplexity is exp(mean cross-entropy over masked tokens) on the held-out blocks, masked once with
+a fixed generator, so the before / per-epoch / after figures are over the same masked tokens.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import InputError
+from .data import _rows
+
+EVAL_MASK_SEED = 1234  # the held-out blocks' one masking, whatever --seed is
+DEFAULT_BLOCK = 128
+DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+# The domain corpus the project ships: hand-written notes on bread baking and home brewing (see
+# encoderkit/data/README.md); every seventh line is held out.
+BAKING_TRAIN = DATA_DIR / "baking_train.txt"
+BAKING_TEST = DATA_DIR / "baking_test.txt"
+
+
+@dataclass(frozen=True)
+class Corpus:
+    texts: tuple[str, ...]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def payload(self) -> dict[str, Any]:
+        return {"texts": list(self.texts), "source": self.source}
+
+
+def read_corpus(path: str | Path, *, text_column: str = "text") -> Corpus:
+    """Every non-empty line of a ``.txt`` file, or ``text_column`` of every ``.jsonl`` row.
+
+    Raises:
+        InputError: no such file, not UTF-8, a row without the column or with an empty / non-string
+            text (naming the row), an empty corpus.
+    """
+    path = Path(path)
+    texts: list[str] = []
+    if path.suffix == ".txt":
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise InputError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise InputError(f"{path}: is a directory, expected a .txt or .jsonl corpus") from None
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            raise InputError(f"{path}: line {line}: not UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8") from None
+        texts = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    elif path.suffix == ".jsonl":
+        for n, obj in _rows(path):
+            if text_column not in obj:
+                raise InputError(f"{path}: row {n}: no column {text_column!r} (it has: {', '.join(map(str, obj))})")
+            t = obj[text_column]
+            if not isinstance(t, str) or not t.strip():
+                raise InputError(f"{path}: row {n}: column {text_column!r} must be a non-empty string, got {t!r}")
+            texts.append(t.strip())
+    else:
+        raise InputError(f"{path}: unknown corpus format {path.suffix!r}; use .txt (a text per line) or .jsonl")
+    if not texts:
+        raise InputError(f"{path}: the corpus is empty (no non-blank {'line' if path.suffix == '.txt' else 'row'})")
+    return Corpus(tuple(texts), str(path))
+
+
+def blocks(tokenizer, texts: list[str], block: int, *, offsets: bool = False) -> list[dict[str, Any]]:
+    """The texts tokenized (with special tokens), concatenated and cut into ``block``-token blocks."""
+    enc = tokenizer(list(texts), add_special_tokens=True, return_special_tokens_mask=True,
+                    return_offsets_mapping=offsets, return_token_type_ids=False, return_attention_mask=False)
+    keys = ["input_ids", "special_tokens_mask"] + (["offset_mapping"] if offsets else [])
+    stream = {k: [x for seq in enc[k] for x in seq] for k in keys}
+    total = len(stream["input_ids"])
+    if total >= block:
+        total -= total % block
+    out = []
+    for s in range(0, total, block):
+        row = {k: stream[k][s:s + block] for k in keys}
+        row["attention_mask"] = [1] * len(row["input_ids"])
+        out.append(row)
+    return out
+
+
+class RecordingCollator:
+    """``DataCollatorForLanguageModeling`` that also records, per epoch, which positions of which
+    block it masked and how (mask token / random token / kept): the proof that masking is dynamic
+    and seeded. ``epoch`` is advanced by the trainer's callback."""
+
+    def __init__(self, inner, mask_id: int):
+        self.inner, self.mask_id = inner, mask_id
+        self.epoch = 0
+        self.epochs: list[dict[str, Any]] = []
+        self._positions: dict[int, tuple[int, ...]] = {}
+
+    def start_epoch(self) -> None:
+        self.close_epoch()
+        self.epoch += 1
+        self._positions = {}
+        self.epochs.append({"epoch": self.epoch, "tokens": 0, "masked": 0, "mask_token": 0, "random": 0, "kept": 0})
+
+    def close_epoch(self) -> None:
+        if not self.epochs:
+            return
+        cur = self.epochs[-1]
+        h = hashlib.sha256(repr(sorted(self._positions.items())).encode()).hexdigest()
+        cur["digest"] = h
+        prev = self.epochs[-2]["_positions"] if len(self.epochs) > 1 else None
+        if prev is not None:
+            common = [k for k in self._positions if k in prev]
+            cur["blocks_masked_differently"] = sum(self._positions[k] != prev[k] for k in common) / max(1, len(common))
+        cur["_positions"] = self._positions
+
+    def public(self) -> list[dict[str, Any]]:
+        self.close_epoch()
+        return [{k: v for k, v in e.items() if not k.startswith("_")} for e in self.epochs]
+
+    def __call__(self, rows):
+        import torch
+
+        idx = [r["idx"] for r in rows]
+        originals = torch.tensor([r["input_ids"] for r in rows]) if len({len(r["input_ids"]) for r in rows}) == 1 else None
+        batch = self.inner([{k: v for k, v in r.items() if k != "idx"} for r in rows])
+        if not self.epochs:
+            self.start_epoch()
+        labels, inputs = batch["labels"], batch["input_ids"]
+        cur = self.epochs[-1]
+        masked = labels != -100
+        cur["tokens"] += int(batch["attention_mask"].sum()) if "attention_mask" in batch else int(inputs.numel())
+        cur["masked"] += int(masked.sum())
+        cur["mask_token"] += int((masked & (inputs == self.mask_id)).sum())
+        if originals is not None:
+            kept = masked & (inputs == originals)
+            cur["kept"] += int(kept.sum())
+            cur["random"] += int((masked & ~kept & (inputs != self.mask_id)).sum())
+        for r, i in enumerate(idx):
+            self._positions[i] = tuple(int(p) for p in masked[r].nonzero().flatten())
+        return batch
+
+
+def dataset(tokenizer, data: dict, cfg, max_length: int) -> list[dict[str, Any]]:
+    rows = blocks(tokenizer, data["texts"], max_length, offsets=cfg.whole_word_mask)
+    return [r | {"idx": i} for i, r in enumerate(rows)]
+
+
+def collator(tokenizer, cfg):
+    import os
+    import warnings
+
+    import transformers
+
+    with warnings.catch_warnings():  # whole-word masking: transformers says it masks every chosen piece
+        warnings.simplefilter("ignore")
+        inner = transformers.DataCollatorForLanguageModeling(
+            tokenizer, mlm=True, mlm_probability=cfg.mlm_probability, whole_word_mask=cfg.whole_word_mask,
+            seed=cfg.seed + 1000 * int(os.environ.get("RANK", "0")))
+    return RecordingCollator(inner, tokenizer.mask_token_id)
+
+
+def masked_eval_batches(tokenizer, data: dict, cfg, max_length: int, batch_size: int = 16) -> list[dict]:
+    """The held-out blocks masked once (a fixed generator): the same masked tokens every time."""
+    import warnings
+
+    import transformers
+
+    rows = blocks(tokenizer, data["texts"], max_length, offsets=cfg.whole_word_mask)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        coll = transformers.DataCollatorForLanguageModeling(
+            tokenizer, mlm=True, mlm_probability=cfg.mlm_probability, whole_word_mask=cfg.whole_word_mask,
+            seed=EVAL_MASK_SEED)
+    return [coll(rows[b:b + batch_size]) for b in range(0, len(rows), batch_size)]
+
+
+def perplexity(model, batches: list[dict]) -> tuple[float, int]:
+    """(exp of the mean cross-entropy over every masked token, the number of masked tokens)."""
+    import torch
+
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for b in batches:
+            labels = b["labels"].to(device)
+            logits = model(**{k: v.to(device) for k, v in b.items() if k != "labels"}).logits.float()
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                     ignore_index=-100, reduction="sum")
+            total += float(loss)
+            count += int((labels != -100).sum())
+    return (math.exp(total / count) if count else float("nan")), count
+
+
+def evaluator(tokenizer, data: dict, cfg, max_length: int):
+    batches = masked_eval_batches(tokenizer, data, cfg, max_length)
+
+    def evaluate(model) -> dict[str, Any]:
+        ppl, n = perplexity(model, batches)
+        return {"eval_perplexity": ppl, "eval_masked_tokens": n}
+
+    return evaluate
+
+
+def report_lines(m: dict[str, Any], train: Corpus, ev: Corpus | None) -> list[str]:
+    lines = [f"- corpus: `{m['data']}` ({len(train)} texts, {m.get('train_features', '?')} blocks of "
+             f"{m['max_length']} tokens)",
+             f"- masking: {m['mlm_probability']:.0%} of the tokens, "
+             + ("whole words (every chosen piece becomes the mask token)" if m["whole_word_mask"]
+                else "80 % mask token / 10 % random / 10 % unchanged") + ", new masks every epoch (seeded)",
+             f"- held-out texts: {len(ev) if ev is not None else 'none'}"]
+    if m.get("eval_perplexity") is not None:
+        lines.append(f"- held-out perplexity: {m['eval_perplexity_before']:.2f} before, {m['eval_perplexity']:.2f} "
+                     f"after ({m['eval_masked_tokens']} masked tokens, the same masks both times)")
+    for e in m.get("masking", []):
+        diff = e.get("blocks_masked_differently")
+        lines.append(f"  - epoch {e['epoch']}: masked {e['masked']} of {e['tokens']} tokens "
+                     f"({e['mask_token']} mask token, {e['random']} random, {e['kept']} kept)"
+                     + (f"; {diff:.0%} of the blocks masked differently from the epoch before" if diff is not None else ""))
+    return lines
+
+
+# ------------------------------------------------------------------ a trained tiny masked LM (tests)
+
+def train_tiny_mlm(out: str | Path, *, epochs: float = 30.0, seed: int = 0, arch: str = "roberta",
+                   force: bool = False, quiet: bool = True) -> dict[str, Any]:
+    """A tiny random ``arch`` model (``init-random --size tiny``) trained from scratch on the shipped
+    baking corpus: a masked LM whose predictions are peaked (random weights never are), for tests
+    that need a trained fill-mask model (quantized agreement, ...). A few minutes on two cores.
+
+    Returns:
+        The training metrics (``out`` holds the checkpoint).
+    """
+    import tempfile
+
+    from ..storage.random_init import init_random
+    from . import finetune
+
+    with tempfile.TemporaryDirectory() as td:
+        base = Path(td) / "base"
+        init_random(base, "tiny", seed=seed, arch=arch)
+        return finetune(base, BAKING_TRAIN, out, task="mlm", method="full", eval_data=BAKING_TEST, epochs=epochs,
+                        lr=2e-3, batch_size=16, seed=seed, max_length=64, force=force, quiet=quiet)
