@@ -265,7 +265,7 @@ def train_into(cfg: TrainConfig, out: Path) -> dict[str, Any]:
             if hasattr(impl, "masked_eval_batches"):  # mlm: perplexity before any step
                 extra[f"{objective.metric}_before"] = evaluate(model)[objective.metric]
                 model.train()
-        callbacks.append(_EpochCallback(evaluate, collator))
+        callbacks.append(_EpochCallback(evaluate, collator, train_ds))
         extra.update({"max_length": max_len, "train_features": len(train_ds)})
 
     def accuracy(pred) -> dict[str, float]:
@@ -288,6 +288,8 @@ def train_into(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     trainer = transformers.Trainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=collator, compute_metrics=accuracy if eval_ds is not None else None, callbacks=callbacks)
+    if cfg.quiet:  # the Trainer prints every log dict when its progress bar is off
+        trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
@@ -337,14 +339,20 @@ def _public(cfg: TrainConfig) -> dict[str, Any]:
 
 
 class _EpochCallback:
-    """Per epoch: start the collator's record of the epoch (mlm) and, on rank 0 with held-out data,
+    """Per epoch: cut the mlm blocks anew and start the collator's record of the epoch (mlm) and, on
+    rank 0 with held-out data,
     run the task's evaluator and log its figures (the report's curve reads them)."""
 
-    def __new__(cls, evaluate, collator):
+    def __new__(cls, evaluate, collator, dataset):
         import transformers
 
         class Callback(transformers.TrainerCallback):
+            epoch = 0
+
             def on_epoch_begin(self, args, state, control, **kwargs):
+                self.epoch += 1
+                if hasattr(dataset, "regroup"):
+                    dataset.regroup(self.epoch)
                 if hasattr(collator, "start_epoch"):
                     collator.start_epoch()
 
