@@ -176,7 +176,7 @@ def check_task_options(task: str, method: str, *, max_length=None, doc_stride=No
         max_answer_length = 15 if max_answer_length is None else max_answer_length
         integer("doc-stride", doc_stride, 0)
         integer("max-answer-length", max_answer_length, 1)
-        window = 384 if max_length is None else max_length
+        window = OBJECTIVES[task].default_length if max_length is None else max_length
         if doc_stride >= window:
             raise InputError(f"--doc-stride {doc_stride} must be less than --max-length {window} (the window "
                              "length): consecutive windows overlap by the stride")
@@ -247,8 +247,9 @@ def _check_length(directory: Path, options: dict) -> None:
     """--max-length against the model's position table (before the model is loaded)."""
     if options.get("max_length") is None:
         return
-    cfg = json.loads((Path(directory) / "config.json").read_text())
-    limit = int(cfg.get("max_position_embeddings", 512)) - 2
+    from ..storage.checkpoint import read_spec
+
+    limit = min(512, read_spec(Path(directory), heads=()).max_tokens_per_text)
     if options["max_length"] > limit:
         raise InputError(f"--max-length {options['max_length']} exceeds what the model holds ({limit} tokens)")
     if options.get("doc_stride") is not None and options["doc_stride"] >= options["max_length"]:

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.architectures import DEFAULT_ARCH
 from ..core.errors import InputError
 from .data import _rows
 
 EVAL_MASK_SEED = 1234  # the held-out blocks' one masking, whatever --seed is
-DEFAULT_BLOCK = 128
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 # The domain corpus the project ships: hand-written notes on bread baking and home brewing (see
 # encoderkit/data/README.md); every seventh line is held out.
@@ -281,7 +281,7 @@ def report_lines(m: dict[str, Any], train: Corpus, ev: Corpus | None) -> list[st
 
 # ------------------------------------------------------------------ a trained tiny masked LM (tests)
 
-def train_tiny_mlm(out: str | Path, *, epochs: float = 300.0, seed: int = 0, arch: str = "roberta",
+def train_tiny_mlm(out: str | Path, *, epochs: float = 300.0, seed: int = 0, arch: str = DEFAULT_ARCH,
                    force: bool = False, quiet: bool = True) -> dict[str, Any]:
     """A tiny random ``arch`` model (``init-random --size tiny``) trained from scratch on the shipped
     baking corpus: a masked LM whose predictions are peaked (random weights never are) and whose

@@ -22,6 +22,9 @@ class Objective:
     metric: str  # the headline held-out figure in the metrics ("eval_f1", ...)
     metric_label: str  # how the report and the curve name it
     higher_is_better: bool = True
+    # tokens per window (question answering, as the pipeline) or per block (mlm) unless --max-length
+    # says; None: the model's longest
+    default_length: int | None = None
 
     def impl(self) -> ModuleType:
         return importlib.import_module(f"encoderkit.finetune.{self.module}")
@@ -37,8 +40,9 @@ OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
               "held-out accuracy"),
     Objective(TOKEN_CLASSIFICATION, "ForTokenClassification", "TOKEN_CLS", "tokens", "eval_f1",
               "held-out entity F1"),
-    Objective(QUESTION_ANSWERING, "ForQuestionAnswering", "QUESTION_ANS", "qa", "eval_f1", "held-out F1 (SQuAD)"),
+    Objective(QUESTION_ANSWERING, "ForQuestionAnswering", "QUESTION_ANS", "qa", "eval_f1", "held-out F1 (SQuAD)",
+              default_length=384),
     Objective(MASKED_LM, "ForMaskedLM", None, "mlm", "eval_perplexity", "held-out perplexity",
-              higher_is_better=False),
+              higher_is_better=False, default_length=128),
 )}
 TASK_NAMES = tuple(OBJECTIVES)

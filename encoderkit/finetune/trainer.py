@@ -216,17 +216,19 @@ def state_digest(model) -> str:
 def default_max_length(cfg: TrainConfig, model_max: int) -> int:
     """Tokens per text (classification, token classification), per window (question answering,
     384 as the pipeline) or per block (mlm, 128), never more than the model holds."""
-    from .mlm import DEFAULT_BLOCK
-    from .objectives import MASKED_LM, QUESTION_ANSWERING
+    from .objectives import OBJECTIVES
 
     if cfg.max_length is not None:
         return min(cfg.max_length, model_max)
-    return min(model_max, {QUESTION_ANSWERING: 384, MASKED_LM: DEFAULT_BLOCK}.get(cfg.task, model_max))
+    return min(model_max, OBJECTIVES[cfg.task].default_length or model_max)
 
 
-def model_max_length(tokenizer, config) -> int:
-    """The longest input the model takes (its tokenizer's limit, its position table, 512)."""
-    return min(tokenizer.model_max_length or 512, 512, config.max_position_embeddings - 2)
+def model_max_length(tokenizer, config, task: str = "sequence-classification", spec=None) -> int:
+    """The longest input the model takes: its tokenizer's limit, 512, and its position table (the
+    other tasks read the table exactly; classification keeps its historical ``- 2``)."""
+    if task == "sequence-classification" or spec is None:
+        return min(tokenizer.model_max_length or 512, 512, config.max_position_embeddings - 2)
+    return min(tokenizer.model_max_length or 512, 512, spec.max_tokens_per_text)
 
 
 def train_into(cfg: TrainConfig, out: Path) -> dict[str, Any]:
@@ -244,7 +246,10 @@ def train_into(cfg: TrainConfig, out: Path) -> dict[str, Any]:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.nproc))
     objective = OBJECTIVES[cfg.task]
     model, tokenizer, arch = build_model(cfg)
-    max_len = default_max_length(cfg, model_max_length(tokenizer, model.config))
+    from ..storage.checkpoint import read_spec
+
+    spec = read_spec(Path(cfg.model_dir), heads=()) if cfg.task != SEQUENCE_CLASSIFICATION else None
+    max_len = default_max_length(cfg, model_max_length(tokenizer, model.config, cfg.task, spec))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.batch_size % world:
         raise InputError(f"--batch-size {cfg.batch_size} is not divisible by --nproc {world}")
