@@ -72,7 +72,8 @@ def _kind(tag: str) -> str:
 def _from_tokens(obj: dict, path: Path, n: int) -> tuple[str, list[tuple[int, int]], list[str]]:
     tokens, tags = obj["tokens"], obj.get("tags")
     if tags is None:
-        raise InputError(f"{path}: row {n}: has \"tokens\" but no \"tags\"")
+        hint = " (\"ner_tags\" holds numbers: write the tag names as \"tags\")" if "ner_tags" in obj else ""
+        raise InputError(f"{path}: row {n}: has \"tokens\" but no \"tags\"{hint}")
     if not isinstance(tokens, list) or not tokens:
         raise InputError(f"{path}: row {n}: \"tokens\" must be a non-empty list of strings")
     if not isinstance(tags, list):
@@ -295,8 +296,12 @@ def evaluator(tokenizer, data: dict, cfg, max_length: int):
     names = list(cfg.labels)
     gold = [[names[i] for i in tags] for tags in data["tags"]]
 
+    lost = sum(t < 0 for r in encode(tokenizer, data, max_length, labels=False) for t in r["first"])
+
     def evaluate(model) -> dict[str, Any]:
-        return entity_scores(gold, predict_tags(model, tokenizer, data, max_length, names))
+        # a word cut off by --max-length is predicted O (it counts against recall)
+        return entity_scores(gold, predict_tags(model, tokenizer, data, max_length, names)) | {
+            "eval_words_truncated": lost}
 
     return evaluate
 
@@ -310,7 +315,9 @@ def report_lines(m: dict[str, Any], labels, train: Tagged, ev: Tagged | None) ->
     if m.get("eval_f1") is None:
         return lines
     lines += [f"- held-out entity F1 {m['eval_f1']:.4f} (precision {m['eval_precision']:.4f}, recall "
-              f"{m['eval_recall']:.4f}; seqeval, entity level); word accuracy {m['eval_word_accuracy']:.4f}",
+              f"{m['eval_recall']:.4f}; seqeval, entity level); word accuracy {m['eval_word_accuracy']:.4f}"
+              + (f"; {m['eval_words_truncated']} held-out words beyond --max-length {m['max_length']} "
+                 "count as O" if m.get("eval_words_truncated") else ""),
               "", "| entity type | precision | recall | F1 | held-out entities |", "|---|---|---|---|---|"]
     for k, v in m["per_type"].items():
         lines.append(f"| {k} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |")
