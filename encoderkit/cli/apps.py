@@ -243,18 +243,35 @@ def cmd_serve_bundle(a: argparse.Namespace, ctx: Context) -> None:
 
 # ------------------------------------------------------------------ finetune
 def _finetune_parser(sub, parents) -> None:
+    from ..finetune.objectives import SEQUENCE_CLASSIFICATION, TASK_NAMES
     from ..finetune.trainer import METHODS
     from ..tasks.kernels import POOLINGS
 
-    s = sub.add_parser("finetune", parents=parents, help="probe / freeze / LoRA / full fine-tuning of a classifier")
+    s = sub.add_parser("finetune", parents=parents,
+                       help="probe / freeze / LoRA / full fine-tuning: classifier, token classifier (NER), "
+                            "extractive QA, masked LM")
     s.add_argument("model", help="checkpoint dir or packaged name (probe: also a convert output)")
-    s.add_argument("--data", required=True, help="training examples (.jsonl or .csv)")
-    s.add_argument("--eval", default=None, help="held-out examples (.jsonl or .csv)")
+    s.add_argument("--task", default=SEQUENCE_CLASSIFICATION, choices=list(TASK_NAMES),
+                   help="what to train (default: sequence-classification)")
+    s.add_argument("--data", required=True,
+                   help="training data: .jsonl/.csv of text+label; token-classification: .jsonl of tokens+tags or "
+                        "text+entities; question-answering: SQuAD .jsonl; mlm: .txt (a text per line) or .jsonl")
+    s.add_argument("--eval", default=None, help="held-out data, the same format as --data")
     s.add_argument("--out", required=True)
     s.add_argument("--method", default="lora", choices=list(METHODS))
     s.add_argument("--text-column", default="text")
     s.add_argument("--pair-column", default=None)
     s.add_argument("--label-column", default="label")
+    s.add_argument("--max-length", type=int, default=None,
+                   help="tokens per text (default: the model's); question-answering: per window (384); "
+                        "mlm: per block (128)")
+    s.add_argument("--doc-stride", type=int, default=None,
+                   help="(question-answering) tokens shared by consecutive windows of a context (128)")
+    s.add_argument("--max-answer-length", type=int, default=None,
+                   help="(question-answering) longest answer decoded on --eval, in tokens (15)")
+    s.add_argument("--mlm-probability", type=float, default=None,
+                   help="(mlm) share of the tokens masked, in (0, 1) (0.15; 80%% mask token, 10%% random, 10%% kept)")
+    s.add_argument("--whole-word-mask", action="store_true", help="(mlm) mask every piece of a chosen word")
     s.add_argument("--unfreeze-top", type=int, default=0, help="(freeze) encoder layers left trainable, from the top")
     s.add_argument("--lora-r", type=int, default=8)
     s.add_argument("--lora-alpha", type=int, default=16)
@@ -280,6 +297,22 @@ def cmd_finetune(a: argparse.Namespace, ctx: Context) -> None:
                  pair_column=a.pair_column, label_column=a.label_column, unfreeze_top=a.unfreeze_top,
                  lora_r=a.lora_r, lora_alpha=a.lora_alpha, lora_targets=a.lora_targets, epochs=a.epochs, lr=a.lr,
                  batch_size=a.batch_size, seed=a.seed, nproc=a.nproc, backend=a.backend, pooling=a.pooling,
-                 layer=a.layer, dropout=a.dropout, max_steps=a.max_steps, force=a.force, quiet=ctx.quiet)
-    acc = f", held-out accuracy {m['eval_accuracy']:.4f}" if m.get("eval_accuracy") is not None else ""
-    ctx.emit(f"wrote {a.out} ({m['method']}{acc}; report: {Path(a.out) / REPORT})")
+                 layer=a.layer, dropout=a.dropout, max_steps=a.max_steps, force=a.force, quiet=ctx.quiet,
+                 task=a.task, max_length=a.max_length, doc_stride=a.doc_stride,
+                 max_answer_length=a.max_answer_length, mlm_probability=a.mlm_probability,
+                 whole_word_mask=a.whole_word_mask)
+    ctx.emit(f"wrote {a.out} ({m['method']}{summary(m)}; report: {Path(a.out) / REPORT})")
+
+
+def summary(m: dict) -> str:
+    """The held-out figures of a finetune run, for its one line."""
+    task = m.get("task", "sequence-classification")
+    if task == "token-classification" and m.get("eval_f1") is not None:
+        return f", {task}, held-out entity F1 {m['eval_f1']:.4f}"
+    if task == "question-answering" and m.get("eval_f1") is not None:
+        return f", {task}, held-out exact match {m['eval_exact_match']:.2f} F1 {m['eval_f1']:.2f}"
+    if task == "mlm" and m.get("eval_perplexity") is not None:
+        return f", {task}, held-out perplexity {m['eval_perplexity_before']:.2f} -> {m['eval_perplexity']:.2f}"
+    if m.get("eval_accuracy") is not None:
+        return f", held-out accuracy {m['eval_accuracy']:.4f}"
+    return f", {task}" if task != "sequence-classification" else ""

@@ -1,6 +1,9 @@
 """Transfer learning: linear probes on frozen embeddings, and freeze / LoRA / full fine-tuning.
 
-``finetune(model, data, out, method=...)``:
+``finetune(model, data, out, method=..., task=...)``; ``task`` (``objectives.OBJECTIVES``) is
+``sequence-classification`` (the default), ``token-classification`` (``tokens.py``: NER with
+seqeval), ``question-answering`` (``qa.py``: SQuAD windows, EM/F1) or ``mlm`` (``mlm.py``: dynamic
+masking, perplexity); every task trains with freeze / lora / full and ``nproc``:
 
 - ``probe``: pooled embeddings from any backend (``embed``: ``pooling``, ``layer``) into a
   scikit-learn logistic regression; the head is written as safetensors + JSON (no pickle).
@@ -27,6 +30,7 @@ from typing import Any
 from ..core.errors import InputError
 from .data import Examples, label_names, read_examples
 from .trainer import ERROR_FILE, METHODS, TRAINER_METHODS, TrainConfig
+from .objectives import OBJECTIVES, SEQUENCE_CLASSIFICATION, TASK_NAMES
 
 REPORT = "train_report.md"
 CURVE = "train_curve.png"
@@ -37,6 +41,14 @@ MAX_EPOCHS, MAX_STEPS, MAX_BATCH = 1e6, 10**9, 10**6
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 TOPICS_TRAIN = DATA_DIR / "topics_train.jsonl"
 TOPICS_TEST = DATA_DIR / "topics_test.jsonl"
+# The other shipped data sets (encoderkit/data/README.md): tagged sentences (PER, ORG, LOC, DATE),
+# SQuAD-style questions (some unanswerable) and a baking/brewing corpus for masked-LM training.
+NER_TRAIN = DATA_DIR / "ner_train.jsonl"
+NER_TEST = DATA_DIR / "ner_test.jsonl"
+QA_TRAIN = DATA_DIR / "qa_train.jsonl"
+QA_TEST = DATA_DIR / "qa_test.jsonl"
+MLM_TRAIN = DATA_DIR / "baking_train.txt"
+MLM_TEST = DATA_DIR / "baking_test.txt"
 
 
 def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: str = "lora",
@@ -47,11 +59,20 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: st
              pooling: str = "mean", layer: int = -1, normalize: bool = False, dropout: float | None = None,
              group_by_length: bool = True, shuffle: bool = True, optimizer: str = "adamw_torch",
              max_steps: int = -1, force: bool = False,
-             quiet: bool = False) -> dict[str, Any]:
+             quiet: bool = False, task: str = SEQUENCE_CLASSIFICATION, max_length: int | None = None,
+             doc_stride: int | None = None, max_answer_length: int | None = None,
+             mlm_probability: float | None = None, whole_word_mask: bool = False) -> dict[str, Any]:
     """Fine-tune ``model`` on labelled ``data`` and write the result to ``out`` (atomically).
 
     Args:
         method: probe | freeze | lora | full.
+        task: sequence-classification | token-classification | question-answering | mlm.
+        max_length: tokens per text (classification, token classification; default the model's), per
+            window (question-answering, default 384) or per block (mlm, default 128).
+        doc_stride: (question-answering) tokens shared by consecutive windows of a context (default 128).
+        max_answer_length: (question-answering) the longest answer decoded on --eval, in tokens (default 15).
+        mlm_probability: (mlm) the share of tokens masked, in (0, 1) (default 0.15).
+        whole_word_mask: (mlm) mask every piece of a chosen word.
         backend: (probe) the backend computing the embeddings; ``model`` must then be loadable on it.
         nproc: (freeze/lora/full) DDP processes via torchrun (gloo on CPU, NCCL on GPU).
         dropout: None keeps the checkpoint's dropout; 0 turns it off (deterministic runs).
@@ -78,6 +99,17 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: st
     refuse_overlap(out, [("model", local_model_path(model)), ("--data file", Path(data)),
                          ("--eval file", Path(eval_data) if eval_data is not None else None)])
     refuse_special(out)
+    task_options = check_task_options(task, method, max_length=max_length, doc_stride=doc_stride,
+                                      max_answer_length=max_answer_length, mlm_probability=mlm_probability,
+                                      whole_word_mask=whole_word_mask, pair_column=pair_column)
+    if task != SEQUENCE_CLASSIFICATION:
+        return _finetune_task(model, data, out, task=task, method=method, eval_data=eval_data,
+                              text_column=text_column, options=task_options, force=force,
+                              config=dict(unfreeze_top=unfreeze_top, lora_r=lora_r, lora_alpha=lora_alpha,
+                                          lora_targets=tuple(lora_targets), epochs=float(epochs), lr=lr,
+                                          batch_size=batch_size, seed=seed, dropout=dropout,
+                                          group_by_length=group_by_length, shuffle=shuffle, optimizer=optimizer,
+                                          max_steps=max_steps, nproc=nproc, quiet=quiet))
     train = read_examples(data, text_column=text_column, pair_column=pair_column, label_column=label_column)
     labels = label_names(train)
     ev = read_examples(eval_data, text_column=text_column, pair_column=pair_column,
@@ -105,7 +137,8 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: st
                 eval=_payload(ev, labels) if ev is not None else None, labels=list(labels), epochs=float(epochs),
                 lr=lr if lr is not None else (1e-3 if method == "lora" else 5e-5), batch_size=batch_size, seed=seed,
                 unfreeze_top=unfreeze_top, lora_r=lora_r, lora_alpha=lora_alpha, lora_targets=tuple(lora_targets),
-                dropout=dropout, group_by_length=group_by_length, shuffle=shuffle, optimizer=optimizer, max_steps=max_steps, nproc=nproc, quiet=quiet)
+                dropout=dropout, group_by_length=group_by_length, shuffle=shuffle, optimizer=optimizer, max_steps=max_steps, nproc=nproc, quiet=quiet,
+                **({"max_length": task_options["max_length"]} if task_options.get("max_length") else {}))
             if method == "lora":
                 _require("peft", "--method lora")
             _require("accelerate", f"--method {method}")
@@ -200,6 +233,123 @@ def _check_unfreeze_top(model, unfreeze_top: int) -> None:
     layers = read_json(directory / "config.json").get("num_hidden_layers")
     if _int(layers) and unfreeze_top > layers:
         raise InputError(f"--unfreeze-top must be in 0..{layers} (the model has {layers} layers), got {unfreeze_top}")
+def check_task_options(task: str, method: str, *, max_length=None, doc_stride=None, max_answer_length=None,
+                       mlm_probability=None, whole_word_mask=False, pair_column=None) -> dict[str, Any]:
+    """Check the task and the options that belong to it before anything is read or trained; an
+    option given to a task it does not apply to is an error too (it would be silently ignored).
+
+    Returns:
+        The task's options with their defaults filled in (``max_length`` stays None: the model's).
+    Raises:
+        InputError: one line naming the flag.
+    """
+    if task not in OBJECTIVES:
+        raise InputError(f"--task must be one of {', '.join(TASK_NAMES)}, got {task!r}")
+
+    def integer(name, v, low):
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise InputError(f"--{name} must be an integer >= {low}, got {v!r}")
+
+    given = {"--doc-stride": doc_stride is not None, "--max-answer-length": max_answer_length is not None,
+             "--mlm-probability": mlm_probability is not None, "--whole-word-mask": bool(whole_word_mask),
+             "--pair-column": pair_column is not None}
+    owner = {"--doc-stride": "question-answering", "--max-answer-length": "question-answering",
+             "--mlm-probability": "mlm", "--whole-word-mask": "mlm", "--pair-column": SEQUENCE_CLASSIFICATION}
+    for flag, on in given.items():
+        if on and owner[flag] != task:
+            raise InputError(f"{flag} applies to --task {owner[flag]}, not {task}")
+    if method == "probe" and task != SEQUENCE_CLASSIFICATION:
+        raise InputError(f"--method probe fits a classifier on pooled embeddings (sequence-classification); "
+                         f"--task {task} trains with freeze, lora or full")
+    opts: dict[str, Any] = {"max_length": max_length}
+    if max_length is not None:
+        integer("max-length", max_length, 8)
+    if task == "question-answering":
+        doc_stride = 128 if doc_stride is None else doc_stride
+        max_answer_length = 15 if max_answer_length is None else max_answer_length
+        integer("doc-stride", doc_stride, 0)
+        integer("max-answer-length", max_answer_length, 1)
+        window = OBJECTIVES[task].default_length if max_length is None else max_length
+        if doc_stride >= window:
+            raise InputError(f"--doc-stride {doc_stride} must be less than --max-length {window} (the window "
+                             "length): consecutive windows overlap by the stride")
+        opts |= {"doc_stride": doc_stride, "max_answer_length": max_answer_length}
+    if task == "mlm":
+        mlm_probability = 0.15 if mlm_probability is None else mlm_probability
+        if isinstance(mlm_probability, bool) or not isinstance(mlm_probability, (int, float)) \
+                or not 0 < mlm_probability < 1:
+            raise InputError(f"--mlm-probability must be in (0, 1), got {mlm_probability!r}")
+        opts |= {"mlm_probability": float(mlm_probability), "whole_word_mask": bool(whole_word_mask)}
+    return opts
+
+
+def _finetune_task(model, data, out, *, task: str, method: str, eval_data, text_column: str, options: dict,
+                   force: bool, config: dict) -> dict[str, Any]:
+    """Token classification, question answering, masked LM: read and check the data, check the
+    options against the model, train (one process or torchrun), write the report."""
+    from ..storage.checkpoint import verified_checkpoint_directory
+    from ..storage.files import atomic_dir
+    from ..storage.manifest import write_manifest
+
+    objective = OBJECTIVES[task]
+    impl = objective.impl()
+    labels: tuple[str, ...] = ()
+    if task == "token-classification":
+        train = impl.read_tagged(data, text_column=text_column)
+        labels = impl.tag_names(train)
+        ev = impl.read_tagged(eval_data, text_column=text_column) if eval_data is not None else None
+        train_payload = train.payload(labels)
+        eval_payload = ev.payload(labels) if ev is not None else None  # an unknown tag: its row
+    elif task == "question-answering":
+        train = impl.read_questions(data)
+        ev = impl.read_questions(eval_data) if eval_data is not None else None
+        train_payload, eval_payload = train.payload(), ev.payload() if ev is not None else None
+        options["handle_impossible_answer"] = train.unanswerable > 0
+    else:
+        train = impl.read_corpus(data, text_column=text_column)
+        ev = impl.read_corpus(eval_data, text_column=text_column) if eval_data is not None else None
+        train_payload, eval_payload = train.payload(), ev.payload() if ev is not None else None
+    out = Path(out)
+    if out.exists() and not force:
+        raise InputError(f"{out} already exists; pass --force to replace it")
+    if method == "freeze":
+        _check_unfreeze_top(model, config["unfreeze_top"])
+    # its manifest checked (an init-random or finetune output); a `convert` output: its HF layout
+    directory = verified_checkpoint_directory(model)
+    _check_length(directory, options)
+    if method == "lora":
+        _require("peft", "--method lora")
+    _require("accelerate", f"--method {method}")
+    if task == "token-classification":
+        _require("seqeval", "--task token-classification")
+    lr = config.pop("lr")
+    cfg = TrainConfig(model_dir=str(directory), method=method, task=task, train=train_payload, eval=eval_payload,
+                      labels=list(labels), lr=lr if lr is not None else (1e-3 if method == "lora" else 5e-5),
+                      **config, **options)
+    with atomic_dir(out, force=force) as tmp:
+        metrics = _train(cfg, tmp)
+        metrics["model"], metrics["data"] = str(model), str(data)
+        metrics |= {k: v for k, v in options.items() if k != "max_length"}
+        (tmp / "train_metrics.json").write_text(json.dumps(
+            json.loads((tmp / "train_metrics.json").read_text()) | {"model": str(model), "data": str(data)},
+            indent=2) + "\n")
+        (tmp / REPORT).write_text(render_task_report(metrics, labels, train, ev))
+        _curve(metrics, tmp / CURVE)
+        write_manifest(tmp, {"kind": "finetune", "method": method, "task": task, "source": str(model)})
+    return metrics
+
+
+def _check_length(directory: Path, options: dict) -> None:
+    """--max-length against the model's position table (before the model is loaded)."""
+    if options.get("max_length") is None:
+        return
+    from ..storage.checkpoint import read_spec
+
+    limit = min(512, read_spec(Path(directory), heads=()).max_tokens_per_text)
+    if options["max_length"] > limit:
+        raise InputError(f"--max-length {options['max_length']} exceeds what the model holds ({limit} tokens)")
+    if options.get("doc_stride") is not None and options["doc_stride"] >= options["max_length"]:
+        raise InputError(f"--doc-stride {options['doc_stride']} must be less than --max-length {options['max_length']}")
 
 
 def _require(module: str, what: str) -> None:
@@ -300,8 +450,25 @@ def render_report(m: dict[str, Any], labels, train: Examples, ev: Examples | Non
     return "\n".join(lines) + "\n"
 
 
+def render_task_report(m: dict[str, Any], labels, train, ev) -> str:
+    """train_report.md of a token-classification / question-answering / mlm run."""
+    objective = OBJECTIVES[m["task"]]
+    lines = ["# encoderkit fine-tuning report", "", f"- model: `{m['model']}`", f"- task: {m['task']}",
+             f"- method: {m['method']}"]
+    impl = objective.impl()
+    lines += impl.report_lines(m, labels, train, ev) if m["task"] == "token-classification" else \
+        impl.report_lines(m, train, ev)
+    lines += [f"- train time: {m['train_seconds']:.1f} s ({m['steps']} steps, {m.get('train_features')} "
+              f"{'blocks' if m['task'] == 'mlm' else 'windows' if m['task'] == 'question-answering' else 'sentences'})",
+              f"- peak RSS: {m['peak_rss_mb']:.0f} MB", f"- processes: {m.get('world_size', 1)}",
+              f"- trainable parameters: {m.get('trainable_parameters')}" +
+              (f" of {m['parameters']}" if m.get("parameters") else ""),
+              "", f"![loss and {objective.metric_label}]({CURVE})", ""]
+    return "\n".join(lines) + "\n"
+
+
 def _curve(m: dict[str, Any], path: Path) -> None:
-    """Training loss per step and held-out accuracy per epoch (one PNG)."""
+    """Training loss per step and the held-out figure per epoch (one PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -309,7 +476,9 @@ def _curve(m: dict[str, Any], path: Path) -> None:
 
     hist = m.get("history") or []
     steps = [(h["step"], h["loss"]) for h in hist if "loss" in h and "step" in h]
-    acc = [(h["epoch"], h["eval_accuracy"]) for h in hist if "eval_accuracy" in h]
+    objective = OBJECTIVES[m.get("task", SEQUENCE_CLASSIFICATION)]
+    key = objective.metric
+    acc = [(h["epoch"], h[key]) for h in hist if key in h]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.2))
     if steps:
         a1.plot(*zip(*steps), lw=1)
@@ -319,10 +488,17 @@ def _curve(m: dict[str, Any], path: Path) -> None:
     a1.set_ylabel("training loss")
     if acc:
         a2.plot(*zip(*acc), marker="o")
-    elif m.get("eval_accuracy") is not None:
-        a2.bar(["held-out"], [m["eval_accuracy"]])
-    a2.set_ylim(0, 1)
-    a2.set_ylabel("held-out accuracy")
+    elif m.get(key) is not None:
+        a2.bar(["held-out"], [m[key]])
+    if key == "eval_accuracy":
+        a2.set_ylim(0, 1)
+    elif key == "eval_f1" and m.get("task") == "question-answering":
+        a2.set_ylim(0, 100)
+    elif key == "eval_f1":
+        a2.set_ylim(0, 1)
+    else:
+        a2.set_yscale("log")
+    a2.set_ylabel(objective.metric_label)
     a2.set_xlabel("epoch")
     fig.suptitle(f"{m['method']}: {Path(str(m.get('model', ''))).name}")
     fig.tight_layout()
@@ -343,4 +519,4 @@ def load_classifier(model: str | Path, backend: str | None = None, *, base: str 
     return load(model, backend, **options)
 
 
-__all__ = ["METHODS", "TRAINER_METHODS", "finetune", "load_classifier", "rank_digests"]
+__all__ = ["METHODS", "TASK_NAMES", "TRAINER_METHODS", "finetune", "load_classifier", "rank_digests"]

@@ -1,7 +1,9 @@
-"""freeze / lora / full: train ``*ForSequenceClassification`` with transformers' ``Trainer``.
+"""freeze / lora / full: train ``*ForSequenceClassification`` (or, with ``task``, a token classifier,
+an extractive QA head or a masked LM: ``objectives.OBJECTIVES``) with transformers' ``Trainer``.
 
-Dynamic padding through ``DataCollatorWithPadding``, length-grouped batches (``group_by_length``),
-evaluation accuracy per epoch. ``train_into`` writes a standard Hugging Face checkpoint directory
+Dynamic padding through the task's collator, length-grouped batches (``group_by_length``),
+evaluation per epoch (classification: the Trainer's accuracy; the other tasks: their module's
+evaluator, on rank 0). ``train_into`` writes a standard Hugging Face checkpoint directory
 (safetensors, config.json with id2label, tokenizer) into a directory the caller made atomic.
 Under torchrun (``--nproc``) every rank runs ``train_into``; the Trainer wraps the model in DDP
 (gloo on CPU, NCCL on GPU) and only rank 0 writes files.
@@ -52,6 +54,13 @@ class TrainConfig:
     max_steps: int = -1
     nproc: int = 1
     quiet: bool = False
+    task: str = "sequence-classification"  # objectives.OBJECTIVES
+    max_length: int | None = None  # tokens per text / QA window / MLM block (None: the task's default)
+    doc_stride: int = 128  # (question-answering) overlap of a context's windows
+    max_answer_length: int = 15  # (question-answering) longest answer decoded, in tokens
+    handle_impossible_answer: bool = False  # (question-answering) the empty answer may win
+    mlm_probability: float = 0.15  # (mlm)
+    whole_word_mask: bool = False  # (mlm)
 
 
 def _rank() -> int:
@@ -75,7 +84,8 @@ class _Dataset:
 
 
 def build_model(cfg: TrainConfig):
-    """The *ForSequenceClassification from the base checkpoint, with labels and the method applied.
+    """The task's model class (*ForSequenceClassification, *ForTokenClassification,
+    *ForQuestionAnswering, *ForMaskedLM) from the base checkpoint, with labels and the method applied.
 
     Returns:
         (model to train, tokenizer, the architecture record)
@@ -83,26 +93,31 @@ def build_model(cfg: TrainConfig):
     import transformers
 
     from ..storage.checkpoint import read_spec
+    from .objectives import OBJECTIVES, SEQUENCE_CLASSIFICATION
 
     # The spec only (config + tokenizer): reading the weights here too would add a second copy of
     # the model to the peak memory that the LoRA/full comparison reports.
     spec = read_spec(Path(cfg.model_dir), heads=())
     arch = spec.architecture
+    objective = OBJECTIVES[cfg.task]
+    class_name = f"{arch.hf_class_prefix}{objective.hf_suffix}"
     config = transformers.AutoConfig.from_pretrained(cfg.model_dir)
-    config.num_labels = len(cfg.labels)
-    config.id2label = {i: lab for i, lab in enumerate(cfg.labels)}
-    config.label2id = {lab: i for i, lab in enumerate(cfg.labels)}
-    config.architectures = [arch.classification_class]
-    config.problem_type = "single_label_classification"
+    if cfg.labels:
+        config.num_labels = len(cfg.labels)
+        config.id2label = {i: lab for i, lab in enumerate(cfg.labels)}
+        config.label2id = {lab: i for i, lab in enumerate(cfg.labels)}
+    config.architectures = [class_name]
+    if cfg.task == SEQUENCE_CLASSIFICATION:
+        config.problem_type = "single_label_classification"
     if cfg.dropout is not None:
         config.hidden_dropout_prob = config.attention_probs_dropout_prob = cfg.dropout
         config.classifier_dropout = cfg.dropout
     transformers.set_seed(cfg.seed)  # the head's random init is the same on every rank and run
-    cls = getattr(transformers, arch.classification_class)
+    cls = getattr(transformers, class_name)
     model = cls.from_pretrained(cfg.model_dir, config=config)
     tokenizer = transformers.AutoTokenizer.from_pretrained(cfg.model_dir)
     if cfg.method == "freeze":
-        apply_freeze(model, arch, spec.num_layers, cfg.unfreeze_top)
+        apply_freeze(model, arch, spec.num_layers, cfg.unfreeze_top, task=cfg.task)
     elif cfg.method == "lora":
         model = apply_lora(model, arch, cfg)
     return model, tokenizer, arch
@@ -114,8 +129,35 @@ def head_modules(arch) -> list[str]:
     return arch.head_modules(CLASSIFICATION)
 
 
-def apply_freeze(model, arch, num_layers: int, unfreeze_top: int) -> list[str]:
-    """Freeze the encoder except its top ``unfreeze_top`` layers; the head stays trainable.
+def task_head_modules(model) -> list[str]:
+    """The modules of a task head beside the encoder (``classifier``, ``qa_outputs``, ``lm_head``,
+    ``cls``): the model's children other than its base model, read from the model itself."""
+    return [name for name, child in model.named_children()
+            if name != model.base_model_prefix and any(True for _ in child.parameters())]
+
+
+def _savable_head_modules(model) -> list[str]:
+    """Head modules LoRA trains in full (``modules_to_save``). A masked-LM head's decoder is the
+    word embeddings (tied): it and the module holding it are left out (a copy of the embeddings
+    would untie it), the head's transform below is kept."""
+    tied = {id(p) for p in model.get_input_embeddings().parameters()}
+    out: list[str] = []
+
+    def visit(prefix: str, module) -> None:
+        if not any(id(p) in tied for p in module.parameters()):
+            out.append(prefix)
+            return
+        for name, child in module.named_children():
+            visit(f"{prefix}.{name}", child)
+
+    for name in task_head_modules(model):
+        visit(name, getattr(model, name))
+    return out
+
+
+def apply_freeze(model, arch, num_layers: int, unfreeze_top: int, task: str = "sequence-classification") -> list[str]:
+    """Freeze the encoder except its top ``unfreeze_top`` layers; the head stays trainable (a tied
+    masked-LM decoder is the word embeddings, which stay frozen).
 
     Returns:
         The names of the trainable parameters.
@@ -126,7 +168,10 @@ def apply_freeze(model, arch, num_layers: int, unfreeze_top: int) -> list[str]:
         raise InputError(f"--unfreeze-top must be in 0..{num_layers} (the model has {num_layers} layers), "
                          f"got {unfreeze_top}")
     top = {f"{arch.prefix}.encoder.layer.{i}." for i in range(num_layers - unfreeze_top, num_layers)}
-    head = arch.head_tensors(CLASSIFICATION)
+    if task == "sequence-classification":
+        head = arch.head_tensors(CLASSIFICATION)
+    else:
+        head = {n for n, _ in model.named_parameters() if n.split(".")[0] in task_head_modules(model)}
     trainable = []
     for name, p in model.named_parameters():
         p.requires_grad = name.startswith(tuple(top)) or name in head
@@ -145,8 +190,13 @@ def apply_lora(model, arch, cfg: TrainConfig):
     if missing:
         raise InputError(f"--lora-targets {missing[0]!r} names no module of this model "
                          "(RoBERTa/BERT: query, key, value, dense)")
-    lc = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
-                    target_modules=list(cfg.lora_targets), modules_to_save=head_modules(arch))
+    from .objectives import OBJECTIVES, SEQUENCE_CLASSIFICATION
+
+    objective = OBJECTIVES[cfg.task]
+    save = head_modules(arch) if cfg.task == SEQUENCE_CLASSIFICATION else _savable_head_modules(model)
+    lc = LoraConfig(task_type=getattr(TaskType, objective.peft_task) if objective.peft_task else None,
+                    r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0,
+                    target_modules=list(cfg.lora_targets), modules_to_save=save)
     return get_peft_model(model, lc)
 
 
@@ -179,24 +229,65 @@ def state_digest(model) -> str:
     return h.hexdigest()
 
 
+def default_max_length(cfg: TrainConfig, model_max: int) -> int:
+    """Tokens per text (classification, token classification), per window (question answering,
+    384 as the pipeline) or per block (mlm, 128), never more than the model holds."""
+    from .objectives import OBJECTIVES
+
+    if cfg.max_length is not None:
+        return min(cfg.max_length, model_max)
+    return min(model_max, OBJECTIVES[cfg.task].default_length or model_max)
+
+
+def model_max_length(tokenizer, config, task: str = "sequence-classification", spec=None) -> int:
+    """The longest input the model takes: its tokenizer's limit, 512, and its position table (the
+    other tasks read the table exactly; classification keeps its historical ``- 2``)."""
+    if task == "sequence-classification" or spec is None:
+        return min(tokenizer.model_max_length or 512, 512, config.max_position_embeddings - 2)
+    return min(tokenizer.model_max_length or 512, 512, spec.max_tokens_per_text)
+
+
 def train_into(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     """Train and (on rank 0) write the checkpoint, adapter (lora), metrics and curves into ``out``.
 
     Returns:
-        Metrics: eval accuracy, train seconds, steps, peak RSS, loss/accuracy history.
+        Metrics: the task's held-out figures, train seconds, steps, peak RSS, loss/eval history.
     """
     import torch
     import transformers
 
+    from .objectives import OBJECTIVES, SEQUENCE_CLASSIFICATION
+
     if cfg.nproc > 1 and not torch.cuda.is_available():
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // cfg.nproc))
+    objective = OBJECTIVES[cfg.task]
     model, tokenizer, arch = build_model(cfg)
-    max_len = min(tokenizer.model_max_length or 512, 512, model.config.max_position_embeddings - 2)
-    train_ds = _Dataset(tokenizer, cfg.train, max_len)
-    eval_ds = _Dataset(tokenizer, cfg.eval, max_len) if cfg.eval else None
+    from ..storage.checkpoint import read_spec
+
+    spec = read_spec(Path(cfg.model_dir), heads=()) if cfg.task != SEQUENCE_CLASSIFICATION else None
+    max_len = default_max_length(cfg, model_max_length(tokenizer, model.config, cfg.task, spec))
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.batch_size % world:  # finetune() checks it before spawning; a direct caller of train_into too
         raise InputError(f"--batch-size {cfg.batch_size} is not divisible by --nproc {world}")
+    callbacks, evaluate, extra = [], None, {}
+    if cfg.task == SEQUENCE_CLASSIFICATION:
+        train_ds = _Dataset(tokenizer, cfg.train, max_len)
+        eval_ds = _Dataset(tokenizer, cfg.eval, max_len) if cfg.eval else None
+        collator = transformers.DataCollatorWithPadding(tokenizer)
+    else:
+        impl = objective.impl()
+        train_ds = impl.dataset(tokenizer, cfg.train, cfg, max_len)
+        if not train_ds:
+            raise InputError(f"{cfg.train.get('source', 'the training data')}: nothing to train on after tokenizing")
+        eval_ds = None  # evaluated by the task's own evaluator (below), not the Trainer's loop
+        collator = impl.collator(tokenizer, cfg)
+        if cfg.eval:
+            evaluate = impl.evaluator(tokenizer, cfg.eval, cfg, max_len)
+            if hasattr(impl, "masked_eval_batches"):  # mlm: perplexity before any step
+                extra[f"{objective.metric}_before"] = evaluate(model)[objective.metric]
+                model.train()
+        callbacks.append(_EpochCallback(evaluate, collator, train_ds))
+        extra.update({"max_length": max_len, "train_features": len(train_ds)})
 
     def accuracy(pred) -> dict[str, float]:
         return {"accuracy": float((np.argmax(pred.predictions, -1) == pred.label_ids).mean())}
@@ -217,11 +308,16 @@ def train_into(cfg: TrainConfig, out: Path) -> dict[str, Any]:
         average_tokens_across_devices=False)
     trainer = transformers.Trainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-        data_collator=transformers.DataCollatorWithPadding(tokenizer), compute_metrics=accuracy)
+        data_collator=collator, compute_metrics=accuracy if eval_ds is not None else None, callbacks=callbacks)
+    if cfg.quiet:  # the Trainer prints every log dict when its progress bar is off
+        trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
     t0 = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - t0
-    final = trainer.evaluate() if eval_ds is not None else {}
+    if cfg.task == SEQUENCE_CLASSIFICATION:
+        final = trainer.evaluate() if eval_ds is not None else {}
+    else:
+        final = evaluate(trainer.model) if evaluate is not None and _rank() == 0 else {}
     trained = trainer.model
     check_finite(trained)  # a diverged run (too high a learning rate) must not be saved as a model
     digest = state_digest(trained)
@@ -229,10 +325,15 @@ def train_into(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     (out / "ranks" / f"rank{_rank()}.json").write_text(json.dumps({"rank": _rank(), "sha256": digest}) + "\n")
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     history = [h for h in trainer.state.log_history]
-    metrics = {"method": cfg.method, "train_seconds": seconds, "steps": trainer.state.global_step,
+    metrics = {"method": cfg.method, "task": cfg.task, "train_seconds": seconds, "steps": trainer.state.global_step,
                "eval_accuracy": final.get("eval_accuracy"), "peak_rss_mb": peak, "world_size": world,
                "trainable_parameters": sum(p.numel() for p in trained.parameters() if p.requires_grad),
                "parameters": sum(p.numel() for p in trained.parameters()), "history": history}
+    if cfg.task != SEQUENCE_CLASSIFICATION:
+        metrics.update(extra)
+        metrics.update({k: v for k, v in final.items() if k != "eval_accuracy"})
+        if hasattr(collator, "public"):
+            metrics["masking"] = collator.public()
     if _rank() == 0:
         if cfg.method == "lora":
             trained.save_pretrained(str(out / ADAPTER_DIR))  # the unmerged adapter, kept beside
@@ -248,11 +349,44 @@ def train_into(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     return metrics
 
 
+def _examples(data: dict) -> int:
+    return len(data["texts"] if "texts" in data else data["questions"])
+
+
 def _public(cfg: TrainConfig) -> dict[str, Any]:
     d = asdict(cfg)
-    d["train"] = {"examples": len(cfg.train["texts"])}
-    d["eval"] = {"examples": len(cfg.eval["texts"])} if cfg.eval else None
+    d["train"] = {"examples": _examples(cfg.train)}
+    d["eval"] = {"examples": _examples(cfg.eval)} if cfg.eval else None
     return d
+
+
+class _EpochCallback:
+    """Per epoch: cut the mlm blocks anew and start the collator's record of the epoch (mlm) and, on
+    rank 0 with held-out data,
+    run the task's evaluator and log its figures (the report's curve reads them)."""
+
+    def __new__(cls, evaluate, collator, dataset):
+        import transformers
+
+        class Callback(transformers.TrainerCallback):
+            epoch = 0
+
+            def on_epoch_begin(self, args, state, control, **kwargs):
+                self.epoch += 1
+                if hasattr(dataset, "regroup"):
+                    dataset.regroup(self.epoch)
+                if hasattr(collator, "start_epoch"):
+                    collator.start_epoch()
+
+            def on_epoch_end(self, args, state, control, model=None, **kwargs):
+                if evaluate is None or _rank() != 0:
+                    return
+                figures = evaluate(model)
+                model.train()
+                state.log_history.append({"epoch": state.epoch, "step": state.global_step} |
+                                         {k: v for k, v in figures.items() if isinstance(v, (int, float))})
+
+        return Callback()
 
 
 def worker_main(argv: list[str] | None = None) -> int:
