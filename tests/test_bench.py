@@ -68,7 +68,6 @@ def test_model_flops_counts_real_tokens():
 
 
 def test_ct2_direct_peer_embeds_like_our_ctranslate2_backend(tiny_bert, tmp_path):
-    pytest.importorskip("ctranslate2")
     from transformers import AutoTokenizer
 
     model = tmp_path / "conv"

@@ -167,7 +167,6 @@ def test_bad_top_k_and_pair_count(tuned):
 
 
 def test_classify_runs_as_a_batch_job(tuned, tmp_path, capfd):
-    pytest.importorskip("pyarrow")
     from encoderkit.cli import main
 
     _, tuned_dir, conv = tuned

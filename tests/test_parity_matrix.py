@@ -10,15 +10,12 @@ import numpy as np
 import pytest
 
 from encoderkit.verify.parity import Cell, ParityMatrix, _cell, parity_matrix, write_json, write_markdown
-from encoderkit.backends.catalog import BACKENDS, installed_formats
+from encoderkit.backends.catalog import BACKENDS
 
 
 @pytest.fixture(scope="module")
 def bert_classifier(tmp_path_factory):
     """A tiny BERT with a (briefly) fine-tuned classification head, converted to safetensors + onnx."""
-    if "onnx" not in installed_formats():
-        pytest.skip("the onnx extra is not installed")
-    pytest.importorskip("accelerate")
     from encoderkit.finetune import TOPICS_TRAIN, finetune
     from encoderkit.conversion import convert
     from encoderkit.storage.random_init import init_random
