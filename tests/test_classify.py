@@ -1,9 +1,11 @@
 """classify on every backend: pipeline("text-classification") semantics, BERT pairs through token
 types, the head exported and validated by `convert`, one-line errors.
 
-The models are tiny checkpoints fine-tuned with `encoderkit finetune --method full` (so the head is
-a trained one, saved by transformers) long enough that they do not answer one label for everything
-(checked: a constant classifier would make every agreement test pass), then converted to every format.
+The models are tiny checkpoints fine-tuned for a few steps with `encoderkit finetune --method full`
+(so the head is one transformers saved), then converted to every format. A tiny random model does
+not learn the topics (it answers nearly one label for everything, and a constant classifier agrees
+with anything), so quantized label agreement is judged on a classifier that did learn them: the
+real MiniLM with a trained head (`--method freeze`), whose held-out accuracy the test checks.
 """
 from __future__ import annotations
 
@@ -24,11 +26,10 @@ PAIRS = ["It rained during the match.", "The oven was too hot.", "The update fix
 # extra is missing fails here instead of dropping out.
 FP32 = [b for b in BACKENDS if not BACKENDS[b].quantized and not BACKENDS[b].pickle]
 QUANTIZED = [b for b in BACKENDS if BACKENDS[b].quantized]
-# Quantized label agreement with torch on the held-out topics: measured 1.0 (56 of 56) for
-# onnx-int8, onnx-fp16 and ctranslate2-int8 on the tuned tiny BERT; the bound leaves a margin and
-# must stay above the constant classifier's agreement (the majority label's share, computed below).
+# Quantized label agreement with torch on the 56 held-out topics, MiniLM + a trained head: measured
+# 1.0 (56 of 56) for onnx-int8, onnx-fp16 and ctranslate2-int8; the bound leaves a margin (5 texts)
+# and must stay well above the constant classifier's agreement (the majority label's share, 0.25).
 MIN_LABEL_AGREEMENT = 0.9
-STEPS = 150  # 6 steps left both tiny models answering one label for every text
 
 
 @pytest.fixture(scope="module", params=["bert", "roberta"])
@@ -42,18 +43,25 @@ def tuned(request, tmp_path_factory):
     arch = request.param
     root = tmp_path_factory.mktemp(f"cls-{arch}")
     init_random(root / "base", "tiny", arch=arch, seed=3)
-    finetune(root / "base", TOPICS_TRAIN, root / "tuned", method="full", eval_data=TOPICS_TEST, max_steps=STEPS,
+    finetune(root / "base", TOPICS_TRAIN, root / "tuned", method="full", eval_data=TOPICS_TEST, max_steps=6,
              lr=5e-3, batch_size=16, quiet=True)
-    convert(root / "tuned", [f for f in FORMATS if FORMATS[f].in_all], root / "conv",
-            **({"quantize": "int8,fp16"} if arch == "bert" else {}))
+    convert(root / "tuned", [f for f in FORMATS if FORMATS[f].in_all], root / "conv")
     return arch, root / "tuned", root / "conv"
 
 
-def _held_out():
-    from encoderkit.finetune import TOPICS_TEST
-    from encoderkit.finetune.data import read_examples
+@pytest.fixture(scope="module")
+def minilm_classifier(tmp_path_factory):
+    """(tuned dir, convert output with int8/fp16): the real MiniLM, head trained on the topics
+    (freeze: the encoder stays, ~40 s), converted to the formats with quantized variants."""
+    from encoderkit.conversion import convert
+    from encoderkit.finetune import TOPICS_TEST, TOPICS_TRAIN, finetune
 
-    return list(read_examples(TOPICS_TEST).texts)
+    root = tmp_path_factory.mktemp("cls-minilm")
+    finetune("minilm", TOPICS_TRAIN, root / "tuned", method="freeze", eval_data=TOPICS_TEST, max_steps=40, lr=1e-3,
+             batch_size=16, dropout=0.0, quiet=True)
+    formats = sorted({BACKENDS[b].fmt for b in QUANTIZED})
+    convert(root / "tuned", ["safetensors", *formats], root / "conv", quantize="int8,fp16")
+    return root / "tuned", root / "conv"
 
 
 def _constant_floor(labels: list[str]) -> float:
@@ -143,19 +151,21 @@ def test_convert_validates_the_classification_head(tuned, tmp_path, capfd, monke
         assert not (tmp_path / fmt).exists()
 
 
-def test_quantized_labels_agree_with_torch(tuned):
+def test_quantized_labels_agree_with_torch(minilm_classifier):
     """int8/fp16 encoders (sharing the fp32 head) give torch's label on the held-out topics, well
     above what a constant classifier would score against the same labels."""
     import encoderkit
+    from encoderkit.finetune import TOPICS_TEST
+    from encoderkit.finetune.data import read_examples
 
-    arch, _, conv = tuned
-    if arch != "bert":
-        pytest.skip("the quantized variants are converted for the BERT classifier only (one is enough)")
-    texts = _held_out()
+    _, conv = minilm_classifier
+    held_out = read_examples(TOPICS_TEST)
+    texts = list(held_out.texts)
     want = [r[0]["label"] for r in encoderkit.load(conv, "torch").classify(texts)]
+    accuracy = float(np.mean([w == y for w, y in zip(want, held_out.labels)]))
     floor = _constant_floor(want)
-    assert floor <= 0.8, f"the tuned classifier answers one label for {floor:.0%} of texts: train it longer"
-    assert MIN_LABEL_AGREEMENT >= floor + 0.1
+    assert accuracy >= 0.8 and floor <= 0.5, (accuracy, floor)  # a classifier that learnt the topics
+    assert MIN_LABEL_AGREEMENT >= floor + 0.3
     report = (conv / "report.md").read_text()
     for b in QUANTIZED:
         assert f"| {b} | classification label agreement |" in report

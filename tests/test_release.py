@@ -211,6 +211,55 @@ def test_install_stage_tests_the_wheel_not_the_checkout(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.ci_slow  # a default user path: .ci/run runs it after `make test` (~N min, see .ci/run)
+def test_release_default_install_stage_in_a_fresh_venv(tmp_path):
+    """#26: `make release`'s build and install stages as they run by default (build isolation, no
+    --reuse-site): the wheel pip-installed into a fresh venv with every extra it declares; against
+    the installed wheel, under the sys.path guard, the environment tests (every backend, every
+    declared extra, every module any test imports: what the default run of all unit tests failed
+    on) and one test of each extra the old hand-kept list lacked (train, ctranslate2); then the
+    installed CLI. (The release's own default selection is all of tests/, a second full run of the
+    unit suite: too long for CI on top of `make test`.)"""
+    import tomllib
+
+    out = tmp_path / "rel"
+    selection = ("tests/test_environment.py tests/test_ctranslate2.py::test_quantize_is_shared_and_checked "
+                 "tests/test_finetune.py::test_freeze_keeps_frozen_tensors_bit_identical")
+    p = release(["tiny-install", "--out", out, "--stages", "build,install", "--install-tests", selection],
+                timeout=3600)
+    assert p.returncode == 0, p.stdout + p.stderr[-3000:]
+    line = next(ln for ln in p.stdout.splitlines() if "] install ok in " in ln)
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    installed = line.split("wheel[", 1)[1].split("]", 1)[0].split(",")
+    assert sorted(installed) == sorted(set(declared) - {"all"}), line
+    assert "dependencies from" not in line  # a real install, not --reuse-site
+    tests = line.split("tests:", 1)[1].split(";")[0].strip()
+    assert tests.startswith("5 passed") and "failed" not in tests and "skipped" not in tests and "error" not in tests, line
+    log = (out / "tiny-install-0.1.0" / "logs" / "install.log").read_text()
+    where = log.split("release guard: encoderkit from ", 1)[1].split(";")[0]
+    assert "/venv/" in where and not where.startswith(str(REPO) + "/encoderkit"), where
+    for cmd in ("init-random", "fill-mask", "embed", "convert", "bench", "attention", "package"):
+        assert f"/bin/encoderkit {cmd}" in log, cmd
+
+
+def test_the_install_stage_takes_its_extras_from_the_wheel(tiny_release):
+    """Every extra the package declares, read from the built wheel's METADATA (a new extra cannot
+    be forgotten by a hand-kept list)."""
+    import tomllib
+
+    sys.path.insert(0, str(REPO / "ci"))
+    try:
+        import release as rel_mod
+    finally:
+        sys.path.remove(str(REPO / "ci"))
+    rel, _ = tiny_release
+    (wheel,) = (rel / "dist").glob("*.whl")
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert sorted(rel_mod.wheel_extras(wheel)) == sorted(set(declared) - {"all"})
+    assert {"train", "ctranslate2", "ray", "batch"} <= set(rel_mod.wheel_extras(wheel))
+
+
+@pytest.mark.slow
 def test_release_of_random_roberta_large(tmp_path):
     """The full release (install stage excluded) of random roberta-large; prints each stage's time
     and the release directory's size."""

@@ -31,6 +31,16 @@ class BundleError(Exception):
     """An input or bundle problem: one line on stderr, exit 2."""
 
 
+class SelfTestFailure(Exception):
+    """A self-test probe missed its stored answer (exit 1). Raised explicitly, never by ``assert``:
+    ``python -O`` strips asserts, and a self-test that cannot fail there would pass a broken bundle."""
+
+
+def check(ok: bool, message: str) -> None:
+    if not ok:
+        raise SelfTestFailure(message)
+
+
 # ----------------------------------------------------------------------------- the bundle
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
@@ -289,12 +299,12 @@ def pool(hidden: np.ndarray, mask: np.ndarray, pooling: str) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- self-test
 def self_test(b: Bundle) -> list[str]:
-    """Run the probes stored at package time; return report lines. Raises AssertionError on a miss."""
+    """Run the probes stored at package time; return report lines. Raises SelfTestFailure on a miss."""
     probes, tol = b.info["probes"], b.info["probes"]["tolerance"]
     lines = []
     for p in probes["embed"] + probes.get("fill_mask", []):
         got = b.tokenizer.encode([p["text"]], p["truncate"])[0]
-        assert got == p["ids"], f"token ids differ from encoderkit's for {p['text'][:40]!r}: {got[:12]} vs {p['ids'][:12]}"
+        check(got == p["ids"], f"token ids differ from encoderkit's for {p['text'][:40]!r}: {got[:12]} vs {p['ids'][:12]}")
     lines.append(f"token ids: identical on {len(probes['embed']) + len(probes.get('fill_mask', []))} probes")
     worst, cos = 0.0, 1.0
     for p in probes["embed"]:
@@ -303,10 +313,10 @@ def self_test(b: Bundle) -> list[str]:
         worst = max(worst, float(np.abs(e - ref).max()))
         cos = min(cos, float(e @ ref / max(np.linalg.norm(e) * np.linalg.norm(ref), 1e-12)))
     if tol["kind"] == "atol":
-        assert worst <= tol["atol"], f"embed: max |diff| {worst:.3g} > {tol['atol']:g} against the {probes['reference']} reference"
+        check(worst <= tol["atol"], f"embed: max |diff| {worst:.3g} > {tol['atol']:g} against the {probes['reference']} reference")
         lines.append(f"embed: {len(probes['embed'])} probes, max |diff| {worst:.2e} <= {tol['atol']:g} vs {probes['reference']}")
     else:
-        assert cos >= tol["cosine"], f"embed: min cosine {cos:.4f} < {tol['cosine']} against the {probes['reference']} reference"
+        check(cos >= tol["cosine"], f"embed: min cosine {cos:.4f} < {tol['cosine']} against the {probes['reference']} reference")
         lines.append(f"embed: {len(probes['embed'])} probes, min cosine {cos:.4f} >= {tol['cosine']} vs {probes['reference']}")
     if probes.get("fill_mask"):
         worst, agree, n = 0.0, 0, 0
@@ -319,10 +329,10 @@ def self_test(b: Bundle) -> list[str]:
                 agree += int(np.argmax(row) == tokens[0])
                 n += 1
         if tol["kind"] == "atol":
-            assert worst <= tol["atol"], f"fill-mask: max |score diff| {worst:.3g} > {tol['atol']:g}"
+            check(worst <= tol["atol"], f"fill-mask: max |score diff| {worst:.3g} > {tol['atol']:g}")
             lines.append(f"fill-mask: {n} masks, max |score diff| of the reference top-5 {worst:.2e} <= {tol['atol']:g}")
         else:
-            assert agree / n >= tol["top1"], f"fill-mask: top-1 agreement {agree / n:.3f} < {tol['top1']}"
+            check(agree / n >= tol["top1"], f"fill-mask: top-1 agreement {agree / n:.3f} < {tol['top1']}")
             lines.append(f"fill-mask: {n} masks, top-1 agreement {agree / n:.3f} >= {tol['top1']}")
     return lines
 
@@ -372,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.self_test:
             try:
                 lines = self_test(b)
-            except AssertionError as e:
+            except SelfTestFailure as e:
                 print(f"self-test FAILED: {e}", file=sys.stderr)
                 return 1
             print("\n".join(lines + ["self-test passed"]))
