@@ -235,3 +235,48 @@ def test_target_rows_say_when_no_int8_backend_passed_its_gate():
     rows = target_rows(report)
     assert [(r[0], r[4]) for r in rows] == [
         ("embed: an int8 backend passes its accuracy gate (onnx-int8 ran)", False)]
+
+
+def _optimum_python(tmp_path_factory) -> Path:
+    """optimum's venv: $ENCODERKIT_OPTIMUM_PYTHON, the checkout's .venv-optimum, or one built here as
+    `make optimum-venv` builds it (CPU torch first, then optimum-onnx[onnxruntime]); a skip saying
+    why where it cannot be built (it needs the package index)."""
+    import os
+    import subprocess
+    import venv
+
+    given = os.environ.get("ENCODERKIT_OPTIMUM_PYTHON")
+    if given:
+        return Path(given)
+    local = Path(__file__).resolve().parents[1] / ".venv-optimum" / "bin" / "python"
+    if local.is_file():
+        return local
+    d = tmp_path_factory.mktemp("optimum") / "venv"
+    venv.EnvBuilder(with_pip=True).create(d)
+    py = d / "bin" / "python"
+    for args in (["torch==2.13.0"], ["optimum-onnx[onnxruntime]", "torch==2.13.0"]):
+        res = subprocess.run([str(py), "-m", "pip", "install", "-q", *args], capture_output=True, text=True,
+                             timeout=1800)
+        if res.returncode:
+            pytest.skip(f"cannot build optimum's venv here (pip install {' '.join(args)}): {res.stderr[-300:]}")
+    return py
+
+
+@pytest.mark.slow
+def test_optimum_peer_for_real(tmp_path, tmp_path_factory):
+    """The real optimum_peer.py protocol in optimum's own venv on the real MiniLM (the fake-python
+    tests above check the plumbing): both systems run interleaved with ours, and their accuracy
+    against torch is what their recipes promise (O2 is fp32; int8 well above the garbage floor)."""
+    py = _optimum_python(tmp_path_factory)
+    model = tmp_path / "conv"
+    convert("minilm", ["safetensors", "onnx"], model, quantize="int8")
+    report = run_bench(model, backends=["torch", "onnx-int8"], tasks=["embed"], out=tmp_path / "b", repeats=2,
+                       quick=True, optimum_python=py)
+    emb = report["results"]["embed/corpus"]
+    assert not set(OPTIMUM_SYSTEMS) & set(report["skipped"]), report["skipped"]
+    for name in OPTIMUM_SYSTEMS:
+        assert len(emb[name]["times"]) == 2 and emb[name]["texts_per_s"] > 0, emb[name]
+        assert report["systems"][name]["kind"] == "peer" and report["systems"][name]["size_mb"] > 0
+    assert emb["optimum-o2"]["accuracy"]["min_cosine"] > 0.9999, emb["optimum-o2"]["accuracy"]
+    assert emb["optimum-int8"]["accuracy"]["min_cosine"] > 0.98, emb["optimum-int8"]["accuracy"]
+    assert "| optimum-int8 |" in (tmp_path / "b" / "bench.md").read_text()
