@@ -36,6 +36,13 @@ def release(args: list[str], env_extra: dict[str, str] | None = None, timeout: i
                           env=env, timeout=timeout)
 
 
+def _version() -> str:
+    """The release directory's version: encoderkit's own ``__version__`` (ci/release.py's default)."""
+    import encoderkit
+
+    return encoderkit.__version__
+
+
 def sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
@@ -202,7 +209,7 @@ def test_install_stage_tests_the_wheel_not_the_checkout(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr[-3000:]
     line = next(ln for ln in p.stdout.splitlines() if "] install ok in " in ln)
     assert " passed" in line and "failed" not in line.split("tests:")[1].split(";")[0], line
-    log = (out / "tiny-install-0.1.0" / "logs" / "install.log").read_text()
+    log = (out / f"tiny-install-{_version()}" / "logs" / "install.log").read_text()
     assert "release guard: encoderkit from " in log
     where = log.split("release guard: encoderkit from ", 1)[1].split(";")[0]
     assert "/venv/" in where and not where.startswith(str(REPO) + "/encoderkit"), where
@@ -235,7 +242,7 @@ def test_release_default_install_stage_in_a_fresh_venv(tmp_path):
     assert "dependencies from" not in line  # a real install, not --reuse-site
     tests = line.split("tests:", 1)[1].split(";")[0].strip()
     assert tests.startswith("5 passed") and "failed" not in tests and "skipped" not in tests and "error" not in tests, line
-    log = (out / "tiny-install-0.1.0" / "logs" / "install.log").read_text()
+    log = (out / f"tiny-install-{_version()}" / "logs" / "install.log").read_text()
     where = log.split("release guard: encoderkit from ", 1)[1].split(";")[0]
     assert "/venv/" in where and not where.startswith(str(REPO) + "/encoderkit"), where
     for cmd in ("init-random", "fill-mask", "embed", "convert", "bench", "attention", "package"):
