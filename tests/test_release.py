@@ -218,7 +218,7 @@ def test_install_stage_tests_the_wheel_not_the_checkout(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.ci_slow  # a default user path: .ci/run runs it after `make test` (~N min, see .ci/run)
+@pytest.mark.ci_slow  # a default user path: .ci/run runs it after `make test` (13.5 min here under load)
 def test_release_default_install_stage_in_a_fresh_venv(tmp_path):
     """#26: `make release`'s build and install stages as they run by default (build isolation, no
     --reuse-site): the wheel pip-installed into a fresh venv with every extra it declares; against
