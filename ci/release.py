@@ -9,7 +9,8 @@ run with one line naming the stage (exit 1):
 
 1. build    ``python -m build`` (sdist + wheel), ``twine check``, and the wheel holds every
             package-data file of the checkout (workloads, corpus, viewer assets, deploy templates).
-2. install  a fresh venv installs the wheel (not the checkout) with its extras; the unit tests run
+2. install  a fresh venv installs the wheel (not the checkout) with every extra the wheel declares
+            (its METADATA's Provides-Extra: a new extra cannot be forgotten here); the unit tests run
             against the installed package from a copy of tests/, with a guard plugin asserting the
             checkout is not on ``sys.path``; then CLI smoke commands (init-random, fill-mask, embed,
             convert, bench --quick, attention, package) run from the venv's ``encoderkit`` script.
@@ -58,8 +59,9 @@ PERTURB_ENV = "ENCODERKIT_RELEASE_PERTURB"
 TOOLS = ("encoderkit", "torch", "transformers", "onnx", "onnxruntime", "onnxscript", "tensorflow",
          "tensorflow-cpu", "jax", "flax", "tokenizers", "safetensors", "numpy", "ai-edge-litert", "build",
          "twine")
-# extras the install stage installs the wheel with (what the unit tests import)
-INSTALL_EXTRAS = "onnx,tf,flax,bench,viewer,test,deploy"
+# The install stage installs the wheel with every extra the wheel itself declares (``wheel_extras``):
+# the unit tests need all of them (tests/test_environment.py checks, in the installed venv, that every
+# module a test imports can be imported). A hand-kept list here once lacked train and ctranslate2.
 # the unit tests run against the wheel: all of tests/ except test_packaging.py, which builds its own
 # wheel from the source tree (the copy the install stage runs from has no source, by design)
 DEFAULT_INSTALL_TESTS = "tests --ignore=tests/test_packaging.py"
@@ -145,6 +147,17 @@ def wheel_missing(wheel: Path) -> list[str]:
     return [f for f in package_data_files() if f not in names]
 
 
+def wheel_extras(wheel: Path) -> list[str]:
+    """The extras ``wheel`` declares (Provides-Extra in its METADATA), less ``all`` (their union)."""
+    with zipfile.ZipFile(wheel) as z:
+        (meta,) = [n for n in z.namelist() if n.endswith(".dist-info/METADATA")]
+        lines = z.read(meta).decode("utf-8").splitlines()
+    extras = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Provides-Extra:")]
+    if not extras:
+        raise StageFailure(f"{wheel.name} declares no extras (METADATA has no Provides-Extra)")
+    return [e for e in extras if e != "all"]
+
+
 def stage_build(ctx: Context) -> str:
     dist = ctx.tmp / "dist"
     cmd = [sys.executable, "-m", "build", "--outdir", str(dist), str(REPO)]
@@ -218,9 +231,10 @@ def stage_install(ctx: Context) -> str:
         how = f"wheel --no-deps, dependencies from {ctx.args.reuse_site}"
     else:
         torch_pin = os.environ.get("TORCH_PIN", "torch==2.13.0")  # the CPU wheel, as in the Makefile
-        sh(ctx, "install", [py, "-m", "pip", "install", "-q", f"{wheel}[{INSTALL_EXTRAS}]", torch_pin], env=env,
+        extras = ",".join(wheel_extras(wheel))
+        sh(ctx, "install", [py, "-m", "pip", "install", "-q", f"{wheel}[{extras}]", torch_pin], env=env,
            what="pip install wheel[extras]")
-        how = f"wheel[{INSTALL_EXTRAS}] with its dependencies"
+        how = f"wheel[{extras}] with its dependencies"
     # the tests run from a copy outside the checkout, so their rootdir puts nothing of it on sys.path
     run = ctx.work / "tests-run"
     run.mkdir()

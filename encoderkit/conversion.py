@@ -4,9 +4,19 @@ Converters (``backends/<name>/export.py``) only export; runtimes only load and r
 (``verify.gate``) compares them; this module runs the sequence. Everything is built in a temporary
 directory beside the target and renamed into place only after every export has passed validation.
 Conversion layer: above verify, below the applications.
+
+Test hook (not a flag; for tests/test_gate.py, like ci/release.py's ``ENCODERKIT_RELEASE_PERTURB``):
+``ENCODERKIT_TEST_PERTURB=FORMAT[:DELTA[:TENSOR]]`` hands format FORMAT's exporter a copy of the
+canonical weights with DELTA (default 0.05) added to element 0 of one tensor (default: the first
+encoder layer's feed-forward output bias; TENSOR: the tensor whose canonical name ends with it,
+e.g. ``classifier.out_proj.bias``), i.e. a converter bug. Every other format gets the real weights
+and the torch reference is built from them, so that format's export disagrees and the gate must
+say so. It is announced on stderr; no user runs with it.
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 import resource
 import time
 from pathlib import Path
@@ -29,6 +39,31 @@ def _reference(ckpt):
     from .backends.catalog import BACKENDS, resolve
 
     return resolve(BACKENDS[REFERENCE].runtime, "the reference backend")(ckpt, device="cpu")
+
+
+PERTURB_ENV = "ENCODERKIT_TEST_PERTURB"
+
+
+def _perturbed_for(fmt: str, ckpt):
+    """``ckpt``, or (test hook, ``ENCODERKIT_TEST_PERTURB``) a copy with one weight shifted when the
+    hook names ``fmt``."""
+    spec = os.environ.get(PERTURB_ENV)
+    if not spec:
+        return ckpt
+    target, _, rest = spec.partition(":")
+    if target != fmt:
+        return ckpt
+    delta, _, tensor = rest.partition(":")
+    suffix = tensor or "encoder.layer.0.output.dense.bias"
+    names = sorted(k for k in ckpt.state if k.endswith(suffix))
+    if not names:
+        raise InputError(f"{PERTURB_ENV}: no tensor of this checkpoint ends with {suffix!r}")
+    state = dict(ckpt.state)
+    arr = state[names[0]].copy()
+    arr.reshape(-1)[0] += float(delta or 0.05)  # one element: a uniform shift would vanish in a LayerNorm
+    state[names[0]] = arr
+    say(f"TEST HOOK {PERTURB_ENV}={spec}: {fmt} exported with {names[0]}[0] += {float(delta or 0.05)}")
+    return dataclasses.replace(ckpt, state=state)
 
 
 def peak_rss_mb() -> float:
@@ -97,7 +132,7 @@ def convert(model: str | Path, formats: list[str], out: str | Path, *, force: bo
             if progress.disable:  # no bar (not a terminal): a line per step instead
                 say(f"exporting {conv.name} ...")
             (tmp / conv.name).mkdir()
-            info = conv.export(ckpt, tmp / conv.name)
+            info = conv.export(_perturbed_for(conv.name, ckpt), tmp / conv.name)
             progress.update()
             entry = {"export": info, "export_seconds": time.perf_counter() - t, "parity": {}}
             if validate:

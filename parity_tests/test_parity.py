@@ -11,8 +11,8 @@ import pytest
 import encoderkit
 
 from .conftest import reference
-from .helpers import (assert_close, assert_same_predictions, atol, fp32_backends, last_layer_only, load,
-                      quantized_backends, thresholds)
+from .helpers import (assert_close, assert_cosine_above_floor, assert_same_predictions, atol, fill_mask_agreement,
+                      fp32_backends, last_layer_only, load, quantized_backends, thresholds)
 
 pytestmark = pytest.mark.xdist_group("parity")  # one worker converts each checkpoint once
 
@@ -74,13 +74,13 @@ def test_attentions_parity(converted, reference_cache, backend):
 
 @pytest.mark.parametrize("backend", quantized_backends())
 def test_quantized_accuracy(converted, reference_cache, backend):
+    """Top-1 and top-5 against the (sharpened) head, and an embedding cosine that must sit well
+    above what a constant vector or another text's embedding already reaches on this model."""
     name, out = converted
     ref, rt = reference(reference_cache, out), load(out, backend)
     texts = _texts(ref)
-    got, want = rt.fill_mask(texts, top_k=1), ref.fill_mask(texts, top_k=1)
-    top1 = np.mean([g[0]["token"] == w[0]["token"] for gt, wt in zip(got, want) for g, w in zip(gt, wt)])
-    a, b = rt.embed(texts, normalize=True), ref.embed(texts, normalize=True)
-    cos = (a * b).sum(1)
+    top1, top5 = fill_mask_agreement(rt.fill_mask(texts, top_k=5), ref.fill_mask(texts, top_k=5))
     limits = thresholds(backend)
     assert top1 >= limits["top1"], f"{name} {backend}: top-1 agreement {top1:.3f} < {limits['top1']}"
-    assert cos.min() >= limits["cosine"], f"{name} {backend}: min cosine {cos.min():.5f} < {limits['cosine']}"
+    assert top5 >= limits["top5"], f"{name} {backend}: top-5 overlap {top5:.3f} < {limits['top5']}"
+    assert_cosine_above_floor(rt.embed(texts), ref.embed(texts), limits["cosine"], f"{name} {backend}")

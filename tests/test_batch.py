@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pa = pytest.importorskip("pyarrow")
+import pyarrow as pa  # the batch extra: part of `make test`, an ImportError here is a failure
 import pyarrow.parquet as pq  # noqa: E402
 
 from encoderkit import load  # noqa: E402
@@ -287,7 +287,7 @@ def test_second_job_on_the_same_output_is_refused(tmp_path, tiny_roberta, rt, te
 def test_unreachable_ray_address_fails_at_once(tmp_path, tiny_roberta, texts):
     """A wrong --ray-address is one line within seconds (Ray's client alone retries for minutes),
     and nothing is written."""
-    pytest.importorskip("ray")
+    import ray  # noqa: F401  (the ray extra is part of `make test`)
     import socket
 
     with socket.socket() as s:  # a loopback port nothing listens on

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("ray")
-pytest.importorskip("pyarrow")
+import pyarrow  # noqa: E402,F401  (the batch and ray extras are part of `make test`: a failed
+import ray  # noqa: E402,F401     import is a failure, never a skip)
 
 from encoderkit import load  # noqa: E402
 from encoderkit.batch import Job, run_job  # noqa: E402
@@ -101,13 +101,24 @@ def test_ray_worker_killed_mid_run(tmp_path, tiny_roberta):
         proc.kill()
         _, err = proc.communicate(timeout=60)
         raise AssertionError(f"no actor got under way before the job ended (exit {proc.returncode}): {err[-3000:]}")
+    # the kill lands mid-work: the job is still running and batches remain
+    assert proc.poll() is None, "the job ended before the kill"
     os.kill(victim, signal.SIGKILL)
-    killed_at = {f.name for f in pids.iterdir()}
+    time.sleep(0.05)  # a write in progress finishes (the others') or never happens (the victim's)
+    done_before = {f.name: int(f.read_text() or 0) for f in pids.iterdir()}
+    batches = n // 25
+    assert sum(done_before.values()) < batches, (done_before, batches)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
     ids = read_output(out).column("id").to_pylist()
     assert sorted(ids) == list(range(1, n + 1)) and ids == sorted(ids)  # every row exactly once
-    print(f"killed actor pid {victim}; actors after the kill: {sorted({f.name for f in pids.iterdir()} - killed_at)}")
+    # a replacement actor (a new process) ran batches after the kill: Ray restarted the dead actor
+    # and retried its unfinished batch there
+    after = {f.name: int(f.read_text() or 0) for f in pids.iterdir()}
+    replacements = {pid: k for pid, k in after.items() if pid not in done_before}
+    assert replacements and max(replacements.values()) >= 1, (done_before, after)
+    assert str(victim) not in replacements and after[str(victim)] == done_before[str(victim)]  # it never ran again
+    print(f"killed actor pid {victim} after {done_before[str(victim)]} batches; replacement actors: {replacements}")
 
 
 _JOIN_SCRIPT = r"""

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("ctranslate2")
+import ctranslate2  # noqa: F401  (the ctranslate2 extra is part of `make test`: missing = failing)
 
 import encoderkit  # noqa: E402
 from encoderkit.core.batching import pad_batch  # noqa: E402
@@ -16,6 +16,7 @@ from encoderkit.cli import main  # noqa: E402
 from encoderkit.core.errors import InputError  # noqa: E402
 from encoderkit.conversion import build_converters, convert  # noqa: E402
 from encoderkit.backends.catalog import BACKENDS  # noqa: E402
+from parity_tests.helpers import assert_cosine_above_floor, fill_mask_agreement, peaked  # noqa: E402
 
 ATOL = BACKENDS["ctranslate2"].tolerance.atol
 INT8 = BACKENDS["ctranslate2-int8"].tolerance
@@ -27,8 +28,10 @@ TEXTS = ["The capital of France is {m}.",
 
 @pytest.fixture(scope="module", params=["tiny_roberta", "tiny_bert"])
 def converted(request, tmp_path_factory):
-    ckpt = request.getfixturevalue(request.param)
-    out = tmp_path_factory.mktemp("ct2") / request.param
+    """The tiny checkpoint with a sharpened MLM head (a random head's top-k are near-ties)."""
+    root = tmp_path_factory.mktemp("ct2")
+    ckpt = peaked(request.getfixturevalue(request.param), root / f"{request.param}-peaked")
+    out = root / request.param
     report = convert(ckpt, ["safetensors", "ctranslate2"], out, quantize="int8")
     return out, report, encoderkit.load(out, "torch")
 
@@ -38,11 +41,10 @@ def _texts(rt):
 
 
 def test_convert_writes_both_variants_and_validates(converted):
+    """Both encoders written and listed (that the gate can fail: tests/test_gate.py; the values:
+    the tests below, measured here, not read back from the report)."""
     out, report, _ = converted
-    entry = report["formats"]["ctranslate2"]
-    assert entry["parity"]["ctranslate2"]["max_abs_diff_hidden"] <= ATOL
-    assert entry["parity"]["ctranslate2"]["max_abs_diff_logits"] <= ATOL
-    assert entry["parity"]["ctranslate2-int8"]["cosine"] >= INT8.min_cosine
+    assert set(report["formats"]["ctranslate2"]["parity"]) == {"ctranslate2", "ctranslate2-int8"}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["variants"]["ctranslate2"] == ["int8"]
     assert {"ctranslate2", "ctranslate2-int8"} <= set(encoderkit.backends.loading.available_backends(out))
@@ -87,13 +89,15 @@ def test_fill_mask_equals_torch(converted):
 
 
 def test_int8_accuracy(converted):
+    """Top-1 and top-5 on the sharpened head; the cosine held far above the floor a constant
+    vector or another text's embedding reaches on this model (~0.93: the 0.98 bound alone would
+    pass a backend that returns a constant)."""
     out, _, ref = converted
     rt = encoderkit.load(out, "ctranslate2-int8")
     texts = _texts(ref)
-    got, want = rt.fill_mask(texts, top_k=1), ref.fill_mask(texts, top_k=1)
-    top1 = np.mean([g[0]["token"] == w[0]["token"] for gt, wt in zip(got, want) for g, w in zip(gt, wt)])
-    cos = (rt.embed(texts, normalize=True) * ref.embed(texts, normalize=True)).sum(1)
-    assert top1 >= INT8.min_top1 and cos.min() >= INT8.min_cosine, (top1, cos)
+    top1, top5 = fill_mask_agreement(rt.fill_mask(texts, top_k=5), ref.fill_mask(texts, top_k=5))
+    assert top1 >= INT8.min_top1 and top5 >= INT8.min_top5, (top1, top5)
+    assert_cosine_above_floor(rt.embed(texts), ref.embed(texts), INT8.min_cosine, "ctranslate2-int8")
     fp32 = encoderkit.load(out, "ctranslate2").embed(texts)
     assert np.abs(rt.embed(texts) - fp32).max() > 1e-6  # really quantized, not the fp32 encoder again
 

@@ -10,15 +10,12 @@ import numpy as np
 import pytest
 
 from encoderkit.verify.parity import Cell, ParityMatrix, _cell, parity_matrix, write_json, write_markdown
-from encoderkit.backends.catalog import BACKENDS, installed_formats
+from encoderkit.backends.catalog import BACKENDS
 
 
 @pytest.fixture(scope="module")
 def bert_classifier(tmp_path_factory):
     """A tiny BERT with a (briefly) fine-tuned classification head, converted to safetensors + onnx."""
-    if "onnx" not in installed_formats():
-        pytest.skip("the onnx extra is not installed")
-    pytest.importorskip("accelerate")
     from encoderkit.finetune import TOPICS_TRAIN, finetune
     from encoderkit.conversion import convert
     from encoderkit.storage.random_init import init_random
@@ -39,6 +36,7 @@ def test_classification_logits_are_a_column_when_the_model_has_a_head(bert_class
     assert cls.metric == "max_abs_diff" and cls.bound == BACKENDS["onnx"].tolerance.atol
     assert 0 <= cls.value <= 1e-4
     assert "classification logits" not in m.skipped
+    assert cls.passed and not [c for c in m.cells if not c.passed]
     assert m.probes["attention_batches"] == ["short", "pair"]  # BERT: token types reach the export
     assert set(m.probes["batches"]) == {"short", "long", "pair"}
     assert {c.check for c in m.cells} >= {"embed mean L0", "embed cls L2", "embed max L2", "attentions"}
@@ -46,6 +44,22 @@ def test_classification_logits_are_a_column_when_the_model_has_a_head(bert_class
     assert "| classification logits | max_abs_diff " in md and "PASS" in md
     data = json.loads(write_json(m, tmp_path / "parity.json").read_text())
     assert data["passed"] is True and len(data["cells"]) == len(m.cells)
+
+
+def test_a_wrong_classifier_export_fails_its_cell(bert_classifier, tmp_path, monkeypatch):
+    """The classification column can fail: an export whose classifier bias is off by 0.05 (the
+    conversion test hook; written without convert's own gate) fails that cell, and only the
+    classification-logit cells (the encoder is exact)."""
+    from encoderkit.conversion import PERTURB_ENV, convert
+
+    monkeypatch.setenv(PERTURB_ENV, "flax:0.05:classifier.bias")
+    out = tmp_path / "wrong"
+    convert(bert_classifier.parent / "tuned", ["safetensors", "flax"], out, validate=False)
+    m = parity_matrix(out, backends=["flax"], layers=[0, 2])
+    failed = {c.check for c in m.cells if not c.passed}
+    assert not m.passed and failed == {"classification logits"}, m.to_markdown()
+    cell = next(c for c in m.cells if c.check == "classification logits")
+    assert cell.value == pytest.approx(0.05, rel=1e-3) and cell.bound == BACKENDS["flax"].tolerance.atol
 
 
 def test_a_nan_output_fails_its_cells(bert_classifier, monkeypatch):

@@ -116,12 +116,31 @@ def test_bad_input_is_a_typed_error(rt, call, err, match):
         call(rt)
 
 
-def test_truncate_opt_in(rt):
-    long = "<mask> " + "word " * 300
-    (res,) = rt.fill_mask([long], truncate=True)
+def test_truncate_opt_in(rt, pipe):
+    """--truncate equals an input truncated independently (transformers' own tokenizer with
+    truncation=True at the model's length, specials kept) run through transformers' own model."""
+    long_mask = "<mask> " + " ".join(f"word{i % 37} river" for i in range(300))
+    long_plain = " ".join(f"token{i % 41} sea" for i in range(300))
+    n = rt.spec.max_tokens_per_text
+    tok, model = pipe.tokenizer, pipe.model
+    with torch.no_grad():
+        ids = tok(long_plain, truncation=True, max_length=n, return_tensors="pt")["input_ids"]
+        assert ids.shape[1] == n and ids[0, -1] == tok.sep_token_id  # cut, the closing special kept
+        assert rt.tokenizer.encode([long_plain], truncate=True)[0] == ids[0].tolist()
+        hidden = model.base_model(ids).last_hidden_state[0].numpy()
+        e = rt.embed([long_plain], truncate=True)
+        assert e.shape == (1, rt.spec.hidden_size)
+        np.testing.assert_allclose(e[0], hidden.mean(0), atol=1e-5)
+
+        ids = tok(long_mask, truncation=True, max_length=n, return_tensors="pt")["input_ids"]
+        logits = model(ids).logits[0, 1]  # the mask is the first token after <s>
+        assert ids[0, 1] == tok.mask_token_id
+        probs = torch.softmax(logits, -1)
+        top = torch.topk(probs, 5)
+    (res,) = rt.fill_mask([long_mask], top_k=5, truncate=True)
     assert len(res) == 1
-    e = rt.embed(["word " * 300], truncate=True)
-    assert e.shape == (1, rt.spec.hidden_size) and np.isfinite(e).all()
+    assert [p["token"] for p in res[0]] == top.indices.tolist()
+    np.testing.assert_allclose([p["score"] for p in res[0]], top.values.numpy(), atol=1e-6)
 
 
 def test_attentions_record_shape_tokens_and_rows_sum_to_one(rt):

@@ -7,9 +7,13 @@
 3. converts the real trained all-MiniLM-L6-v2 (shipped in a PyPI wheel) the same way and prints a
    sentence-similarity table per backend, where the numbers mean something.
 Conversions are cached under demo-out/ (the first run takes several minutes).
+
+The random model's size is roberta-large by default; ``python -m encoderkit.demo --size small`` (or
+``ENCODERKIT_DEMO_SIZE=small``) runs the same job on a smaller random model (the tests and CI do).
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -17,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 OUT = Path("demo-out")
+SIZE_ENV = "ENCODERKIT_DEMO_SIZE"
+DEFAULT_SIZE = "large"
 SENTENCES = ["The capital of France is <mask>.", "Engineers ship one <mask> to several runtimes.",
              "The <mask> flows through the valley and into the <mask>."]
 
@@ -40,20 +46,21 @@ def _parity_rows(report: Path) -> list[str]:
     return [ln for ln in report.read_text().splitlines() if ln.startswith("| ") and "backend" not in ln]
 
 
-def main() -> int:
+def main(size: str = DEFAULT_SIZE) -> int:
     from ..backends.loading import available_backends, load
     from ..storage.random_init import init_random
     from .similarity import similarity_table
 
-    ckpt = OUT / "roberta-large-random"
-    banner("1. random-weight roberta-large on the torch reference backend")
-    print("No model hub is reachable here, so the weights are RANDOM (seed 0): the architecture,\n"
-          "vocabulary size and tokenizer are roberta-large's, the predictions are noise. Where a hub\n"
+    model = f"roberta-{size}"
+    ckpt = OUT / f"{model}-random"
+    banner(f"1. random-weight {model} on the torch reference backend")
+    print(f"No model hub is reachable here, so the weights are RANDOM (seed 0): the architecture,\n"
+          f"vocabulary size and tokenizer are {model}'s, the predictions are noise. Where a hub\n"
           "is reachable, the same job runs on the real model with:\n"
           "    encoderkit convert FacebookAI/roberta-large --to all --quantize int8 --out roberta-large-converted")
     if not (ckpt / "manifest.json").is_file():
         t = time.perf_counter()
-        init_random(ckpt, "large", seed=0, force=ckpt.exists())
+        init_random(ckpt, size, seed=0, force=ckpt.exists())
         print(f"built {ckpt} in {time.perf_counter() - t:.1f}s")
     t = time.perf_counter()
     rt = load(ckpt)
@@ -66,7 +73,7 @@ def main() -> int:
             print(f"  mask {m + 1}: " + ", ".join(f"{p['token_str']!r} {p['score']:.5f}" for p in preds))
 
     banner("2. every format, validated against torch")
-    conv = _converted(ckpt, OUT / "roberta-large-converted")
+    conv = _converted(ckpt, OUT / f"{model}-converted")
     print(f"conversion report ({conv / 'report.md'}):")
     for row in _parity_rows(conv / "report.md"):
         print("  " + row)
@@ -95,19 +102,28 @@ def main() -> int:
     return 0
 
 
-def run() -> int:
-    """`python -m encoderkit.demo`: ``main`` with third-party chatter in a log (ENCODERKIT_VERBOSE=1
-    shows it) and our own progress on the terminal."""
-    import os
+def run(argv: list[str] | None = None) -> int:
+    """`python -m encoderkit.demo [--size SIZE]`: ``main`` with third-party chatter in a log
+    (ENCODERKIT_VERBOSE=1 shows it) and our own progress on the terminal. The size: --size, else
+    $ENCODERKIT_DEMO_SIZE, else roberta-large."""
+    import argparse
 
     from ..core import progress
     from ..core.logs import captured
 
+    p = argparse.ArgumentParser(prog="python -m encoderkit.demo", description="the main job (make demo)")
+    p.add_argument("--size", default=os.environ.get(SIZE_ENV) or DEFAULT_SIZE,
+                   help=f"random model size: tiny|small|base|large (default: ${SIZE_ENV}, else {DEFAULT_SIZE})")
+    a = p.parse_args(argv)
+    from ..storage.random_init import SIZES
+
+    if a.size not in SIZES:  # before the output is captured: the user sees it
+        p.error(f"unknown size {a.size!r}; choose one of: {', '.join(SIZES)}")
     with captured(verbose=bool(os.environ.get("ENCODERKIT_VERBOSE"))) as streams:
         sys.stdout = streams.out
         progress.configure(stream=streams.err)
         try:
-            return main()
+            return main(a.size)
         finally:
             sys.stdout = sys.__stdout__
             progress.reset()

@@ -139,11 +139,16 @@ def validate_export(directory: Path, name: str, probes: ReferenceProbes,
     return summary(name, cells, options)
 
 
+# The benchmark measures pooled embeddings, not the hidden states the fp32 gate bounds with atol:
+# an fp32 backend must keep each text's embedding direction (garbage reaches ~0.93 on a random model).
+FP32_MIN_COSINE = 0.9999
+
+
 def passes(name: str, figures: dict[str, Any]) -> bool | None:
     """Whether figures measured elsewhere (the benchmark's ``top1``/``top5``/``min_cosine`` against
-    the reference of its run) meet backend ``name``'s thresholds. fp32 backends pass (they are held
-    to atol by the convert gate and the parity tests); figures that could not be compared fail;
-    None: not a catalog backend."""
+    the reference of its run) meet backend ``name``'s thresholds. fp32 backends are held to
+    ``FP32_MIN_COSINE`` (their fill-mask top-k may swap near-ties); figures that could not be
+    compared fail; None: not a catalog backend."""
     from ..backends.catalog import BACKENDS
 
     info = BACKENDS.get(name)
@@ -152,7 +157,8 @@ def passes(name: str, figures: dict[str, Any]) -> bool | None:
     if "error" in figures:
         return False
     if not info.quantized:
-        return True
+        cos = figures.get("min_cosine")
+        return cos is None or (math.isfinite(cos) and cos >= FP32_MIN_COSINE)
     keys = {"top1": "top1", "top5": "top5", "cosine": "min_cosine"}
     return all(math.isfinite(figures[keys[k]]) and figures[keys[k]] >= v
                for k, v in info.tolerance.thresholds().items() if keys[k] in figures)

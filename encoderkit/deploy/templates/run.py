@@ -604,7 +604,7 @@ TOKEN_GRAPHS = {"ner": "token_classification", "qa": "question_answering"}  # ta
 
 def _self_test_failure(message: str):
     """A self-test miss (main() prints it as `self-test FAILED: ...`, exit 1)."""
-    raise AssertionError(message)
+    raise SelfTestFailed(message)
 
 
 class TokenTasks:
