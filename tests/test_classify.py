@@ -168,7 +168,7 @@ def test_quantized_labels_agree_with_torch(minilm_classifier):
     assert MIN_LABEL_AGREEMENT >= floor + 0.3
     report = (conv / "report.md").read_text()
     for b in QUANTIZED:
-        assert f"| {b} | label agreement |" in report  # the gate reports it (its probes are not topics)
+        assert f"| {b} | classification label agreement |" in report  # the gate reports it (its probes are not topics)
         out = encoderkit.load(conv, b).classify(texts)
         agree = float(np.mean([r[0]["label"] == w for r, w in zip(out, want)]))
         assert agree >= MIN_LABEL_AGREEMENT, f"{b}: label agreement {agree:.3f} < {MIN_LABEL_AGREEMENT} (floor {floor:.3f})"
