@@ -139,7 +139,7 @@ class OnnxRuntime(Runtime):
 
 
 class OnnxInt8Runtime(OnnxRuntime):
-    """The int8 encoder (dynamic quantization) with the fp32 MLM head."""
+    """The int8 encoder (as `--int8-mode` wrote it: token by default, dynamic or static) with the fp32 heads."""
 
     name = "onnx-int8"
     encoder_key = "encoder_int8"
