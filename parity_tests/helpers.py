@@ -9,7 +9,7 @@ Random weights sit close to a garbage floor (two unrelated texts have mean-poole
 a random tiny model; a near-uniform vocabulary distribution makes every top-k a near-tie). The
 helpers below measure that floor in the test (``cosine_floor``) and build checkpoints with real
 signal where a check needs it (``peaked``: a sharpened MLM head; ``int8_hostile``: a checkpoint
-dynamic int8 cannot represent).
+run-time int8, per tensor or per token, cannot represent).
 """
 from __future__ import annotations
 
@@ -158,10 +158,11 @@ def peaked(src: Path, dst: Path, scale: float = 30.0) -> Path:
 
 
 def int8_hostile(src: Path, dst: Path, *, big: float = 1000.0, scale: float = 30.0) -> Path:
-    """``src`` (sharpen it with ``peaked`` first) made unquantizable by dynamic int8, while fp32 is
-    unaffected: in every layer one intermediate neuron is always ``big`` (its bias) and the output
-    projection ignores it (a zero column), so a per-tensor activation scale of big/255 rounds every
-    other activation to zero; the output projection is scaled up so the feed-forward path matters."""
+    """``src`` (sharpen it with ``peaked`` first) made unquantizable by run-time int8 activations,
+    while fp32 is unaffected: in every layer one intermediate neuron is always ``big`` (its bias) and
+    the output projection ignores it (a zero column), so an activation scale of big/255, per tensor
+    (dynamic mode) or per token (token mode: every token holds the neuron), rounds every other
+    activation to zero; the output projection is scaled up so the feed-forward path matters."""
     def edit(state):
         for k in list(state):
             if k.endswith("intermediate.dense.bias"):

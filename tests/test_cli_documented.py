@@ -1,10 +1,10 @@
-"""Every documented command and flag that no other test ran, once each from the CLI, asserting
-what it printed or wrote (issue 27): convert --to all with --no-fuse, --int8-weights s8 and
---min-*; static int8 with --int8-calibration entropy|minmax; info on a converted directory;
-fill-mask --targets; embed --pooling/--layer; --debug; --trust-artifact; classify --base; attention
---hide-special and --compare; batch --text-column; finetune (success, --pair-column); bench
---task/--repeats. (--allow-pickle from the CLI: tests/test_formats.py; `make demo`:
-tests/test_demo.py.)
+"""Every documented command and flag that no other test ran, once each from the CLI, asserting what it
+printed or wrote (issue 27): convert --to all with --no-fuse, --int8-mode dynamic with
+--int8-weights s8 (a dynamic-mode flag), and --min-*; static int8 with --int8-calibration
+entropy|minmax; info on a converted directory; fill-mask --targets; embed --pooling/--layer;
+--debug; --trust-artifact; classify --base; attention --hide-special and --compare; batch
+--text-column; finetune (success, --pair-column); bench --task/--repeats. (--allow-pickle from the
+CLI: tests/test_formats.py; `make demo`: tests/test_demo.py.)
 """
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ def run(capfd, *argv) -> str:
 def conv_all(tiny_roberta, tmp_path_factory):
     """`convert --to all` with the onnx flags and the validation flags, from the CLI."""
     out = tmp_path_factory.mktemp("cli-all") / "conv"
-    rc = main(["convert", str(tiny_roberta), "--to", "all", "--quantize", "int8", "--no-fuse", "--int8-weights", "s8",
+    rc = main(["convert", str(tiny_roberta), "--to", "all", "--quantize", "int8", "--no-fuse",
+               "--int8-mode", "dynamic", "--int8-weights", "s8",
                "--min-top1", "0.5", "--min-top5", "0.5", "--min-cosine", "0.9", "--out", str(out), "--quiet"])
     assert rc == 0
     return out

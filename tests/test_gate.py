@@ -3,9 +3,9 @@
 A wrong export of every format of the catalog (the test hook ``ENCODERKIT_TEST_PERTURB`` in
 encoderkit/conversion.py shifts one weight handed to that format's exporter): `convert` exits 2
 with one line naming the backend, the max difference, its bound and where, and leaves nothing at
-``--out``. A checkpoint dynamic int8 cannot represent (``int8_hostile``, fp32 untouched): the
-quantized exports fall below their accuracy thresholds, and each of ``--min-top1``, ``--min-top5``,
-``--min-cosine`` lifts exactly its own failure.
+``--out``. A checkpoint run-time int8 cannot represent, per tensor or per token (``int8_hostile``,
+fp32 untouched): the quantized exports fall below their accuracy thresholds, and each of
+``--min-top1``, ``--min-top5``, ``--min-cosine`` lifts exactly its own failure.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The ONNX backends: a fused fp32 encoder, int8 and fp16 variants, head graphs run at the rows
 each head reads, and an unfused analysis graph (inner layers, attention probabilities).
 
-Files: ``export.py`` (dynamo export, fusion, quantization), ``static.py`` (static int8:
-calibration and the sensitivity step), ``layout.py`` (the on-disk contract, onnx_info.json),
+Files: ``export.py`` (dynamo export, fusion, quantization), ``static.py`` (the calibrated
+int8 modes: token, the default, and static), ``layout.py`` (the on-disk contract, onnx_info.json),
 ``runtime.py`` (ONNX Runtime sessions).
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ BACKENDS = (
     # weights give near-uniform vocabularies, so top-5 there is a noise floor, hence 0.6.
     BackendInfo("onnx-int8", "encoderkit.backends.onnx.runtime:OnnxInt8Runtime", "onnx", "onnx",
                 Tolerance(min_top1=0.75, min_top5=0.6, min_cosine=0.98),
-                "ONNX Runtime, dynamic int8 encoder, fp32 head", variant="int8"),
+                "ONNX Runtime, int8 encoder (--int8-mode, default token), fp32 head", variant="int8"),
     BackendInfo("onnx-fp16", "encoderkit.backends.onnx.runtime:OnnxFp16Runtime", "onnx", "onnx",
                 Tolerance(min_top1=0.9, min_top5=0.8, min_cosine=0.999),
                 "ONNX Runtime, fp16 encoder (for GPUs; runs on CPU)", variant="fp16"),

@@ -3,8 +3,9 @@
 Files written to ``onnx/``:
 
 - ``encoder.onnx``   input_ids, attention_mask -> last_hidden_state. Fused by
-  ``onnxscript.rewriter.ort_fusions.optimize_for_ort`` (Attention, SkipLayerNormalization,
-  BiasGelu); ``onnxruntime.transformers``' optimizer finds no attention in a dynamo graph.
+  ``onnxscript.rewriter.ort_fusions.optimize_for_ort`` (Attention, BiasGelu; its
+  SkipLayerNormalization is written back as Sum + LayerNormalization, faster on ORT's CPU);
+  ``onnxruntime.transformers``' optimizer finds no attention in a dynamo graph.
 - one fp32 graph per head the model carries, hidden [m, hidden] -> logits [m, out], run only on the
   rows the head reads (gathered by the runtime): ``head.onnx`` (MLM, at mask positions: no other
   position is projected onto the vocabulary), ``classifier.onnx`` (sequence classification, first
@@ -13,7 +14,9 @@ Files written to ``onnx/``:
 - ``analysis.onnx``  input_ids, attention_mask -> every hidden state and every attention
   probability (unfused: fused attention does not expose its probabilities). Used by
   ``embed(layer=k)`` for inner layers and by ``attentions()``.
-- ``encoder.int8.onnx`` / ``encoder.fp16.onnx`` with ``--quantize`` (and their analysis graphs).
+- ``encoder.int8.onnx`` / ``encoder.fp16.onnx`` with ``--quantize`` (and their analysis graphs). int8
+  by ``--int8-mode``: token (default; ``static.quantize_token_int8``), dynamic (ONNX Runtime's
+  ``quantize_dynamic``) or static (``static.quantize_static_int8``).
 
 Architectures with segment types (BERT) get a third input, ``token_type_ids``, on the encoder and
 analysis graphs, so text pairs run on ONNX as they do on torch.
@@ -33,15 +36,14 @@ from ...core.options import option
 from ...storage.checkpoint import Checkpoint
 from ...storage.hf import copy_model_files
 from ..converter import Converter, NoOptions
-from .layout import GRAPHS, INFO_FILE, head_file, head_key, op_counts
+from .layout import EXTERNAL_DATA_BYTES, GRAPHS, INFO_FILE, head_file, head_key, op_counts
 from .static import STATIC_DEFAULTS
 
 OPSET = 18
-EXTERNAL_DATA_BYTES = 1 << 30  # above this, weights go to a side file (protobuf caps at 2 GB)
 FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "BiasGelu", "FastGelu",
              "EmbedLayerNormalization", "LayerNormalization")
 QUANTIZATIONS = ("int8", "fp16")
-INT8_MODES = ("dynamic", "static")
+INT8_MODES = ("dynamic", "static", "token")
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,19 @@ class OnnxOptions(NoOptions):
     quantize: tuple[str, ...] | str | None = option(
         None, "also write quantized ONNX encoders: int8, fp16 or int8,fp16", type=str)
     fuse: bool = option(True, "keep the ONNX graph unfused (no attention fusion)")
-    int8_source: str = option("fused", "graph int8 quantizes: fused (default, keeps QKV fp32, more accurate) "
-                              "or unfused (faster)", choices=("fused", "unfused"))
+    int8_source: str = option("fused", "graph int8 quantizes: fused (default; dynamic mode keeps QKV fp32 there) "
+                              "or unfused", choices=("fused", "unfused"))
     int8_weights: str = option("u8", "dynamic int8 weight type: u8 (default, more accurate) or s8 (faster, "
                                "less accurate; may saturate on AVX2 CPUs without VNNI)", choices=("u8", "s8"))
-    int8_mode: str = option("dynamic", "int8 quantization: dynamic (default, activations quantized at run time) "
-                            "or static (activation ranges calibrated on the shipped corpus, QDQ, the most "
-                            "sensitive MatMuls kept fp32)", choices=INT8_MODES)
+    # token is the default: on the real MiniLM (470 varied texts vs sentence-transformers) min cosine
+    # 0.993 where dynamic u8 gave 0.956 and CTranslate2 int8 0.974, at 1.83x dynamic u8's texts per
+    # CPU-second (random roberta-base: embed 2.6x, fill-mask 2.9x); benchmarks/int8_search.py.
+    int8_mode: str = option("token", "int8 quantization: token (default: activations quantized per token at "
+                            "run time, LayerNorm-fed inputs smoothed, QKV included; the fastest and most "
+                            "accurate here: real MiniLM min cosine 0.993 vs dynamic's 0.956, 1.8x dynamic's "
+                            "CPU throughput), dynamic (activations quantized per tensor at run time, ORT's "
+                            "quantizer) or static (activation ranges calibrated on the shipped corpus, QDQ, "
+                            "the most sensitive MatMuls kept fp32)", choices=INT8_MODES)
     int8_calibration: str = option(STATIC_DEFAULTS["method"], "static int8 calibration method",
                                    choices=("minmax", "percentile", "entropy"))
     int8_max_exclusions: int = option(STATIC_DEFAULTS["max_exclusions"], "static int8: most MatMuls the "
@@ -137,6 +145,7 @@ class OnnxConverter(Converter):
                 **({"int8 quantized from": info["int8_source"]} if "int8_source" in info else {}),
                 **({"int8 mode": o.int8_mode} if "int8" in o.quantize else {}),
                 **(static_report(info["int8_static"]) if "int8_static" in info else {}),
+                **(token_report(info["int8_token"]) if "int8_token" in info else {}),
                 "fused operators (encoder.onnx)": info["fused_ops"] or "none (--no-fuse)"}
 
     def _encoder(self, ckpt: Checkpoint, t: _Trace, out: Path, info: dict[str, Any]) -> None:
@@ -148,9 +157,10 @@ class OnnxConverter(Converter):
         t.encoder.set_attn_implementation("sdpa")
         enc = _export(ExportEncoder(t.encoder, False), t.args, t.inputs, t.dynamic, ["last_hidden_state"])
         if "int8" in o.quantize and (o.int8_source == "unfused" or not o.fuse):
-            # From the unfused graph every projection (QKV included) becomes MatMulInteger: on
-            # random roberta-large here 17.0 vs 14.7 sentences/s (benchmarks/onnx_ablation.py),
-            # but on the real MiniLM one sentence fell to cosine 0.985 (< 0.99), so it is opt-in.
+            # Dynamic mode: from the unfused graph every projection (QKV included) becomes
+            # MatMulInteger: on random roberta-large here 17.0 vs 14.7 sentences/s
+            # (benchmarks/onnx_ablation.py), but on the real MiniLM one sentence fell to cosine
+            # 0.985 (< 0.99), so it is opt-in. Token mode quantizes either graph the same way.
             src = out / ".int8-source"
             src.mkdir()
             _save(enc, src / GRAPHS["encoder"], external=o.external_data)
@@ -162,12 +172,15 @@ class OnnxConverter(Converter):
             from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
             enc, _ = optimize_for_ort(enc)
+            unfuse_skip_layer_norm(enc)
         _save(enc, out / GRAPHS["encoder"], external=o.external_data)
         del enc
         if "int8" in o.quantize and "encoder_int8" not in info["files"]:
-            # Default: quantize the FUSED graph. ORT's quantizer cannot turn the fused Attention
-            # (which carries attention_bias) into QAttention, so QKV projections stay fp32; that
-            # keeps real-weight accuracy (MiniLM: every test sentence >= 0.99 cosine).
+            # Default: quantize the FUSED graph. Token mode splits its Attention into int8 Q, K, V
+            # projections + MultiHeadAttention. Dynamic mode leaves QKV fp32: ORT's quantizer makes
+            # QAttention only of an Attention without qkv_hidden_sizes, with a constant packed
+            # weight and no attention_bias, and the fused one has all three (rewritten to qualify,
+            # it ran 1.2x the dynamic s8 graph but at min cosine 0.950 on real MiniLM texts).
             info["files"]["encoder_int8"] = _encoder_int8(o, ckpt, out / GRAPHS["encoder"],
                                                           out / GRAPHS["encoder_int8"], info)
             info["int8_source"] = "fused graph"
@@ -189,9 +202,10 @@ class OnnxConverter(Converter):
         t.encoder.set_attn_implementation("sdpa")
         info["files"]["analysis"] = GRAPHS["analysis"]
         # The quantized backends get their own analysis graph: their inner layers and attention
-        # probabilities are then the quantized model's, not the fp32 graph's. (Dynamic int8 in both
-        # modes: the static one would need its own calibration and sensitivity pass over a graph with
-        # 2n+1 outputs; onnx_info.json's int8_static says so.)
+        # probabilities are then the quantized model's, not the fp32 graph's. (Dynamic int8 in every
+        # mode: static and token would need their own calibration over a graph with 2n+1 outputs, and
+        # token its Attention split, which the unfused analysis graph does not have; onnx_info.json's
+        # int8_static / int8_token say so.)
         if "int8" in o.quantize:
             info["files"]["analysis_int8"] = quantize_int8(out / GRAPHS["analysis"], out / GRAPHS["analysis_int8"],
                                                            per_channel=o.per_channel, weights=o.int8_weights)
@@ -234,10 +248,52 @@ def _head_graph(ckpt: Checkpoint, head: str, out: Path, external: bool | None) -
     return name
 
 
+def unfuse_skip_layer_norm(model) -> int:
+    """Replace every com.microsoft SkipLayerNormalization of an onnx_ir model by
+    ``LayerNormalization(Sum(input, skip, bias))``; returns how many.
+
+    ONNX Runtime's CPU SkipLayerNormalization (1.32) took 2.0 ms where Sum + LayerNormalization of
+    the same tensors took 0.53 ms ([32, 32, 384], 1 thread; 3-5x at every shape measured,
+    ``benchmarks/onnx_fp32.py``), and the encoder runs 2 per layer: the real MiniLM's token int8
+    graph went from 117 to 91 ms of CPU per [32, 32] batch. The runtime keeps ORT from fusing them
+    back (``runtime.py``).
+    """
+    import onnx_ir as ir
+
+    graph = model.graph
+    count = 0
+    for node in list(graph):
+        if node.op_type != "SkipLayerNormalization" or node.domain != "com.microsoft":
+            continue
+        if any(out.uses() or out.is_graph_output() for out in node.outputs[1:]):
+            continue  # its mean / inv-std / sum outputs are read: leave it
+        ins = list(node.inputs) + [None] * 5
+        x, skip, gamma, beta, bias = ins[:5]
+        eps = node.attributes.get("epsilon")
+        terms = [v for v in (x, skip, bias) if v is not None]
+        total = ir.node("Sum", terms, name=f"{node.name}_sum")
+        norm = ir.node("LayerNormalization", [total.outputs[0], gamma, *([beta] if beta is not None else [])],
+                       {"axis": -1, "epsilon": eps.as_float() if eps is not None else 1e-12},
+                       name=f"{node.name}_ln")
+        ir.convenience.replace_nodes_and_values(graph, node, [node], [total, norm], [node.outputs[0]],
+                                                [norm.outputs[0]])
+        count += 1
+    return count
+
+
 def _encoder_int8(o: OnnxOptions, ckpt: Checkpoint, src: Path, dst: Path, info: dict[str, Any]) -> str:
-    """The int8 encoder in the selected mode; static mode records its calibration and exclusions."""
+    """The int8 encoder in the selected mode; static mode records its calibration and exclusions,
+    token mode its smoothing calibration and what each projection became."""
     if o.int8_mode == "dynamic":
         return quantize_int8(src, dst, per_channel=o.per_channel, weights=o.int8_weights)
+    if o.int8_mode == "token":
+        from .static import quantize_token_int8
+
+        record = quantize_token_int8(src, dst, tokenizer=ckpt.tokenizer(), pad_id=ckpt.spec.pad_token_id,
+                                     typed=bool(ckpt.spec.architecture.segment_types), external=o.external_data)
+        record["analysis_int8"] = "dynamic"
+        info["int8_token"] = record
+        return record["file"]
     from .static import quantize_static_int8
 
     record = quantize_static_int8(src, dst, tokenizer=ckpt.tokenizer(), pad_id=ckpt.spec.pad_token_id,
@@ -261,6 +317,16 @@ def static_report(r: dict[str, Any]) -> dict[str, str]:
                                                                f"exclusions, {r['min_cosine_vs_fp32']:.4f} after "
                                                                f"(target {r['target_cosine']})",
             "int8 static kept fp32 (worst first)": excl}
+
+
+def token_report(r: dict[str, Any]) -> dict[str, str]:
+    """The token int8 facts for report.md: what each projection became, calibration, accuracy."""
+    c = r["calibration"]
+    return {"int8 token projections": ", ".join(f"{k} {v}" for k, v in r["projections"].items() if v),
+            "int8 token smoothing": f"alpha {r['alpha']}, {c['smoothed_inputs']} inputs, calibrated on "
+                                    f"{c['batches']} batches ({c['tokens']} tokens)",
+            "int8 token min cosine vs fp32 (held-out texts)": f"{r['min_cosine_vs_fp32']:.4f} "
+                                                             f"(mean {r['mean_cosine_vs_fp32']:.5f})"}
 
 
 def quantize_int8(src: Path, dst: Path, *, per_channel: bool = True, weights: str = "u8") -> str:

@@ -8,8 +8,11 @@
   classification, first-token rows), and for any other head ``<name>_head`` (``head_key``)
 - ``analysis``      input_ids, attention_mask -> every hidden state and attention probability
 - ``encoder_int8`` / ``encoder_fp16``  the quantized encoders (with ``--quantize``)
-- ``analysis_int8`` / ``analysis_fp16``  the analysis graph quantized the same way, so a quantized
-  backend's inner layers and attentions are its own (what ``--compare`` in the viewer shows)
+- ``analysis_int8`` / ``analysis_fp16``  the analysis graph quantized, so a quantized backend's
+  inner layers and attentions are its own (what ``--compare`` in the viewer shows); int8 there is
+  dynamic whatever ``--int8-mode`` (``onnx_info.json``'s ``int8_static`` / ``int8_token`` say so)
+
+Weights go to external data (``<graph>.data``, same directory) above ``EXTERNAL_DATA_BYTES``.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from ...core.errors import ArtifactError
 from ...storage.manifest import read_json_bounded
 
 INFO_FILE = "onnx_info.json"
+EXTERNAL_DATA_BYTES = 1 << 30  # above this, weights go to a side file (protobuf caps at 2 GB)
 # graph key -> default file name
 GRAPHS = {"encoder": "encoder.onnx", "head": "head.onnx", "classifier": "classifier.onnx",
           "analysis": "analysis.onnx",

@@ -74,7 +74,11 @@ class OnnxRuntime(Runtime):
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3
         try:
-            session = ort.InferenceSession(str(path), opts, providers=self.providers)
+            # The converter writes Sum + LayerNormalization where onnxscript fused
+            # SkipLayerNormalization: ORT's CPU kernel for it took 3-5x their time here
+            # (export.unfuse_skip_layer_norm); do not let ORT fuse them back.
+            session = ort.InferenceSession(str(path), opts, providers=self.providers,
+                                           disabled_optimizers=["SkipLayerNormFusion"])
         except Exception as e:  # ORT raises its own Fail/InvalidGraph types
             first = (str(e).splitlines() or [""])[0][:200]
             if isinstance(e, MemoryError) or any(w in str(e) for w in _RESOURCE_WORDS):
@@ -139,7 +143,7 @@ class OnnxRuntime(Runtime):
 
 
 class OnnxInt8Runtime(OnnxRuntime):
-    """The int8 encoder (dynamic quantization) with the fp32 MLM head."""
+    """The int8 encoder (as `--int8-mode` wrote it: token by default, dynamic or static) with the fp32 heads."""
 
     name = "onnx-int8"
     encoder_key = "encoder_int8"
