@@ -108,3 +108,14 @@ def test_third_party_chatter_is_shown_only_with_verbose(tiny_roberta, tmp_path):
     loud = subprocess.run(cmd + ["--out", str(tmp_path / "b"), "--verbose"], capture_output=True, text=True,
                           env=env, timeout=600)
     assert loud.returncode == 0 and "torchvision is not installed" in loud.stderr
+
+
+def test_the_wheel_version_is_the_package_version():
+    """pyproject's version names the wheel and the release directory; encoderkit.__version__ is what
+    `--version`, manifests and reports print: one number (they said 0.1.0 and 0.2.0 once)."""
+    import tomllib
+
+    import encoderkit
+
+    declared = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["version"]
+    assert declared == encoderkit.__version__, f"pyproject.toml {declared} != encoderkit.__version__ {encoderkit.__version__}"
