@@ -86,7 +86,7 @@ def test_unknown_backend_lists_the_known_ones(tiny_roberta, capfd):
     err = capfd.readouterr().err
     assert err.strip().splitlines()[-1] == ("error: unknown backend 'onnx-int9'; choose one of: "
                                            + ", ".join(registry.BACKENDS))
-    with pytest.raises(UnknownNameError, match="choose one of: torch, onnx"):
+    with pytest.raises(UnknownNameError, match="choose one of: torch, torch-bf16, onnx"):
         encoderkit.load(tiny_roberta, "gguf")
 
 

@@ -180,3 +180,53 @@ def test_plan_batches_respects_the_budget_in_padded_tokens():
     assert [len(b) for b in plan_batches(lengths, 100)] == [3, 5]
     with pytest.raises(InputError):
         plan_batches(lengths, 0)
+
+
+def _bf16_or_skip():
+    from encoderkit.backends.torch.runtime import cpu_bf16_missing
+
+    if why := cpu_bf16_missing():
+        pytest.skip(why)
+
+
+def test_bf16_runs_in_bf16_and_returns_float32_close_to_fp32(tiny_roberta, rt):
+    _bf16_or_skip()
+    bf = encoderkit.load(tiny_roberta, "torch-bf16", device="cpu")
+    assert next(bf.model.parameters()).dtype == torch.bfloat16 and bf.head.decoder.weight.dtype == torch.bfloat16
+    got, want = bf.embed(TEXTS_ONE), rt.embed(TEXTS_ONE)
+    assert got.dtype == np.float32
+    cos = (got * want).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(want, axis=1)
+    assert cos.min() >= encoderkit.backends.catalog.backend("torch-bf16").tolerance.min_cosine, cos
+    top1 = lambda r: [masks[0][0]["token"] for masks in r.fill_mask(TEXTS_ONE)]  # noqa: E731
+    assert top1(bf) == top1(rt)
+    att = bf.attentions(TEXTS_ONE[0])
+    assert att.probs.dtype == np.float32 and np.allclose(att.probs.sum(-1), 1, atol=1e-2)
+
+
+def test_bf16_on_a_cpu_without_bf16_is_one_typed_line(tiny_roberta, monkeypatch):
+    from encoderkit.backends.torch import runtime
+    from encoderkit.core.errors import ResourceError, UnsupportedHardwareError
+
+    monkeypatch.setattr(runtime, "cpu_bf16_missing", lambda: "this CPU has no bf16 instructions "
+                        "(avx512_bf16/amx_bf16): use torch or onnx-int8")
+    with pytest.raises(UnsupportedHardwareError, match=r"^this CPU has no bf16 instructions .*: use torch or onnx-int8$") as e:
+        encoderkit.load(tiny_roberta, "torch-bf16", device="cpu")
+    assert isinstance(e.value, ResourceError) and "\n" not in str(e.value)
+    encoderkit.load(tiny_roberta, "torch", device="cpu")  # fp32 asks nothing of the CPU
+
+
+def test_cpu_bf16_missing_reads_the_cpu_flags(monkeypatch, tmp_path):
+    from encoderkit.backends.torch import runtime
+
+    real = runtime.Path
+
+    def fake(flags):
+        (tmp_path / "cpuinfo").write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(runtime, "Path", lambda p: real(tmp_path / "cpuinfo") if p == "/proc/cpuinfo" else real(p))
+
+    fake("fpu sse avx2 avx512f avx512_bf16")
+    assert runtime.cpu_bf16_missing() is None
+    fake("fpu sse avx2 avx512f amx_bf16 amx_tile")
+    assert runtime.cpu_bf16_missing() is None
+    fake("fpu sse avx2 avx512f avx512bw")
+    assert "no bf16 instructions" in runtime.cpu_bf16_missing()

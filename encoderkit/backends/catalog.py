@@ -29,7 +29,7 @@ BACKENDS: dict[str, BackendInfo] = {b.name: b for folder in _FOLDERS for b in fo
 
 __all__ = ["BACKENDS", "FORMATS", "FP32_ATOL", "REFERENCE", "backend", "backends_of_format", "converter",
            "format_info", "installed_backends", "installed_formats", "parse_formats", "register_backend",
-           "register_format", "resolve", "unregister", "validated_backends"]
+           "register_format", "resolve", "runs_here", "unregister", "validated_backends"]
 
 
 def _unknown(kind: str, name: object, known) -> UnknownNameError:
@@ -74,13 +74,20 @@ def installed_formats(*, all_only: bool = True) -> list[str]:
     return [f.name for f in FORMATS.values() if extra_installed(f.extra) and (f.in_all or not all_only)]
 
 
+def runs_here(info: BackendInfo) -> str | None:
+    """None where this machine can run backend ``info`` (its row's ``machine_check``), else why not."""
+    return resolve(info.machine_check, f"backend {info.name!r}")() if info.machine_check else None
+
+
 def backends_of_format(fmt: str) -> list[BackendInfo]:
     return [b for b in BACKENDS.values() if b.fmt == fmt]
 
 
 def validated_backends(fmt: str, variants: frozenset[str]) -> list[BackendInfo]:
-    """The backends that load format ``fmt``, for the artifacts ``variants`` switch on."""
-    return [b for b in backends_of_format(fmt) if b.variant is None or b.variant in variants]
+    """The backends that load format ``fmt``, for the artifacts ``variants`` switch on, that this
+    machine runs (torch-bf16 only on a CPU with bf16 instructions)."""
+    return [b for b in backends_of_format(fmt)
+            if (b.variant is None or b.variant in variants) and runs_here(b) is None]
 
 
 def converter(name: str) -> type:

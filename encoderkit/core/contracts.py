@@ -63,6 +63,9 @@ class BackendInfo:
     last_layer_only: bool = False
     # Its artifact is a pickle: loading it needs the caller's consent (allow_pickle / --allow-pickle).
     pickle: bool = False
+    # "module:function" -> None where this machine can run it, else why not in one line (torch-bf16:
+    # bf16 instructions); conversion validates it only where it runs, tests skip it elsewhere.
+    machine_check: str | None = None
 
     @property
     def quantized(self) -> bool:

@@ -46,6 +46,10 @@ class ResourceError(EncoderkitError):
     """The machine ran short (memory, threads) while loading or running a model: not a bad artifact."""
 
 
+class UnsupportedHardwareError(ResourceError):
+    """This machine lacks what a backend needs (e.g. bf16 instructions for torch-bf16)."""
+
+
 class UnknownNameError(EncoderkitError, KeyError):
     """A registry lookup (format, backend, size) used a name that does not exist."""
 

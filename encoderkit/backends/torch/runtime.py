@@ -1,6 +1,7 @@
 """The reference backend: Hugging Face transformers' own PyTorch classes."""
 from __future__ import annotations
 
+import platform
 import threading
 from pathlib import Path
 from typing import Any
@@ -8,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ...core.errors import UnsupportedHardwareError
 from ...core.heads import HEADS, MASKS, MLM
 from ...storage.checkpoint import Checkpoint, load_checkpoint
 from ..base import EncoderOutput, Runtime
@@ -23,6 +25,7 @@ class TorchRuntime(Runtime):
     """
 
     name = "torch"
+    dtype = torch.float32  # of the weights and of the computation
 
     def __init__(self, ckpt: Checkpoint, *, threads: int | None = None, max_tokens: int = 1024,
                  device: str | None = None):
@@ -31,7 +34,8 @@ class TorchRuntime(Runtime):
             torch.set_num_threads(threads)
         # fp32 everywhere: torch leaves TF32 matmuls off by default, so CUDA stays within parity
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = build_torch_model(ckpt.spec, ckpt.state).to(self.device)
+        self.check_device()
+        self.model = build_torch_model(ckpt.spec, ckpt.state).to(self.device, self.dtype)
         self.encoder = encoder_of(self.model, self.spec)
         self._state = ckpt.state
         self._mask_heads: dict[str, torch.nn.Module] = {}
@@ -39,6 +43,9 @@ class TorchRuntime(Runtime):
         # model: calls that flip it are serialised, so no thread turns it back mid-forward. (Other
         # calls may run eager meanwhile: the same numbers as sdpa, within 1e-6.)
         self._eager = threading.Lock()
+
+    def check_device(self) -> None:
+        """Refuse a device this runtime's precision cannot run on (fp32 runs everywhere)."""
 
     @classmethod
     def load(cls, directory: Path, **options: Any) -> TorchRuntime:
@@ -76,12 +83,12 @@ class TorchRuntime(Runtime):
     def _mask_head(self, head: str) -> torch.nn.Module:
         if head not in self._mask_heads:  # transformers' own MLM head module; any other such head: its steps
             self._mask_heads[head] = (self.model.get_submodule(self.spec.architecture.mlm_head) if head == MLM
-                                      else head_module(self.spec, head, self._state).to(self.device))
+                                      else head_module(self.spec, head, self._state).to(self.device, self.dtype))
         return self._mask_heads[head]
 
     @torch.inference_mode()
     def run_head(self, head, hidden):
-        rows = torch.from_numpy(np.ascontiguousarray(hidden, dtype=np.float32)).to(self.device)
+        rows = torch.from_numpy(np.ascontiguousarray(hidden, dtype=np.float32)).to(self.device, self.dtype)
         return self._mask_head(head)(rows).float().cpu().numpy()
 
     @property
@@ -102,3 +109,39 @@ class TorchRuntime(Runtime):
         if logits.ndim == 3:  # per token: zeros at padding, as every backend returns them
             logits = logits * np.asarray(attention_mask, dtype=bool)[:, :, None]
         return logits
+
+
+def cpu_bf16_missing() -> str | None:
+    """None where this CPU has bf16 instructions (x86: avx512_bf16 or amx_bf16; arm64: bf16), else
+    why not, in one line. Without /proc/cpuinfo (not Linux), oneDNN's own check decides."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = None
+    if info is not None:
+        flags: set[str] = set()
+        for line in info.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("flags", "Features"):
+                flags = set(value.split())
+                break
+        if flags & {"avx512_bf16", "amx_bf16", "bf16"}:
+            return None
+    elif torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return None
+    wanted = "bf16" if platform.machine() in ("aarch64", "arm64") else "avx512_bf16/amx_bf16"
+    return f"this CPU has no bf16 instructions ({wanted}): use torch or onnx-int8"
+
+
+class TorchBf16Runtime(TorchRuntime):
+    """The torch runtime with the weights cast to bfloat16: every matmul, the attention and the
+    heads compute in bf16 (oneDNN's AVX512-BF16/AMX kernels on the CPU); outputs come back as
+    float32 numpy like every backend's. Loads what torch loads; refused on a CPU without bf16
+    instructions, where oneDNN would emulate it slower than fp32."""
+
+    name = "torch-bf16"
+    dtype = torch.bfloat16
+
+    def check_device(self) -> None:
+        if self.device.type == "cpu" and (why := cpu_bf16_missing()):
+            raise UnsupportedHardwareError(why)
