@@ -594,4 +594,7 @@ def test_threads_on_every_backend(converted):
         assert len(got) == len(jobs)
         for job, value in got:
             assert value.shape == want[job].shape, (b, job)
-            np.testing.assert_allclose(value, want[job], rtol=0, atol=1e-6, err_msg=f"{b} {job}")
+            # bf16: oneDNN splits a GEMM over threads by load, and the bf16 rounding of its sums moves
+            # with the split (measured up to 3e-4 on embed); answers swapped between calls differ by far more
+            atol = 4e-3 if b == "torch-bf16" else 1e-6
+            np.testing.assert_allclose(value, want[job], rtol=0, atol=atol, err_msg=f"{b} {job}")

@@ -879,6 +879,14 @@ def test_lone_surrogate_escapes_in_data_files(tiny_roberta, tmp_path, capfd):
     assert main(["finetune", str(tiny_roberta), "--data", str(fifo), "--out", str(tmp_path / "f"),
                  "--method", "probe", "--quiet"]) == 2
     assert "not a regular file" in one_line_error(capfd.readouterr().err)
+    # every task's reader: a FIFO would block the corpus / tagged / SQuAD read forever
+    for task, suffix in (("mlm", ".txt"), ("mlm", ".jsonl"), ("token-classification", ".jsonl"),
+                         ("question-answering", ".jsonl")):
+        pipe = tmp_path / f"pipe-{task}{suffix}"
+        os.mkfifo(pipe)
+        assert main(["finetune", str(tiny_roberta), "--task", task, "--data", str(pipe), "--out",
+                     str(tmp_path / "f"), "--method", "full", "--quiet"]) == 2, (task, suffix)
+        assert "not a regular file" in one_line_error(capfd.readouterr().err), (task, suffix)
 
 
 @pytest.mark.skipif(not pyarrow, reason="batch jobs need pyarrow")

@@ -225,13 +225,13 @@ def _check_text(t: object, where: str) -> None:
                          "pass UTF-8 text") from None
 
 
-def read_tokenizer_json(path: Path, max_bytes: int = TOKENIZER_MAX_BYTES) -> str:
-    """The text of a tokenizer.json, read within a size bound before the `tokenizers` library sees
-    it (a 1 GiB file would otherwise be parsed whole). Links are followed (a hub cache holds
-    blobs behind them); FIFOs and devices are not read.
+def read_bounded(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a checkpoint file, read within a size bound: links followed (a hub cache holds
+    blobs behind them), FIFOs and devices refused (they would block or never end).
 
     Raises:
-        CheckpointError: not a regular file, larger than ``max_bytes``, or not UTF-8.
+        CheckpointError: not a regular file, larger than ``max_bytes``, or unreadable (a missing file
+            included: callers that name it otherwise check first).
     """
     import os
     import stat
@@ -241,13 +241,25 @@ def read_tokenizer_json(path: Path, max_bytes: int = TOKENIZER_MAX_BYTES) -> str
         if not stat.S_ISREG(st.st_mode):
             raise CheckpointError(f"{path}: not a regular file")
         if st.st_size > max_bytes:
-            raise CheckpointError(f"{path}: {st.st_size} bytes, more than a tokenizer.json can be ({max_bytes})")
+            raise CheckpointError(f"{path}: {st.st_size} bytes, more than a {Path(path).name} can be ({max_bytes})")
         with open(path, "rb") as f:
             raw = f.read(max_bytes + 1)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot be read ({e.strerror})") from None
-    if len(raw) > max_bytes:
+    if len(raw) > max_bytes:  # grew while it was read
         raise CheckpointError(f"{path}: more than {max_bytes} bytes")
+    return raw
+
+
+def read_tokenizer_json(path: Path, max_bytes: int = TOKENIZER_MAX_BYTES) -> str:
+    """The text of a tokenizer.json, read within a size bound before the `tokenizers` library sees
+    it (a 1 GiB file would otherwise be parsed whole). Links are followed (a hub cache holds
+    blobs behind them); FIFOs and devices are not read.
+
+    Raises:
+        CheckpointError: not a regular file, larger than ``max_bytes``, or not UTF-8.
+    """
+    raw = read_bounded(path, max_bytes)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:

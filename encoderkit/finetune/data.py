@@ -55,16 +55,25 @@ def label_names(train: Examples) -> tuple[str, ...]:
     return tuple(sorted(names, key=(lambda n: int(n)) if numeric else None))
 
 
-def _rows(path: Path):
-    """(row number, dict) of a .jsonl or .csv file."""
-    if path.exists() and not path.is_dir() and not path.is_file():  # a FIFO or device would block or never end
-        raise InputError(f"{path}: not a regular file, expected a .jsonl or .csv file")
+def read_data_file(path: Path, expected: str) -> bytes:
+    """The bytes of a data file (``expected``: what it should be, for the messages).
+
+    Raises:
+        InputError: missing, a directory, or a FIFO / device (it would block or never end).
+    """
+    if path.exists() and not path.is_dir() and not path.is_file():
+        raise InputError(f"{path}: not a regular file, expected {expected}")
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a .jsonl or .csv file") from None
+        raise InputError(f"{path}: is a directory, expected {expected}") from None
+
+
+def _rows(path: Path):
+    """(row number, dict) of a .jsonl or .csv file."""
+    raw = read_data_file(path, "a .jsonl or .csv file")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -24,7 +24,7 @@ from typing import Any
 
 from ..core.architectures import DEFAULT_ARCH
 from ..core.errors import InputError
-from .data import _rows
+from .data import _rows, read_data_file
 
 EVAL_MASK_SEED = 1234  # the held-out blocks' one masking, whatever --seed is
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -56,12 +56,7 @@ def read_corpus(path: str | Path, *, text_column: str = "text") -> Corpus:
     path = Path(path)
     texts: list[str] = []
     if path.suffix == ".txt":
-        try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
-            raise InputError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise InputError(f"{path}: is a directory, expected a .txt or .jsonl corpus") from None
+        raw = read_data_file(path, "a .txt or .jsonl corpus")
         try:
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as e:

