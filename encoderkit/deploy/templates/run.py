@@ -602,11 +602,6 @@ QA_MAX_SEQ_LEN = 384  # tasks/qa.py MAX_SEQ_LEN: the pipeline's window (capped b
 TOKEN_GRAPHS = {"ner": "token_classification", "qa": "question_answering"}  # task -> bundle.json graph role
 
 
-def _self_test_failure(message: str):
-    """A self-test miss (main() prints it as `self-test FAILED: ...`, exit 1)."""
-    raise SelfTestFailed(message)
-
-
 class TokenTasks:
     """ner and qa over a bundle: its encoder session (with token types: BERT pairs) and the
     token-classification / question-answering head graphs, on onnxruntime."""
@@ -990,15 +985,14 @@ def token_task_self_test(b: Bundle) -> list[str]:
         worst, agree, n = 0.0, 0, 0
         for p in probes["ner"]:
             got_ids = b.tokenizer.encode([p["text"]], p["truncate"])[0]
-            if got_ids != p["ids"]:
-                _self_test_failure(f"ner: token ids differ from encoderkit's for {p['text'][:40]!r}")
+            check(got_ids == p["ids"], f"ner: token ids differ from encoderkit's for {p['text'][:40]!r}")
             for aggregation, want in p["entities"].items():
                 (got,) = tasks.ner([p["text"]], aggregation, p["truncate"])
                 if exact:
                     strip = lambda xs: [{k: v for k, v in x.items() if k != "score"} for x in xs]  # noqa: E731
-                    if strip(got) != strip(want):
-                        _self_test_failure(f"ner ({aggregation}): entities differ from the {probes['reference']} "
-                                           f"reference for {p['text'][:40]!r}: {strip(got)[:3]} vs {strip(want)[:3]}")
+                    check(strip(got) == strip(want), f"ner ({aggregation}): entities differ from the "
+                          f"{probes['reference']} reference for {p['text'][:40]!r}: "
+                          f"{strip(got)[:3]} vs {strip(want)[:3]}")
                     worst = max([worst] + [abs(g["score"] - w["score"]) for g, w in zip(got, want)])
                 elif aggregation == "none":  # tags of every token: the reference's and ours, as sets
                     g = {(x["index"], x["entity"]) for x in got}
@@ -1006,13 +1000,11 @@ def token_task_self_test(b: Bundle) -> list[str]:
                     agree, n = agree + len(g & w), n + len(g | w)
         count = f"{len(probes['ner'])} texts x {len(AGGREGATIONS)} aggregations"
         if exact:
-            if worst > tol["atol"]:
-                _self_test_failure(f"ner: max |score diff| {worst:.3g} > {tol['atol']:g}")
+            check(worst <= tol["atol"], f"ner: max |score diff| {worst:.3g} > {tol['atol']:g}")
             lines.append(f"ner: {count}, the same entities, max |score diff| {worst:.2e} <= {tol['atol']:g}")
         else:
             rate = agree / max(n, 1)
-            if rate < tol["top1"]:
-                _self_test_failure(f"ner: token tag agreement {rate:.3f} < {tol['top1']}")
+            check(rate >= tol["top1"], f"ner: token tag agreement {rate:.3f} < {tol['top1']}")
             lines.append(f"ner: {len(probes['ner'])} texts, token tag agreement {rate:.3f} >= {tol['top1']}")
     if probes.get("qa"):
         worst, agree = 0.0, 0
@@ -1020,27 +1012,23 @@ def token_task_self_test(b: Bundle) -> list[str]:
             o = p["options"]
             stride = o.get("doc_stride") or min(o["max_seq_len"] // 2, 128)
             ids = [list(w.ids) for w in tasks.windows(p["question"], p["context"], o["max_seq_len"], stride)]
-            if ids != p["window_ids"]:
-                _self_test_failure(f"qa: window token ids differ from encoderkit's for {p['question'][:40]!r}")
+            check(ids == p["window_ids"], f"qa: window token ids differ from encoderkit's for {p['question'][:40]!r}")
             (got,) = tasks.qa([(p["question"], p["context"])], **o)
             want = p["answers"]
             span = lambda xs: [(x["answer"], x["start"], x["end"]) for x in xs]  # noqa: E731
             if exact:
-                if span(got) != span(want):
-                    _self_test_failure(f"qa: answers differ from the {probes['reference']} reference for "
-                                       f"{p['question'][:40]!r}: {span(got)} vs {span(want)}")
+                check(span(got) == span(want), f"qa: answers differ from the {probes['reference']} reference "
+                      f"for {p['question'][:40]!r}: {span(got)} vs {span(want)}")
                 worst = max([worst] + [abs(g["score"] - w["score"]) for g, w in zip(got, want)])
             agree += int(span(got)[:1] == span(want)[:1])
         n = len(probes["qa"])
         windows = max(len(p["window_ids"]) for p in probes["qa"])
         if exact:
-            if worst > tol["atol"]:
-                _self_test_failure(f"qa: max |score diff| {worst:.3g} > {tol['atol']:g}")
+            check(worst <= tol["atol"], f"qa: max |score diff| {worst:.3g} > {tol['atol']:g}")
             lines.append(f"qa: {n} questions (up to {windows} windows), the same answers, max |score diff| "
                          f"{worst:.2e} <= {tol['atol']:g}")
         else:
-            if agree / n < tol["top1"]:
-                _self_test_failure(f"qa: top answer span agreement {agree / n:.3f} < {tol['top1']}")
+            check(agree / n >= tol["top1"], f"qa: top answer span agreement {agree / n:.3f} < {tol['top1']}")
             lines.append(f"qa: {n} questions (up to {windows} windows), top answer span agreement "
                          f"{agree / n:.3f} >= {tol['top1']}")
     return lines
