@@ -238,7 +238,9 @@ def stage_install(ctx: Context) -> str:
     # the tests run from a copy outside the checkout, so their rootdir puts nothing of it on sys.path
     run = ctx.work / "tests-run"
     run.mkdir()
-    for d in ("tests", "parity_tests"):  # tests import parity_tests' helpers
+    # tests import parity_tests' helpers and the benchmarks' timing (test_viewer_browser): repository
+    # support code, not in the wheel; encoderkit itself still comes from the installed wheel
+    for d in ("tests", "parity_tests", "benchmarks"):
         if (REPO / d).is_dir():
             shutil.copytree(REPO / d, run / d, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(REPO / "pyproject.toml", run / "pyproject.toml")  # markers, addopts, filterwarnings
