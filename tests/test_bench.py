@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import encoderkit
+from encoderkit.core.errors import InputError
 from encoderkit.bench import (CT2_DIRECT, OPTIMUM_SYSTEMS, best_int8, ct2_direct_systems, fit_workload, model_flops,
                               ratios, read_workload, run_bench, target_rows)
 from encoderkit.conversion import convert
@@ -24,10 +25,29 @@ def test_bench_end_to_end(tiny_roberta, tmp_path):
     model = tmp_path / "conv"
     # a sharpened MLM head: top-1 agreement on a random head's near-uniform scores is a coin toss
     convert(peaked(tiny_roberta, tmp_path / "peaked"), ["safetensors", "onnx"], model, quantize="int8")
+    # a variant: the same backend from another conversion of the model, under a label of its own
+    dyn = tmp_path / "conv-dynamic"
+    convert(tmp_path / "peaked", ["onnx"], dyn, quantize="int8", int8_mode="dynamic")
     out = tmp_path / "bench"
+    with pytest.raises(InputError, match="label of its own"):
+        run_bench(model, backends=["torch"], tasks=["embed"], out=out, quick=True,
+                  variants={"onnx": (dyn, "onnx-int8")})
     run_bench(model, backends=["torch", "onnx", "onnx-int8"], tasks=["fill-mask", "embed"], out=out,
-              repeats=1, quick=True)
+              repeats=1, quick=True, variants={"onnx-int8 [dynamic]": (dyn, "onnx-int8")})
     report = json.loads((out / "bench.json").read_text())
+    var = report["results"]["embed/corpus"]["onnx-int8 [dynamic]"]
+    assert var["backend"] == "onnx-int8" and report["systems"]["onnx-int8 [dynamic]"]["backend"] == "onnx-int8"
+    ref_rt = encoderkit.load(model, "torch")
+    texts16, _ = fit_workload(read_workload("embed_corpus", ref_rt.tokenizer.mask_token, limit=16),
+                              ref_rt.tokenizer, need_mask=False)
+    dyn_cos = row_cosines(encoderkit.load(dyn, "onnx-int8").embed(texts16, truncate=True),
+                          ref_rt.embed(texts16, truncate=True)).min()
+    assert var["accuracy"]["min_cosine"] == pytest.approx(dyn_cos, abs=1e-5) and var["gate"] is not None
+    assert "onnx-int8 [dynamic]" in report["latency_bs1"]
+    del report["results"]["embed/corpus"]["onnx-int8 [dynamic]"]  # the checks below are of the backends
+    del report["results"]["fill-mask/short"]["onnx-int8 [dynamic]"]
+    del report["results"]["fill-mask/long"]["onnx-int8 [dynamic]"]
+    del report["latency_bs1"]["onnx-int8 [dynamic]"]
     assert set(report["results"]) == {"fill-mask/short", "fill-mask/long", "embed/corpus"}
     # the long documents are longer than tiny's 128 positions: cut to fit (the same texts for every
     # system, said in the table) instead of crashing a peer
@@ -43,8 +63,12 @@ def test_bench_end_to_end(tiny_roberta, tmp_path):
     r = ratios(report, "fill-mask/short")
     assert set(r) == {"torch", "onnx", "onnx-int8"} and all(v > 0 for d in r.values() for v in d.values())
     assert set(report["latency_bs1"]) == {"torch", "onnx", "onnx-int8", "pipeline-bs1"}
+    for name, x in report["latency_bs1"].items():  # the percentiles are of the recorded calls
+        xs = np.array(x["samples"]) * 1e3
+        assert len(xs) == 4 and x["p99_ms"] == pytest.approx(np.percentile(xs, 99)), name
+        assert x["p50_ms"] <= x["p95_ms"] <= x["p99_ms"] <= xs.max() + 1e-9, name
     md = (out / "bench.md").read_text()
-    assert "## fill-mask/short" in md and "× peers (same run)" in md and "p50 ms" in md
+    assert "## fill-mask/short" in md and "× peers (same run)" in md and "| p99 ms |" in md
     assert "## Targets" in md and "fill-mask, best int8 (onnx-int8) / pipeline batch 1" in md
     # accuracy of every system against torch in the same run, and the peers that could not run
     # (figures recomputed here from the backends themselves on the same fitted texts: the report's
@@ -211,6 +235,27 @@ def test_target_rows_take_the_fastest_int8_that_passed_its_gate():
     assert rows["fill-mask, best int8 (onnx-int8) / pipeline batch 1"] == (15.0, True)
     assert rows["latency p50, best int8 (ctranslate2-int8) / pipeline"] == (0.2, True)
     assert not any("onnx-fp16" in name for name in rows)
+    # the portable ONNX int8 against CTranslate2's, whatever their gates: embed 50/40, fill-mask 30/25
+    assert rows["embed, onnx-int8 / ctranslate2-int8"] == (1.25, True)
+    assert rows["fill-mask, onnx-int8 / ctranslate2-int8"] == (1.2, True)
+
+
+def test_a_variant_row_counts_as_the_backend_it_runs():
+    """A variant (another conversion of the model, under its own label) is an int8 contender when
+    the backend it runs is, in throughput and latency alike."""
+    report = _synthetic({"sentence-transformers": (10, {"min_cosine": 1.0}),
+                         "onnx-int8": (20, {"min_cosine": 0.995, "reference": "torch", "gate": True}),
+                         "onnx-int8 [static]": (35, {"min_cosine": 0.995, "reference": "torch", "gate": True})},
+                        short={"pipeline-bs1": (2, {"top1": 1.0, "top5": 1.0}),
+                               "onnx-int8 [static]": (24, {"top1": 0.9, "top5": 0.9, "gate": True})},
+                        lat={"pipeline-bs1": {"p50_ms": 30.0}, "onnx-int8 [static]": {"p50_ms": 6.0}})
+    for res in report["results"].values():
+        if "onnx-int8 [static]" in res:
+            res["onnx-int8 [static]"]["backend"] = "onnx-int8"
+    rows = {name: (value, ok) for name, value, _, _, ok, _ in target_rows(report)}
+    assert rows["embed, best int8 (onnx-int8 [static]) / sentence-transformers"] == (3.5, True)
+    assert rows["fill-mask, best int8 (onnx-int8 [static]) / pipeline batch 1"] == (12.0, True)
+    assert rows["latency p50, best int8 (onnx-int8 [static]) / pipeline"] == (0.2, True)
 
 
 def test_the_gate_holds_every_backend_to_its_figures():
@@ -280,3 +325,18 @@ def test_optimum_peer_for_real(tmp_path, tmp_path_factory):
     assert emb["optimum-o2"]["accuracy"]["min_cosine"] > 0.9999, emb["optimum-o2"]["accuracy"]
     assert emb["optimum-int8"]["accuracy"]["min_cosine"] > 0.98, emb["optimum-int8"]["accuracy"]
     assert "| optimum-int8 |" in (tmp_path / "b" / "bench.md").read_text()
+
+
+def test_the_readme_has_every_block_make_bench_rewrites():
+    """`make bench` rewrites marked README blocks; a block renamed or deleted by hand would make it
+    fail after an hour of benchmarking."""
+    import re
+
+    from benchmarks import make_bench
+
+    readme = make_bench.README.read_text()
+    names = set(re.findall(r'replace_block\([^"]*"([\w-]+)"', Path(make_bench.__file__).read_text()))
+    assert names == {"bench", "bench-minilm", "similarity"}
+    for name in names:
+        assert readme.count(f"<!-- {name}:start -->") == 1 and readme.count(f"<!-- {name}:end -->") == 1, name
+        assert make_bench.replace_block(readme, name, "X").count("X\n<!-- " + name + ":end -->") == 1

@@ -28,12 +28,13 @@ from .systems import our_systems
 
 
 def _load_systems(model: Path, backends: list[str], tasks: list[str], skipped: dict[str, str],
-                  optimum_python: str | None, workdir: Path, closers: list[Callable[[], None]]):
-    """Our backends, then every peer of the benchmarked tasks (``peers.PEERS``)."""
+                  optimum_python: str | None, workdir: Path, closers: list[Callable[[], None]],
+                  variants: dict[str, tuple[Path, str]] | None = None):
+    """Our backends (and variants), then every peer of the benchmarked tasks (``peers.PEERS``)."""
     from transformers import AutoTokenizer
 
     ckpt_dir = verified_checkpoint_directory(model)  # the peers read it: its manifest checked first
-    systems, ref, ct2_loaded = our_systems(model, ckpt_dir, backends, tasks)
+    systems, ref, ct2_loaded = our_systems(model, ckpt_dir, backends, tasks, variants)
     ctx = PeerContext(model, ckpt_dir, AutoTokenizer.from_pretrained(ckpt_dir), ref.spec, workdir, skipped,
                       closers, optimum_python, ct2_loaded)
     return systems + load_peers(ctx, tasks), ref
@@ -84,12 +85,19 @@ def model_flops(spec, n_tokens: list[int], n_masks: int) -> float:
     return per_token * sum(n_tokens) + attention + head
 
 
+LATENCY_SAMPLES = 200  # single-text calls per system in a full run (p99 from 200: the 2nd-3rd slowest)
+
+
 def run_bench(model: str | Path, *, backends: list[str] | None = None, tasks: list[str], out: Path,
-              repeats: int = 3, quick: bool = False, optimum_python: str | Path | None = None) -> dict[str, Any]:
+              repeats: int = 3, quick: bool = False, optimum_python: str | Path | None = None,
+              variants: dict[str, tuple[str | Path, str]] | None = None) -> dict[str, Any]:
     """Run the benchmark; write bench.json, bench.md and PNG plots into ``out``.
 
     Args:
         backends: names from ``registry.BACKENDS``; None: every installed backend ``model`` holds.
+        variants: more of our systems, ``{label: (directory, backend)}``: a backend loaded from
+            another conversion of the same model (e.g. ``--int8-mode static``), shown as ``label``
+            and held to ``backend``'s gate.
         optimum_python: the python of optimum's venv (``make optimum-venv``); None: the
             ``ENCODERKIT_OPTIMUM_PYTHON`` environment variable, else optimum's peers are skipped.
     Raises:
@@ -107,22 +115,29 @@ def run_bench(model: str | Path, *, backends: list[str] | None = None, tasks: li
         raise InputError("--repeats must be at least 1")
     path = resolve_model(model)
     backends = available_backends(path) if backends is None else [backend(b).name for b in backends]
+    extra = {}
+    for label, (where, b) in (variants or {}).items():
+        if label in backends or label in BACKENDS:
+            raise InputError(f"variant label {label!r} is a backend's name; give it a label of its own")
+        extra[label] = (resolve_model(where), backend(b).name)
     refuse_overlap(out, [("model", local_model_path(model))])  # bench files inside a model break its manifest
     out.mkdir(parents=True, exist_ok=True)
     closers: list[Callable[[], None]] = []
     try:
         with tempfile.TemporaryDirectory(prefix="bench-", dir=out) as work:
             return _run(path, model, backends, tasks, out, repeats, quick,
-                        str(optimum_python) if optimum_python else None, Path(work), closers)
+                        str(optimum_python) if optimum_python else None, Path(work), closers, extra)
     finally:
         for close in closers:
             close()
 
 
 def _run(path: Path, model, backends: list[str], tasks: list[str], out: Path, repeats: int, quick: bool,
-         optimum_python: str | None, work: Path, closers: list[Callable[[], None]]) -> dict[str, Any]:
+         optimum_python: str | None, work: Path, closers: list[Callable[[], None]],
+         variants: dict[str, tuple[Path, str]]) -> dict[str, Any]:
     skipped: dict[str, str] = {}
-    systems, ref = _load_systems(path, backends, tasks, skipped, optimum_python, work, closers)
+    systems, ref = _load_systems(path, backends, tasks, skipped, optimum_python, work, closers, variants)
+    by_name = {s.name: s for s in systems}
     for name, why in skipped.items():
         say(f"skipped {name}: {why}")
     mask = ref.tokenizer.mask_token
@@ -153,10 +168,11 @@ def _run(path: Path, model, backends: list[str], tasks: list[str], out: Path, re
         for s in contenders:
             # Warm-up, timed and reported separately: a full pass where compilation depends on
             # shapes (flax jit: one compile per bucket), one short call elsewhere (ORT arenas).
-            compiles = s.name in BACKENDS and BACKENDS[s.name].compiles_per_shape
+            compiles = s.backend in BACKENDS and BACKENDS[s.backend].compiles_per_shape
             warm = texts if compiles else texts[:2]
             t = _time(lambda s=s, warm=warm: s.runners[task](warm))
-            results.setdefault(wname, {}).setdefault(s.name, {"warmup_s": t, "times": []})
+            row = {"warmup_s": t, "times": []} | ({"backend": s.backend} if s.backend != s.name else {})
+            results.setdefault(wname, {}).setdefault(s.name, row)
         with bar(total=repeats * len(contenders), desc=wname, unit="run") as progress:
             for r in range(repeats):
                 for s in contenders:
@@ -179,7 +195,7 @@ def _run(path: Path, model, backends: list[str], tasks: list[str], out: Path, re
                 "roofline_texts_per_s": len(texts) / (flops / (peak * 1e9))}
         for name, acc in accuracy(task, answers.get(wname, {})).items():
             results[wname][name]["accuracy"] = acc
-            results[wname][name]["gate"] = passes_gate(name, acc)
+            results[wname][name]["gate"] = passes_gate(by_name[name].backend, acc)
         answers.pop(wname, None)
         results[wname]["_meta"] = {"texts": len(texts), "tokens": sum(lens), "mean_tokens": float(np.mean(lens)),
                                    "masks": n_masks, "gflop": flops / 1e9, **fitted[wname]}
@@ -188,16 +204,18 @@ def _run(path: Path, model, backends: list[str], tasks: list[str], out: Path, re
         texts = workloads["fill-mask/short"][1]
         singles = [s for s in systems if s.single]
         lat: dict[str, list[float]] = {s.name: [] for s in singles}
-        for _ in range(repeats):
+        # enough calls that p99 is not simply the slowest one (200 in a full run; quick: repeats)
+        rounds = repeats if quick else max(repeats, -(-LATENCY_SAMPLES // max(1, len(texts))))
+        for _ in range(rounds):
             for x in texts:  # interleaved text by text
                 for s in singles:
                     lat[s.name].append(_time(lambda s=s, x=x: s.single(x)))
         for name, xs in lat.items():
             latency[name] = {"p50_ms": float(np.percentile(xs, 50) * 1e3), "p95_ms": float(np.percentile(xs, 95) * 1e3),
-                             "samples": xs}
+                             "p99_ms": float(np.percentile(xs, 99) * 1e3), "samples": xs}
     report = {"model": str(model), "spec": ref.spec.to_dict(), "machine": machine(), "gemm_peak_gflops": peak,
               "repeats": repeats, "results": results, "latency_bs1": latency,
-              "systems": {s.name: {"kind": s.kind, "load_s": s.load_s, "rss_mb_after_load": s.rss_mb,
+              "systems": {s.name: {"kind": s.kind, "backend": s.backend, "load_s": s.load_s, "rss_mb_after_load": s.rss_mb,
                                    "size_mb": s.size_mb} for s in systems},
               "skipped": skipped, "process_peak_rss_mb": _peak_rss_mb()}
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
