@@ -1,7 +1,12 @@
-"""`make bench`: benchmark random-weight roberta-large on every backend against the peers, and
-regenerate the README's performance table (and the MiniLM similarity table) from the results.
+"""`make bench`: benchmark random-weight roberta-large on every backend against the peers, then
+the real all-MiniLM-L6-v2 (embed) against its peers, and regenerate the README's performance
+tables (and the MiniLM similarity table) from the results.
 
-    python -m benchmarks.make_bench [--repeats N] [--readme-only]
+Beside the default conversion (token int8), an ONNX conversion with ``--int8-mode static`` runs as
+the variant ``onnx-int8 [static]``; torch-bf16 runs where the CPU has bf16. The load average is
+read before and after and printed in each table's header: figures from a loaded machine say so.
+
+    python -m benchmarks.make_bench [--repeats N] [--readme-only] [--skip-minilm]
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench-out" / "roberta-large"
+OUT_MINILM = ROOT / "bench-out" / "minilm"
 README = ROOT / "README.md"
 
 
@@ -24,20 +30,47 @@ def replace_block(text: str, name: str, body: str) -> str:
     return pattern.sub(lambda m: m.group(1) + body.rstrip() + "\n" + m.group(2), text)
 
 
-def perf_block(report: dict) -> str:
+def _load() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def perf_block(report: dict, what: str = "random-weight roberta-large") -> str:
     from encoderkit.bench import render_markdown
 
     md = render_markdown(report)
     md = md.split("\n", 2)[2]  # drop the title
+    load = report.get("load_average")
+    load = (f" Load average (1/5/15 min) before: {load['before']}, after: {load['after']}." if load else "")
     return (f"Measured by `make bench` ({report['repeats']} interleaved repeats) on "
-            f"{report['machine']['cpu']}, {report['machine']['cores']} cores; random-weight roberta-large.\n\n"
+            f"{report['machine']['cpu']}, {report['machine']['cores']} cores; {what}.{load}\n\n"
             + md.replace("\n## ", "\n#### "))
+
+
+def _bench(out: Path, model: Path, tasks: list[str], repeats: int, optimum, variants: dict) -> None:
+    from encoderkit.bench import run_bench
+
+    before = _load()
+    run_bench(model, backends=None, tasks=tasks, out=out, repeats=repeats, optimum_python=optimum,
+              variants=variants)
+    report = json.loads((out / "bench.json").read_text())
+    report["load_average"] = {"before": before, "after": _load()}
+    (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _static(model, out: Path) -> Path:
+    """An ONNX-only conversion with --int8-mode static, cached like the demo's conversions."""
+    from encoderkit.conversion import convert
+
+    if not (out / "manifest.json").is_file():
+        convert(model, ["safetensors", "onnx"], out, force=out.exists(), quantize="int8", int8_mode="static")
+    return out
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--readme-only", action="store_true", help="only rewrite README from the last bench.json")
+    p.add_argument("--skip-minilm", action="store_true", help="only roberta-large")
     a = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from encoderkit.demo import OUT as DEMO, _converted
@@ -45,21 +78,29 @@ def main(argv=None) -> int:
     from encoderkit.backends.loading import available_backends
     from encoderkit.demo.similarity import similarity_table
 
+    mini = None
     if not a.readme_only:
-        from encoderkit.bench import run_bench
-
+        print(f"load average before: {_load()} ({os.cpu_count()} cores)")
         ckpt = DEMO / "roberta-large-random"
         if not (ckpt / "manifest.json").is_file():
             init_random(ckpt, "large", seed=0, force=ckpt.exists())
         conv = _converted(ckpt, DEMO / "roberta-large-converted")
+        static = _static(ckpt, DEMO / "roberta-large-static")
         # optimum's recipe as a peer where `make optimum-venv` made its venv (else listed as skipped)
         optimum = os.environ.get("ENCODERKIT_OPTIMUM_PYTHON") or \
             next((str(p) for p in [ROOT / ".venv-optimum" / "bin" / "python"] if p.is_file()), None)
-        run_bench(conv, backends=None, tasks=["fill-mask", "embed"], out=OUT, repeats=a.repeats,
-                  optimum_python=optimum)
+        _bench(OUT, conv, ["fill-mask", "embed"], a.repeats, optimum, {"onnx-int8 [static]": (static, "onnx-int8")})
+        if not a.skip_minilm:
+            mini = _converted("minilm", DEMO / "minilm-converted")
+            mstatic = _static("minilm", DEMO / "minilm-static")
+            _bench(OUT_MINILM, mini, ["embed"], max(a.repeats, 3), optimum,
+                   {"onnx-int8 [static]": (mstatic, "onnx-int8")})
     report = json.loads((OUT / "bench.json").read_text())
     text = replace_block(README.read_text(), "bench", perf_block(report))
-    mini = _converted("minilm", DEMO / "minilm-converted")
+    if (OUT_MINILM / "bench.json").is_file():
+        text = replace_block(text, "bench-minilm", perf_block(json.loads((OUT_MINILM / "bench.json").read_text()),
+                                                              "the real all-MiniLM-L6-v2, embed"))
+    mini = mini or _converted("minilm", DEMO / "minilm-converted")
     text = replace_block(text, "similarity", similarity_table(mini, available_backends(mini)))
     README.write_text(text)
     print(f"README.md updated from {OUT / 'bench.json'}")
