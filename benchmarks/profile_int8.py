@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+SHIPPED = "ORT int8 (shipped)"
 SHAPES = ((32, 32), (8, 128), (1, 16), (2, 384))
 CT2_ENVS = {
     "default (oneDNN, ISA AVX2)": {},
@@ -77,10 +78,12 @@ def ort_session(path: Path, threads: int, profile_prefix: str | None = None):
     o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     o.intra_op_num_threads = threads
     o.log_severity_level = 3
+    o.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the onnx backend runs it
     if profile_prefix:
         o.enable_profiling = True
         o.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=["SkipLayerNormFusion"])  # as the onnx backend
 
 
 def ort_system(path: Path, threads: int):
@@ -290,15 +293,18 @@ def render(facts, timing, profiles, gemm, envs, acc, a) -> str:
           "no padding.", "",
           "Command:", "", "```",
           "python -m encoderkit.cli convert minilm --to safetensors,onnx,ctranslate2 --quantize int8 --out /tmp/prof-minilm",
-          f"python -m benchmarks.profile_int8 /tmp/prof-minilm --repeats {a.repeats} --threads {a.threads}",
-          "```", ""]
+          f"python -m benchmarks.profile_int8 /tmp/prof-minilm --repeats {a.repeats} --threads {a.threads}"
+          + (f" --skip {a.skip}" if a.skip else ""),
+          "```", "", f"The shipped int8 graph (`encoder.int8.onnx`) is `--int8-mode {a.mode}`; the "
+          "dynamic graphs are ONNX Runtime's dynamic quantization of the fused fp32 graph. ORT sessions "
+          "run as the onnx backend runs them (spinning off, SkipLayerNormFusion disabled).", ""]
     # 1. totals
     names = list(timing)
     L += ["## 1. Time per batch (ms), side by side", "",
           "| shape [batch, tokens] | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for s in SHAPES:
         L.append(f"| {shape_name(s)} | " + " | ".join(f"{timing[k][s] * 1e3:.2f}" for k in names) + " |")
-    ref = "ORT int8 (u8, shipped)"
+    ref = SHIPPED
     L += ["", f"Ratio to {ref} (> 1: slower than it):", "",
           "| shape | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for s in SHAPES:
@@ -372,10 +378,16 @@ def main(argv=None) -> int:
     vocab = _vocab(d)
     with tempfile.TemporaryDirectory(prefix="ek-prof-int8-") as tmp_s:
         tmp = Path(tmp_s)
-        s8 = tmp / "encoder.int8.s8.onnx"
+        s8, u8 = tmp / "encoder.int8.s8.onnx", tmp / "encoder.int8.u8.onnx"
         quantize_int8(d / "onnx" / "encoder.onnx", s8, weights="s8")
-        graphs = {"ORT fp32": d / "onnx" / "encoder.onnx", "ORT int8 (u8, shipped)": d / "onnx" / "encoder.int8.onnx",
-                  "ORT int8 (s8 weights)": s8}
+        info = json.loads((d / "onnx" / "onnx_info.json").read_text())
+        mode = "token" if "int8_token" in info else "static" if "int8_static" in info else "dynamic"
+        graphs = {"ORT fp32": d / "onnx" / "encoder.onnx", SHIPPED: d / "onnx" / "encoder.int8.onnx"}
+        if mode != "dynamic":  # the dynamic u8 graph beside the shipped one
+            quantize_int8(d / "onnx" / "encoder.onnx", u8, weights="u8")
+            graphs["ORT int8 (dynamic u8)"] = u8
+        graphs["ORT int8 (dynamic s8)"] = s8
+        a.mode = mode
         systems = {k: ort_system(v, a.threads) for k, v in graphs.items()}
         ct2 = d / "ctranslate2"
         systems["CT2 float32"] = ct2_system(ct2 / "encoder", "float32", a.threads)
@@ -390,7 +402,7 @@ def main(argv=None) -> int:
         print("single-op GEMM graphs", file=sys.stderr, flush=True)
         gemm = gemm_bench(a.threads, a.repeats, tmp) if "gemm" not in skip else []
         print("accuracy", file=sys.stderr, flush=True)
-        acc = accuracy(d, {"u8 (shipped)": graphs["ORT int8 (u8, shipped)"], "s8 weights": s8}) \
+        acc = accuracy(d, {f"{mode} (shipped)": graphs[SHIPPED], "dynamic s8": s8}) \
             if "accuracy" not in skip else {}
     envs = run_ct2_envs(d, a.threads, max(3, a.repeats - 2)) if "envs" not in skip else {}
     text = render(facts, timing, profiles, gemm, envs, acc, a)
