@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from typing import Any
 
 from tokenizers import Tokenizer
@@ -27,8 +28,10 @@ def _pad_vocab(vocab: dict[str, int], size: int, rng: random.Random, make) -> li
     return extra
 
 
-def build_bpe_tokenizer(vocab_size: int, seed: int, max_length: int) -> dict[str, Any]:
-    """A byte-level BPE like roberta's, trained on the embedded corpus, padded to ``vocab_size``.
+def build_bpe_tokenizer(vocab_size: int, seed: int, max_length: int,
+                        lines: Iterable[str] | None = None) -> dict[str, Any]:
+    """A byte-level BPE like roberta's, trained on the embedded corpus (or ``lines``), padded to
+    ``vocab_size`` where the corpus has fewer merges.
 
     Ids: <s>=0 <pad>=1 </s>=2 <unk>=3 ... <mask>=vocab_size-1 (as in roberta-large).
     Returns the tokenizer.json content as a dict.
@@ -40,7 +43,7 @@ def build_bpe_tokenizer(vocab_size: int, seed: int, max_length: int) -> dict[str
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(vocab_size=vocab_size - 1, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus_lines(), trainer)
+    tok.train_from_iterator(corpus_lines() if lines is None else lines, trainer)
     model = json.loads(tok.to_str())["model"]
     vocab = dict(sorted(model["vocab"].items(), key=lambda kv: kv[1]))
     merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
