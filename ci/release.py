@@ -238,12 +238,15 @@ def stage_install(ctx: Context) -> str:
     # the tests run from a copy outside the checkout, so their rootdir puts nothing of it on sys.path
     run = ctx.work / "tests-run"
     run.mkdir()
-    # tests import parity_tests' helpers and the benchmarks' timing (test_viewer_browser): repository
-    # support code, not in the wheel; encoderkit itself still comes from the installed wheel
-    for d in ("tests", "parity_tests", "benchmarks"):
+    # tests import parity_tests' helpers and the benchmarks' timing (test_viewer_browser), and read
+    # repository documents (the layer table in docs/ARCHITECTURE.md, the README blocks make bench
+    # rewrites, ci/release.py's own source): repository files, not in the wheel; encoderkit itself
+    # still comes from the installed wheel (the tests find its code and data through encoderkit.__file__)
+    for d in ("tests", "parity_tests", "benchmarks", "docs", "ci"):
         if (REPO / d).is_dir():
             shutil.copytree(REPO / d, run / d, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy2(REPO / "pyproject.toml", run / "pyproject.toml")  # markers, addopts, filterwarnings
+    for f in ("pyproject.toml", "README.md"):  # pyproject: markers, addopts, filterwarnings
+        shutil.copy2(REPO / f, run / f)
     (run / "release_guard.py").write_text(GUARD)
     tenv = {**env, "PYTHONPATH": str(run), "ENCODERKIT_RELEASE_CHECKOUT": str(REPO),
             "ENCODERKIT_RELEASE_INSTALL": "1"}

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import ast
 import importlib
+import shutil
 from pathlib import Path
 
 import pytest
 
+import encoderkit
+
 ROOT = Path(__file__).resolve().parents[1]
-PKG = ROOT / "encoderkit"
+# the package under test: the checkout's, or the installed wheel's in the release's install stage
+PKG = Path(encoderkit.__file__).resolve().parent
 
 # (layer, its modules (prefixes), what it is) -- bottom first; a layer may import itself and below.
 LAYERS: list[tuple[str, tuple[str, ...], str]] = [
@@ -42,8 +46,8 @@ BACKEND_ORDER = [BACKEND_BASES, tuple(f"encoderkit.backends.{f}" for f in BACKEN
                  ("encoderkit.backends.catalog",), ("encoderkit.backends.loading",)]
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+def module_name(path: Path, pkg: Path = PKG) -> str:
+    parts = list(path.relative_to(pkg.parent).with_suffix("").parts)
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
@@ -203,18 +207,15 @@ def test_architecture_md_shows_the_tests_table():
 def test_the_checker_sees_an_upward_import(tmp_path, monkeypatch):
     """The walk is not vacuous: a core module importing the CLI (even inside a function) is caught,
     and so is a cycle."""
-    fake = PKG / "core" / "_layer_probe.py"
-    fake.write_text("def f():\n    from ..cli import main\n    from . import _layer_probe2\n")
-    fake2 = PKG / "core" / "_layer_probe2.py"
-    fake2.write_text("from ._layer_probe import f\n")
-    try:
-        global MODULES
-        monkeypatch.setitem(globals(), "MODULES", {module_name(p): p for p in PKG.rglob("*.py")})
-        assert any("encoderkit.core._layer_probe (core) imports encoderkit.cli" in v for v in violations())
-        assert ["encoderkit.core._layer_probe", "encoderkit.core._layer_probe2"] in cycles()
-    finally:
-        fake.unlink()
-        fake2.unlink()
+    assert len(MODULES) > 50, f"the walk found {len(MODULES)} modules under {PKG}"
+    assert violations() == [] and cycles() == []
+    copy = tmp_path / "encoderkit"  # the probes go into a copy, never into the package under test
+    shutil.copytree(PKG, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "core" / "_layer_probe.py").write_text("def f():\n    from ..cli import main\n    from . import _layer_probe2\n")
+    (copy / "core" / "_layer_probe2.py").write_text("from ._layer_probe import f\n")
+    monkeypatch.setitem(globals(), "MODULES", {module_name(p, copy): p for p in copy.rglob("*.py")})
+    assert any("encoderkit.core._layer_probe (core) imports encoderkit.cli" in v for v in violations())
+    assert ["encoderkit.core._layer_probe", "encoderkit.core._layer_probe2"] in cycles()
 
 
 def test_every_catalog_target_resolves():

@@ -26,6 +26,9 @@ from encoderkit.core.errors import ArtifactError
 from encoderkit.conversion import convert
 
 ROOT = Path(__file__).resolve().parents[1]
+# the package under test (the checkout's, or the installed wheel's in the release's install stage)
+PKG = Path(encoderkit.__file__).resolve().parent
+TOPICS_TEST = PKG / "data" / "topics_test.jsonl"
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 FORMATS = [f for f in ("safetensors", "onnx", "tf") if f in installed_formats()]
 pyarrow = importlib.util.find_spec("pyarrow") is not None
@@ -145,7 +148,7 @@ OPENERS = {  # every caller that opens a converted format directory, as a user r
         out=out / "bench", repeats=1, quick=True),
     "batch": lambda conv, fmt, out: _batch(conv, _backends(conv, fmt)[0], out),
     "probe": lambda conv, fmt, out: __import__("encoderkit.finetune", fromlist=["x"]).finetune(
-        conv, ROOT / "encoderkit" / "data" / "topics_test.jsonl", out / "probe", method="probe",
+        conv, TOPICS_TEST, out / "probe", method="probe",
         backend=_backends(conv, fmt)[0], quiet=True),
     "classify": lambda conv, fmt, out: __import__("encoderkit.finetune", fromlist=["x"]).load_classifier(
         conv, _backends(conv, fmt)[0]),
@@ -214,8 +217,10 @@ def test_no_module_opens_a_format_directory_around_the_gate():
     }
     allowed_loads = {"encoderkit/backends/loading.py", "encoderkit/verify/gate.py"}
     found_joins, found_loads = set(), set()
-    for path in sorted((ROOT / "encoderkit").rglob("*.py")) + [ROOT / "ci" / "release.py"]:
-        rel = path.relative_to(ROOT).as_posix()
+    files = [(p, "encoderkit/" + p.relative_to(PKG).as_posix()) for p in sorted(PKG.rglob("*.py"))]
+    files.append((ROOT / "ci" / "release.py", "ci/release.py"))
+    assert len(files) > 50 and files[-1][0].is_file(), f"{len(files)} files under {PKG}"
+    for path, rel in files:
         if rel.startswith("encoderkit/backends/") and rel != "encoderkit/backends/loading.py":
             continue  # the backends' own layout code reads inside the directory it was handed
         if rel == "encoderkit/conversion.py":
@@ -494,7 +499,7 @@ def test_force_never_deletes_an_input(tiny_roberta, conv, tmp_path, capfd):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     data = data_dir / "train.jsonl"
-    shutil.copyfile(ROOT / "encoderkit" / "data" / "topics_test.jsonl", data)
+    shutil.copyfile(TOPICS_TEST, data)
     inp = tmp_path / "in.jsonl"
     inp.write_text('{"text": "hello"}\n')
     (tmp_path / "link").symlink_to(src)
@@ -587,7 +592,7 @@ def test_training_numbers_are_refused_before_anything_starts(tiny_roberta, tmp_p
     if words is None:  # --nproc 3: refused for the batch split, or (on a 2-core machine) for the machine
         words = "not divisible by --nproc 3" if (os.cpu_count() or 1) >= 3 else "more processes than"
     capfd.readouterr()
-    assert main(["finetune", str(tiny_roberta), "--data", str(ROOT / "encoderkit/data/topics_test.jsonl"),
+    assert main(["finetune", str(tiny_roberta), "--data", str(TOPICS_TEST),
                  "--out", str(tmp_path / "out"), "--quiet", *args]) == 2
     assert words in one_line_error(capfd.readouterr().err)
     assert not (tmp_path / "out").exists()
@@ -597,7 +602,7 @@ def test_non_finite_weights_are_never_saved(tiny_roberta, tmp_path):
     """Item '--lr inf (lora) exits 0 and writes NaN weights': a run that diverges (a finite but absurd
     learning rate) is refused with one line and nothing is written."""
     pytest.importorskip("accelerate")
-    res = cli("finetune", tiny_roberta, "--data", ROOT / "encoderkit/data/topics_test.jsonl", "--out",
+    res = cli("finetune", tiny_roberta, "--data", TOPICS_TEST, "--out",
               tmp_path / "out", "--method", "full", "--lr", "1e30", "--max-steps", "3", "--batch-size", "8", "--quiet")
     assert res.returncode == 2, res.stderr[-2000:]
     assert "non-finite weights" in one_line_error(res.stderr.decode())
