@@ -69,7 +69,9 @@ def test_bench_end_to_end(tiny_roberta, tmp_path):
         assert x["p50_ms"] <= x["p95_ms"] <= x["p99_ms"] <= xs.max() + 1e-9, name
     md = (out / "bench.md").read_text()
     assert "## fill-mask/short" in md and "× peers (same run)" in md and "| p99 ms |" in md
-    assert "## Targets" in md and "fill-mask, best int8 (onnx-int8) / pipeline batch 1" in md
+    # the fastest int8 that passed its gate: the backend or its variant, whichever ran faster here
+    assert "## Targets" in md and ("fill-mask, best int8 (onnx-int8) / pipeline batch 1" in md
+                                   or "fill-mask, best int8 (onnx-int8 [dynamic]) / pipeline batch 1" in md)
     # accuracy of every system against torch in the same run, and the peers that could not run
     # (figures recomputed here from the backends themselves on the same fitted texts: the report's
     # numbers are checked, not re-read)
