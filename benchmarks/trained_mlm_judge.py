@@ -75,24 +75,14 @@ def held_out(s: str) -> bool:
 
 def build_checkpoint(train: list[str], out: Path, vocab: int, seed: int) -> None:
     """init-random's small roberta, its tokenizer trained on ``train`` with ``vocab`` entries."""
-    from encoderkit.storage.files import atomic_dir
-    from encoderkit.storage.hf import hf_config, write_safetensors
-    from encoderkit.storage.manifest import write_manifest
-    from encoderkit.storage.random_init import random_spec, random_state
-    from encoderkit.storage.random_tokenizers import build_bpe_tokenizer, tokenizer_config
+    from encoderkit.storage.random_init import random_spec, write_random_checkpoint
+    from encoderkit.storage.random_tokenizers import build_bpe_tokenizer
 
     spec = random_spec("small", "roberta")
     spec = dataclasses.replace(spec, vocab_size=vocab, mask_token_id=vocab - 1)
-    tok = build_bpe_tokenizer(vocab, seed, spec.max_tokens_per_text, lines=train)
-    tok_config, special = tokenizer_config(spec.architecture, spec.max_tokens_per_text)
-    with atomic_dir(out, force=True) as tmp:
-        (tmp / "config.json").write_text(json.dumps(hf_config(spec), indent=2) + "\n")
-        (tmp / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False) + "\n")
-        (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
-        (tmp / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
-        write_safetensors(random_state(spec, seed), tmp)
-        write_manifest(tmp, {"kind": "checkpoint", "random": True, "size": "small", "arch": "roberta",
-                             "seed": seed, "head": "mlm", "tokenizer": "BPE trained on the stdlib docstrings"})
+    write_random_checkpoint(out, spec, build_bpe_tokenizer(vocab, seed, spec.max_tokens_per_text, lines=train),
+                            seed=seed, force=True, manifest={"size": "small", "arch": "roberta", "seed": seed, "head": "mlm",
+                                                             "tokenizer": "BPE trained on the stdlib docstrings"})
 
 
 def masked_probes(sentences: list[str], mask: str) -> tuple[list[str], list[str]]:

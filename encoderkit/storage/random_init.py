@@ -87,14 +87,21 @@ def init_random(out: Path, size: str = "tiny", *, seed: int = 0, arch: str = DEF
     """
     spec = random_spec(size, arch, head, labels)
     build = RANDOM_TOKENIZERS[spec.architecture.random_tokenizer][0]
-    tok_json = build(spec.vocab_size, seed, spec.max_tokens_per_text)
+    write_random_checkpoint(out, spec, build(spec.vocab_size, seed, spec.max_tokens_per_text), seed=seed,
+                            force=force, manifest={"size": size, "arch": arch, "seed": seed, "head": head})
+    return spec
+
+
+def write_random_checkpoint(out: Path, spec: ModelSpec, tokenizer: dict, *, seed: int, force: bool = False,
+                            manifest: dict | None = None) -> None:
+    """Write ``spec``'s random weights (``random_state(spec, seed)``), its config and ``tokenizer``
+    (tokenizer.json content) to ``out`` atomically, with a manifest marking it random, then
+    ``manifest``'s fields. ``init_random`` and callers with their own tokenizer use it."""
     tok_config, special = tokenizer_config(spec.architecture, spec.max_tokens_per_text)
     with atomic_dir(Path(out), force=force) as tmp:
         (tmp / "config.json").write_text(json.dumps(hf_config(spec), indent=2) + "\n")
-        (tmp / "tokenizer.json").write_text(json.dumps(tok_json, ensure_ascii=False) + "\n")
+        (tmp / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False) + "\n")
         (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
         (tmp / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
         write_safetensors(random_state(spec, seed), tmp)
-        write_manifest(tmp, {"kind": "checkpoint", "random": True, "size": size, "arch": arch, "seed": seed,
-                             "head": head})
-    return spec
+        write_manifest(tmp, {"kind": "checkpoint", "random": True, **(manifest or {})})
