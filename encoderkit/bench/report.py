@@ -147,9 +147,9 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _is_int8(name: str, result: Any) -> bool:
+def _is_int8(name: str, row: dict[str, Any]) -> bool:
     """An int8 encoderkit backend's row (a variant's row says which backend it runs)."""
-    b = result.get("backend", name) if isinstance(result, dict) else name
+    b = row.get("backend", name)
     return b in BACKENDS and BACKENDS[b].variant == "int8"
 
 
@@ -207,8 +207,7 @@ def target_rows(report: dict[str, Any]) -> list[tuple[str, float, str, float, bo
             add(f"embed, best int8 ({int8}) min cosine vs {acc['reference']}", acc["min_cosine"], "≥", 0.99)
     if lat and "pipeline-bs1" in lat:
         # the int8 backends that passed their gate on the short fill-mask workload, fastest p50
-        passed = {n: lat[n] | {"backend": short[n].get("backend", n)} for n in lat
-                  if n in short and short[n].get("gate") is not False}
+        passed = {n: lat[n] for n in lat if n in short and short[n].get("gate") is not False}
         int8 = best_int8(passed, "p50_ms", lower=True)
         if int8:
             add(f"latency p50, best int8 ({int8}) / pipeline", lat[int8]["p50_ms"] / lat["pipeline-bs1"]["p50_ms"], "≤", round(1 / 3, 3))

@@ -85,6 +85,11 @@ def model_flops(spec, n_tokens: list[int], n_masks: int) -> float:
     return per_token * sum(n_tokens) + attention + head
 
 
+def _variant_of(s) -> dict[str, str]:
+    """What a variant's rows carry so the report can hold it to its backend's gate; nothing for the rest."""
+    return {"backend": s.backend} if s.backend != s.name else {}
+
+
 LATENCY_SAMPLES = 200  # single-text calls per system in a full run (p99 from 200: the 2nd-3rd slowest)
 
 
@@ -171,8 +176,7 @@ def _run(path: Path, model, backends: list[str], tasks: list[str], out: Path, re
             compiles = s.backend in BACKENDS and BACKENDS[s.backend].compiles_per_shape
             warm = texts if compiles else texts[:2]
             t = _time(lambda s=s, warm=warm: s.runners[task](warm))
-            row = {"warmup_s": t, "times": []} | ({"backend": s.backend} if s.backend != s.name else {})
-            results.setdefault(wname, {}).setdefault(s.name, row)
+            results.setdefault(wname, {}).setdefault(s.name, {"warmup_s": t, "times": []} | _variant_of(s))
         with bar(total=repeats * len(contenders), desc=wname, unit="run") as progress:
             for r in range(repeats):
                 for s in contenders:
@@ -210,9 +214,10 @@ def _run(path: Path, model, backends: list[str], tasks: list[str], out: Path, re
             for x in texts:  # interleaved text by text
                 for s in singles:
                     lat[s.name].append(_time(lambda s=s, x=x: s.single(x)))
-        for name, xs in lat.items():
-            latency[name] = {"p50_ms": float(np.percentile(xs, 50) * 1e3), "p95_ms": float(np.percentile(xs, 95) * 1e3),
-                             "p99_ms": float(np.percentile(xs, 99) * 1e3), "samples": xs}
+        for s in singles:
+            xs = lat[s.name]
+            latency[s.name] = {"p50_ms": float(np.percentile(xs, 50) * 1e3), "p95_ms": float(np.percentile(xs, 95) * 1e3),
+                               "p99_ms": float(np.percentile(xs, 99) * 1e3), "samples": xs} | _variant_of(s)
     report = {"model": str(model), "spec": ref.spec.to_dict(), "machine": machine(), "gemm_peak_gflops": peak,
               "repeats": repeats, "results": results, "latency_bs1": latency,
               "systems": {s.name: {"kind": s.kind, "backend": s.backend, "load_s": s.load_s, "rss_mb_after_load": s.rss_mb,
