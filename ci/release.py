@@ -251,18 +251,17 @@ def stage_install(ctx: Context) -> str:
     tenv = {**env, "PYTHONPATH": str(run), "ENCODERKIT_RELEASE_CHECKOUT": str(REPO),
             "ENCODERKIT_RELEASE_INSTALL": "1"}
     selection = (ctx.args.install_tests or DEFAULT_INSTALL_TESTS).split()
+    pytest = [py, "-m", "pytest", "-p", "release_guard", "-p", "no:cacheprovider", "-q", "-m", "not slow"]
     collected = ""
     if selection != DEFAULT_INSTALL_TESTS.split():
         # a narrower selection still proves every test module of the default one imports against
         # the wheel (a test importing repository code the copy lacks failed only the full run once)
-        col = sh(ctx, "install", [py, "-m", "pytest", "-p", "release_guard", "-p", "no:cacheprovider", "-q",
-                                  "--collect-only", "-m", "not slow", *DEFAULT_INSTALL_TESTS.split()],
+        col = sh(ctx, "install", [*pytest, "--collect-only", *DEFAULT_INSTALL_TESTS.split()],
                  env=tenv, cwd=run, what="collect the default test selection (installed wheel)")
         n = next((ln.split()[0] for ln in reversed(col.splitlines()) if " tests collected" in ln
                   or " selected" in ln), "?")
         collected = f"default selection collects ({n} tests); "
-    out = sh(ctx, "install", [py, "-m", "pytest", "-p", "release_guard", "-p", "no:cacheprovider", "-q",
-                              "-m", "not slow", *selection], env=tenv, cwd=run, what="unit tests (installed wheel)")
+    out = sh(ctx, "install", [*pytest, *selection], env=tenv, cwd=run, what="unit tests (installed wheel)")
     summary = next((ln.strip("= ") for ln in reversed(out.splitlines()) if " passed" in ln or " failed" in ln), "?")
     if "release guard: encoderkit from" not in out:
         raise StageFailure("the sys.path guard did not run (pytest -p release_guard)")
