@@ -283,7 +283,7 @@ def shape_name(s) -> str:
     return f"[{s[0]}, {s[1]}]"
 
 
-def render(facts, timing, profiles, gemm, envs, acc, a) -> str:
+def render(facts, timing, profiles, gemm, envs, acc, a, mode: str) -> str:
     L = ["# Profile: ONNX Runtime int8 vs CTranslate2 int8 (real all-MiniLM-L6-v2)", ""]
     fl = facts["flags"]
     L += [f"Machine: {facts['model']}, {facts['cores']} cores (shared with other jobs: read ratios, not "
@@ -295,7 +295,7 @@ def render(facts, timing, profiles, gemm, envs, acc, a) -> str:
           "python -m encoderkit.cli convert minilm --to safetensors,onnx,ctranslate2 --quantize int8 --out /tmp/prof-minilm",
           f"python -m benchmarks.profile_int8 /tmp/prof-minilm --repeats {a.repeats} --threads {a.threads}"
           + (f" --skip {a.skip}" if a.skip else ""),
-          "```", "", f"The shipped int8 graph (`encoder.int8.onnx`) is `--int8-mode {a.mode}`; the "
+          "```", "", f"The shipped int8 graph (`encoder.int8.onnx`) is `--int8-mode {mode}`; the "
           "dynamic graphs are ONNX Runtime's dynamic quantization of the fused fp32 graph. ORT sessions "
           "run as the onnx backend runs them (spinning off, SkipLayerNormFusion disabled).", ""]
     # 1. totals
@@ -387,7 +387,6 @@ def main(argv=None) -> int:
             quantize_int8(d / "onnx" / "encoder.onnx", u8, weights="u8")
             graphs["ORT int8 (dynamic u8)"] = u8
         graphs["ORT int8 (dynamic s8)"] = s8
-        a.mode = mode
         systems = {k: ort_system(v, a.threads) for k, v in graphs.items()}
         ct2 = d / "ctranslate2"
         systems["CT2 float32"] = ct2_system(ct2 / "encoder", "float32", a.threads)
@@ -405,7 +404,7 @@ def main(argv=None) -> int:
         acc = accuracy(d, {f"{mode} (shipped)": graphs[SHIPPED], "dynamic s8": s8}) \
             if "accuracy" not in skip else {}
     envs = run_ct2_envs(d, a.threads, max(3, a.repeats - 2)) if "envs" not in skip else {}
-    text = render(facts, timing, profiles, gemm, envs, acc, a)
+    text = render(facts, timing, profiles, gemm, envs, acc, a, mode)
     print(text)
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
