@@ -5,7 +5,10 @@ Files written to ``onnx/``:
 - ``encoder.onnx``   input_ids, attention_mask -> last_hidden_state. Fused by
   ``onnxscript.rewriter.ort_fusions.optimize_for_ort`` (Attention, BiasGelu; its
   SkipLayerNormalization is written back as Sum + LayerNormalization, faster on ORT's CPU);
-  ``onnxruntime.transformers``' optimizer finds no attention in a dynamo graph.
+  ``onnxruntime.transformers``' optimizer finds no attention in a dynamo graph. Then padding removal
+  (``packing.py``, every encoder graph; ``--no-pack`` keeps padding): the hidden states travel as
+  the real tokens only, laid out [batch, sequence] just for attention (the fused Attention becomes
+  Q, K, V MatMuls + MultiHeadAttention); padded positions of ``last_hidden_state`` are 0.
 - one fp32 graph per head the model carries, hidden [m, hidden] -> logits [m, out], run only on the
   rows the head reads (gathered by the runtime): ``head.onnx`` (MLM, at mask positions: no other
   position is projected onto the vocabulary), ``classifier.onnx`` (sequence classification, first
@@ -51,6 +54,8 @@ class OnnxOptions(NoOptions):
     quantize: tuple[str, ...] | str | None = option(
         None, "also write quantized ONNX encoders: int8, fp16 or int8,fp16", type=str)
     fuse: bool = option(True, "keep the ONNX graph unfused (no attention fusion)")
+    pack: bool = option(True, "keep padding in the encoder graphs (no padding removal: every projection "
+                        "then also runs on the padded positions)")
     int8_source: str = option("fused", "graph int8 quantizes: fused (default; dynamic mode keeps QKV fp32 there) "
                               "or unfused", choices=("fused", "unfused"))
     int8_weights: str = option("u8", "dynamic int8 weight type: u8 (default, more accurate) or s8 (faster, "
@@ -132,7 +137,7 @@ class OnnxConverter(Converter):
         o: OnnxOptions = self.options
         copy_model_files(ckpt.directory, out, ckpt.spec)
         trace = _trace(ckpt)
-        info: dict[str, Any] = {"opset": OPSET, "fused": o.fuse, "files": {}}
+        info: dict[str, Any] = {"opset": OPSET, "fused": o.fuse, "files": {}, "packed": []}
         self._encoder(ckpt, trace, out, info)
         self._analysis(trace, out, info)
         for head in ckpt.spec.heads:
@@ -140,13 +145,31 @@ class OnnxConverter(Converter):
         del trace
         if "fp16" in o.quantize:
             info["files"]["encoder_fp16"] = convert_fp16(out / GRAPHS["encoder"], out / GRAPHS["encoder_fp16"])
+        if o.pack:
+            self._pack(out, info)
         (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
         return {"opset": OPSET, "graphs": ", ".join(info["files"].values()),
                 **({"int8 quantized from": info["int8_source"]} if "int8_source" in info else {}),
                 **({"int8 mode": o.int8_mode} if "int8" in o.quantize else {}),
                 **(static_report(info["int8_static"]) if "int8_static" in info else {}),
                 **(token_report(info["int8_token"]) if "int8_token" in info else {}),
-                "fused operators (encoder.onnx)": info["fused_ops"] or "none (--no-fuse)"}
+                "fused operators (encoder.onnx)": info["fused_ops"] or "none (--no-fuse)",
+                "padding removed in": ", ".join(info.get("packed", [])) or "none"}
+
+    def _pack(self, out: Path, info: dict[str, Any]) -> None:
+        """Padding removal (packing.py) in every encoder graph that has attention ops (an unfused
+        graph has none: --no-fuse keeps padding). Last: the int8 and fp16 encoders are derived from
+        the padded fused graph, each then packed."""
+        from .packing import remove_padding_file
+
+        for key in ("encoder", "encoder_int8", "encoder_fp16"):
+            if key in info["files"]:
+                path = out / info["files"][key]
+                if {"Attention", "MultiHeadAttention"} & set(op_counts(path)):
+                    remove_padding_file(path, external=self.options.external_data)
+                    info["packed"].append(info["files"][key])
+        counts = op_counts(out / GRAPHS["encoder"])
+        info["fused_ops"] = {k: counts[k] for k in FUSED_OPS if counts.get(k)}
 
     def _encoder(self, ckpt: Checkpoint, t: _Trace, out: Path, info: dict[str, Any]) -> None:
         """encoder.onnx (fused unless --no-fuse) and, with int8, the int8 encoder from the fused
