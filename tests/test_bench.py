@@ -242,6 +242,21 @@ def test_target_rows_take_the_fastest_int8_that_passed_its_gate():
     assert rows["fill-mask, onnx-int8 / ctranslate2-int8"] == (1.2, True)
 
 
+def test_the_onnx_fp32_row_is_held_to_the_roofline_even_when_another_fp32_is_fastest():
+    report = _synthetic({"sentence-transformers": (10, {"min_cosine": 1.0})}, short={
+        "pipeline-bs1": (2, {"top1": 1.0, "top5": 1.0}),
+        "ctranslate2": (9, {"top1": 1.0, "top5": 1.0, "gate": True}),
+        "onnx": (8, {"top1": 1.0, "top5": 1.0, "gate": True})})
+    short = report["results"]["fill-mask/short"]
+    short["ctranslate2"]["roofline_fraction"], short["onnx"]["roofline_fraction"] = 0.8, 0.7
+    rows = {name: (value, ok) for name, value, _, _, ok, _ in target_rows(report)}
+    assert rows["fill-mask, best fp32 (ctranslate2) fraction of fp32 roofline"] == (0.8, True)
+    assert rows["fill-mask, onnx fp32 fraction of fp32 roofline"] == (0.7, False)
+    short["onnx"]["texts_per_s"] = 10  # onnx the fastest fp32: one row, not two
+    rows = [name for name, *_ in target_rows(report) if "roofline" in name]
+    assert rows == ["fill-mask, best fp32 (onnx) fraction of fp32 roofline"]
+
+
 def test_a_variant_row_counts_as_the_backend_it_runs():
     """A variant (another conversion of the model, under its own label) is an int8 contender when
     the backend it runs is, in throughput and latency alike."""
