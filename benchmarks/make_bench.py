@@ -2,8 +2,10 @@
 the real all-MiniLM-L6-v2 (embed) against its peers, and regenerate the README's performance
 tables (and the MiniLM similarity table) from the results.
 
-Beside the default conversion (token int8), an ONNX conversion with ``--int8-mode static`` runs as
-the variant ``onnx-int8 [static]``; torch-bf16 runs where the CPU has bf16. The load average is
+Beside the default conversion (token int8, padding removed), an ONNX conversion with
+``--int8-mode static`` runs as the variant ``onnx-int8 [static]`` and one with ``--no-pack`` as
+``onnx [padded]`` / ``onnx-int8 [padded]`` (the graphs before padding removal, side by side);
+torch-bf16 runs where the CPU has bf16. The load average is
 read before and after and printed in each table's header: figures from a loaded machine say so.
 
     python -m benchmarks.make_bench [--repeats N] [--readme-only] [--skip-minilm]
@@ -60,13 +62,22 @@ def _bench(out: Path, model: Path, tasks: list[str], repeats: int, optimum, vari
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
-def _static(model, out: Path) -> Path:
-    """An ONNX-only conversion with --int8-mode static, cached like the demo's conversions."""
+def _onnx_only(model, out: Path, **options) -> Path:
+    """An ONNX-only conversion with int8 and ``options``, cached like the demo's conversions."""
     from encoderkit.conversion import convert
 
     if not (out / "manifest.json").is_file():
-        convert(model, ["safetensors", "onnx"], out, force=out.exists(), quantize="int8", int8_mode="static")
+        convert(model, ["safetensors", "onnx"], out, force=out.exists(), quantize="int8", **options)
     return out
+
+
+def _variants(model, name: str) -> dict[str, tuple[Path, str]]:
+    from encoderkit.demo import OUT as DEMO
+
+    static = _onnx_only(model, DEMO / f"{name}-static", int8_mode="static")
+    padded = _onnx_only(model, DEMO / f"{name}-padded", pack=False)
+    return {"onnx-int8 [static]": (static, "onnx-int8"), "onnx [padded]": (padded, "onnx"),
+            "onnx-int8 [padded]": (padded, "onnx-int8")}
 
 
 def main(argv=None) -> int:
@@ -88,7 +99,6 @@ def main(argv=None) -> int:
         if not (ckpt / "manifest.json").is_file():
             init_random(ckpt, "large", seed=0, force=ckpt.exists())
         conv = _converted(ckpt, DEMO / "roberta-large-converted")
-        static = _static(ckpt, DEMO / "roberta-large-static")
         # optimum's recipe as a peer where `make optimum-venv` made its venv (else listed as skipped)
         optimum = os.environ.get("ENCODERKIT_OPTIMUM_PYTHON") or \
             next((str(p) for p in [ROOT / ".venv-optimum" / "bin" / "python"] if p.is_file()), None)
@@ -97,13 +107,10 @@ def main(argv=None) -> int:
         ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
         no_opt = (f"not run on roberta-large: this machine's {ram_gb:.0f} GB of memory cannot hold its export "
                   "beside every other system (measured on MiniLM below)") if ram_gb < 32 else None
-        _bench(OUT, conv, ["fill-mask", "embed"], a.repeats, optimum, {"onnx-int8 [static]": (static, "onnx-int8")},
-               no_opt)
+        _bench(OUT, conv, ["fill-mask", "embed"], a.repeats, optimum, _variants(ckpt, "roberta-large"), no_opt)
         if not a.skip_minilm:
             mini = _converted("minilm", DEMO / "minilm-converted")
-            mstatic = _static("minilm", DEMO / "minilm-static")
-            _bench(OUT_MINILM, mini, ["embed"], max(a.repeats, 3), optimum,
-                   {"onnx-int8 [static]": (mstatic, "onnx-int8")})
+            _bench(OUT_MINILM, mini, ["embed"], max(a.repeats, 3), optimum, _variants("minilm", "minilm"))
     report = json.loads((OUT / "bench.json").read_text())
     text = replace_block(README.read_text(), "bench", perf_block(report))
     if (OUT_MINILM / "bench.json").is_file():

@@ -4,13 +4,14 @@ On CONVERT_DIR (``convert --to safetensors,onnx``, e.g. a random roberta-base), 
 workload (32 texts) through encoderkit's fill-mask, with the onnx backend's encoder session varied
 one setting at a time, all in one process, interleaved over --repeats rounds:
 
-- ``shipped``: the fused graph (Attention, BiasGelu, Sum + LayerNormalization), ORT_ENABLE_ALL, ONNX
-  Runtime's default intra-op threads, spinning off, token budget 1024 (what ``load(dir, "onnx")``
-  does);
-- ``SkipLayerNormalization``: the graph as onnxscript fused it (what the converter wrote before);
+- ``shipped``: the fused graph with padding removed (Q/K/V MatMul + MultiHeadAttention on the real
+  tokens, BiasGelu, Sum + LayerNormalization), ORT_ENABLE_ALL, ONNX Runtime's default intra-op
+  threads, spinning off, token budget 1024 (what ``load(dir, "onnx")`` does);
+- ``padded``: the fused graph before padding removal (``convert --no-pack``: fused Attention);
+- ``SkipLayerNormalization``: the padded graph as onnxscript fused it (what the converter wrote before);
 - threads 1 / threads 2, spinning on;
 - graph optimization ORT_ENABLE_EXTENDED / ORT_ENABLE_BASIC instead of ALL;
-- ``2-D mask``: the fused Attention fed the raw attention mask (``mask_index``, int32 [batch, seq])
+- ``2-D mask``: the padded graph's fused Attention fed the raw attention mask (``mask_index``, int32 [batch, seq])
   instead of the exporter's float attention_bias [batch, 1, seq, seq] (built by Where/Expand);
 - ``unfused``: the dynamo graph without onnxscript's fusions (plain MatMul/Softmax/LayerNorm);
 - token budget 256 / 4096, and ``batch 1`` (one text per call);
@@ -110,6 +111,18 @@ def skip_layer_norm_graph(unfused: Path, dst: Path) -> None:
     _save(model, dst)
 
 
+def padded_graph(unfused: Path, dst: Path) -> None:
+    """The converter's fp32 graph before padding removal (``convert --no-pack``)."""
+    import onnx_ir as ir
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    from encoderkit.backends.onnx.export import _save, unfuse_skip_layer_norm
+
+    model, _ = optimize_for_ort(ir.load(str(unfused)))
+    unfuse_skip_layer_norm(model)
+    _save(model, dst)
+
+
 def layer_norm_ops(shapes=((32, 32, 384), (8, 128, 768), (1, 16, 1024)), calls: int = 50) -> list[str]:
     """CPU time of one com.microsoft SkipLayerNormalization vs Sum + LayerNormalization (1 thread)."""
     import onnxruntime as ort
@@ -162,12 +175,14 @@ def main(argv=None) -> int:
     work = a.work / a.name
     work.mkdir(parents=True, exist_ok=True)
     fused = a.converted / "onnx" / "encoder.onnx"
-    if not (work / "mask_index.onnx").exists():
-        mask_index_graph(fused, work / "mask_index.onnx")
     if not (work / "unfused.onnx").exists():
         unfused_graph(a.converted / "safetensors", work / "unfused.onnx")
     if not (work / "skip_layer_norm.onnx").exists():
         skip_layer_norm_graph(work / "unfused.onnx", work / "skip_layer_norm.onnx")
+    if not (work / "padded.onnx").exists():
+        padded_graph(work / "unfused.onnx", work / "padded.onnx")
+    if not (work / "mask_index.onnx").exists():
+        mask_index_graph(work / "padded.onnx", work / "mask_index.onnx")
     ops = layer_norm_ops()
 
     def onnx_system(path=fused, max_tokens=1024, **opts):
@@ -176,7 +191,8 @@ def main(argv=None) -> int:
         return rt
 
     variants = {
-        "shipped (fused, ALL, default threads, budget 1024)": {},
+        "shipped (fused, padding removed, ALL, default threads, budget 1024)": {},
+        "padded (fused, --no-pack)": {"path": work / "padded.onnx"},
         "SkipLayerNormalization (onnxscript's fusion as is)": {"path": work / "skip_layer_norm.onnx"},
         "threads 1": {"threads": 1},
         "threads 2": {"threads": 2},
