@@ -154,7 +154,7 @@ class OnnxConverter(Converter):
                 **(static_report(info["int8_static"]) if "int8_static" in info else {}),
                 **(token_report(info["int8_token"]) if "int8_token" in info else {}),
                 "fused operators (encoder.onnx)": info["fused_ops"] or "none (--no-fuse)",
-                "padding removed in": ", ".join(info.get("packed", [])) or "none"}
+                "padding removed in": ", ".join(info["packed"]) or "none"}
 
     def _pack(self, out: Path, info: dict[str, Any]) -> None:
         """Padding removal (packing.py) in every encoder graph that has attention ops (an unfused
@@ -163,11 +163,9 @@ class OnnxConverter(Converter):
         from .packing import remove_padding_file
 
         for key in ("encoder", "encoder_int8", "encoder_fp16"):
-            if key in info["files"]:
-                path = out / info["files"][key]
-                if {"Attention", "MultiHeadAttention"} & set(op_counts(path)):
-                    remove_padding_file(path, external=self.options.external_data)
-                    info["packed"].append(info["files"][key])
+            name = info["files"].get(key)
+            if name and remove_padding_file(out / name, external=self.options.external_data) is not None:
+                info["packed"].append(name)
         counts = op_counts(out / GRAPHS["encoder"])
         info["fused_ops"] = {k: counts[k] for k in FUSED_OPS if counts.get(k)}
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ...core.errors import ArtifactError
-from .static import _drop_dead
+from .static import _ATTENTIONS, _const_array, _drop_dead, mha_from_attention, qkv_parts
 
 _NORMS = ("LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization")
 PREFIX = "ek_pack"  # names of what the pass adds
@@ -59,15 +59,6 @@ class _Pass:
         from onnx import helper
 
         return helper.make_node(op, inputs, [output], name=output, **attrs)
-
-    def weight(self, name: str) -> list[np.ndarray] | None:
-        """The fused Attention's QKV weight as its parts: a Concat of initializers, or one initializer."""
-        if name in self.inits:
-            return [self.numpy_helper.to_array(self.inits[name])]
-        p = self.producers.get(name)
-        if p is not None and p.op_type == "Concat" and all(i in self.inits for i in p.input):
-            return [self.numpy_helper.to_array(self.inits[i]) for i in p.input]
-        return None
 
     def indices(self, mask: str) -> list:
         """Nodes computing, from the [batch, seq] mask: the real tokens' flat positions (``real``),
@@ -112,19 +103,19 @@ class _Pass:
         nodes.append(self.node("Reshape", [f"{tag}_flat", f"{PREFIX}_shape"], f"{tag}_padded"))
         return nodes, f"{tag}_padded"
 
-    def split(self, n, parts: list[np.ndarray], x: str) -> tuple[list, list[str]]:
+    def split(self, n, w: np.ndarray, x: str) -> tuple[list, list[str]]:
         """A fused Attention's Q, K, V projections of ``x`` as three MatMuls."""
-        from onnx import helper
+        nodes = [self.node("MatMul", [x, self.const(f"{n.name}_w{role}", part)], f"{n.name}_{role}")
+                 for role, part in zip("qkv", qkv_parts(n, w))]
+        return nodes, [m.output[0] for m in nodes]
 
-        sizes = next((list(a.ints) for a in n.attribute if a.name == "qkv_hidden_sizes"), None)
-        w = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
-        sizes = sizes or [w.shape[1] // 3] * 3
-        nodes, outs = [], []
-        for role, part in zip("qkv", np.split(w, np.cumsum(sizes)[:-1], axis=1)):
-            out = f"{n.name}_{role}"
-            nodes.append(helper.make_node("MatMul", [x, self.const(f"{n.name}_w{role}", part)], [out], name=out))
-            outs.append(out)
-        return nodes, outs
+    def attended(self, n, original: str, rename: dict[str, str]) -> list:
+        """An attention node ``n`` writing ``original`` in the padded layout, and its output packed
+        (read under the packed name from here on)."""
+        n.output[0] = f"{original}_padded_out"
+        nodes, rename[original] = self.pack(n.output[0], f"{original}_att")
+        self.counts["attentions"] += 1
+        return [n, *nodes]
 
     def run(self) -> dict[str, int]:
         from onnx import helper
@@ -134,7 +125,7 @@ class _Pass:
         if "attention_mask" not in names or len(g.output) != 1:
             raise ArtifactError("padding removal: not an encoder graph (input attention_mask, one output)")
         first_norm = next((n for n in g.node if n.op_type in _NORMS), None)
-        attentions = [n for n in g.node if n.op_type in ("Attention", "MultiHeadAttention")]
+        attentions = [n for n in g.node if n.op_type in _ATTENTIONS]
         if first_norm is None or not attentions:
             raise ArtifactError("padding removal: the graph has no LayerNorm or no attention")
         self.hidden = int(self.numpy_helper.to_array(self.inits[first_norm.input[1]]).shape[-1])
@@ -149,31 +140,21 @@ class _Pass:
                 if ins[4] or ins[6] or any(n.output[1:]):
                     raise ArtifactError(f"padding removal: {n.name} has past state; not an encoder's attention")
                 original = n.output[0]
-                parts = self.weight(ins[1])
-                if parts is None:  # weights computed in the graph: the fused op stays, on padded input
+                w = _const_array(ins[1], self.inits, self.producers)
+                if w is None or w.ndim != 2:  # weights computed in the graph: the fused op stays, on padded input
                     nodes, n.input[0] = self.unpack(ins[0], f"{n.name}_in")
                     out += nodes
                 else:  # Q, K, V projections on the packed tokens, MultiHeadAttention on them unpacked
-                    nodes, qkv = self.split(n, parts, ins[0])
+                    nodes, qkv = self.split(n, w, ins[0])
                     out += nodes
                     padded = []
                     for t in qkv:
                         nodes, u = self.unpack(t, t)
                         out += nodes
                         padded.append(u)
-                    mha = [*padded, ins[2], ins[3], ins[5]]
-                    while not mha[-1]:
-                        mha.pop()
-                    attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute
-                             if a.name in ("num_heads", "scale", "mask_filter_value", "unidirectional")}
-                    n = helper.make_node("MultiHeadAttention", mha, [original], name=f"{n.name}_mha",
-                                         domain="com.microsoft", **attrs)
+                    n = mha_from_attention(n, padded, [original], f"{n.name}_mha")
                     self.counts["attention -> MultiHeadAttention"] += 1
-                n.output[0] = f"{original}_padded_out"
-                out.append(n)
-                nodes, rename[original] = self.pack(n.output[0], f"{original}_att")
-                out += nodes
-                self.counts["attentions"] += 1
+                out += self.attended(n, original, rename)
             elif n.op_type == "MultiHeadAttention" and n.domain == "com.microsoft":
                 if any(n.output[1:]) or any(list(n.input)[6:]):
                     raise ArtifactError(f"padding removal: {n.name} has past state; not an encoder's attention")
@@ -181,12 +162,7 @@ class _Pass:
                     if n.input[j]:
                         nodes, n.input[j] = self.unpack(n.input[j], f"{n.name}_in{j}")
                         out += nodes
-                original = n.output[0]
-                n.output[0] = f"{original}_padded_out"
-                out.append(n)
-                nodes, rename[original] = self.pack(n.output[0], f"{original}_att")
-                out += nodes
-                self.counts["attentions"] += 1
+                out += self.attended(n, n.output[0], rename)
             else:
                 out.append(n)
                 if start in n.output:
@@ -222,13 +198,19 @@ def remove_padding(model) -> dict[str, int]:
     return _Pass(model).run()
 
 
-def remove_padding_file(path: Path, *, external: bool | None = None) -> dict[str, Any]:
-    """``remove_padding`` on the graph at ``path``, written beside it and renamed over it."""
+def remove_padding_file(path: Path, *, external: bool | None = None) -> dict[str, Any] | None:
+    """``remove_padding`` on the graph at ``path``, written beside it and renamed over it; None,
+    and the file left as it is, where the graph has no attention op (an unfused graph)."""
     import onnx
 
     from .layout import EXTERNAL_DATA_BYTES
 
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)
+    if not any(n.op_type in _ATTENTIONS for n in model.graph.node):
+        return None
+    from onnx.external_data_helper import load_external_data_for_model
+
+    load_external_data_for_model(model, str(path.parent))
     counts = remove_padding(model)
     if external is None:
         external = sum(t.ByteSize() for t in model.graph.initializer) > EXTERNAL_DATA_BYTES

@@ -319,6 +319,27 @@ def _const_array(name: str, inits: dict, producers: dict) -> np.ndarray | None:
     return None
 
 
+def qkv_parts(node, w: np.ndarray) -> list[np.ndarray]:
+    """A fused Attention's packed QKV weight ``w`` [hidden, q + k + v] split into its Q, K, V weights."""
+    sizes = next((list(a.ints) for a in node.attribute if a.name == "qkv_hidden_sizes"), [w.shape[1] // 3] * 3)
+    return np.split(w, np.cumsum(sizes)[:-1], axis=1)
+
+
+def mha_from_attention(n, qkv: list[str], outputs: list[str], name: str):
+    """A MultiHeadAttention over the projections ``qkv`` with the fused Attention ``n``'s bias,
+    mask, attention bias and attributes."""
+    from onnx import helper
+
+    ins = list(n.input) + [""] * 6
+    attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute
+             if a.name in ("num_heads", "scale", "mask_filter_value", "unidirectional")}
+    # MultiHeadAttention: query, key, value, bias, key_padding_mask, attention_bias
+    mha = [*qkv, ins[2], ins[3], ins[5]]
+    while mha[-1] == "":
+        mha.pop()
+    return helper.make_node("MultiHeadAttention", mha, outputs, name=name, domain="com.microsoft", **attrs)
+
+
 def token_weights(w: np.ndarray, limit: int = TOKEN_CORRECTION_MAX) -> tuple[np.ndarray, np.ndarray, int]:
     """Per-column symmetric s8 weights with the asymmetric activations' correction folded in.
 
@@ -430,21 +451,10 @@ class _TokenRewrite:
 
     def attention(self, n, w: np.ndarray) -> list:
         """A fused Attention (packed QKV weight) as three projections + MultiHeadAttention."""
-        from onnx import helper
-
-        sizes = next((list(a.ints) for a in n.attribute if a.name == "qkv_hidden_sizes"), [w.shape[1] // 3] * 3)
-        parts = np.split(w, np.cumsum(sizes)[:-1], axis=1)
+        parts = qkv_parts(n, w)
         outs = [f"{n.name}_{r}" for r in "qkv"]
         nodes = self.group(n.input[0], list(zip(parts, outs)), n.name)
-        ins = list(n.input) + [""] * 6
-        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute
-                 if a.name in ("num_heads", "scale", "mask_filter_value", "unidirectional")}
-        # MultiHeadAttention: query, key, value, bias, key_padding_mask, attention_bias
-        mha = [*outs, ins[2], ins[3], ins[5]]
-        while mha[-1] == "":
-            mha.pop()
-        nodes.append(helper.make_node("MultiHeadAttention", mha, list(n.output), name=f"{n.name}_int8",
-                                      domain="com.microsoft", **attrs))
+        nodes.append(mha_from_attention(n, outs, list(n.output), f"{n.name}_int8"))
         self.counts["attention -> MultiHeadAttention"] += 1
         return nodes
 
