@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 
 import onnxruntime as ort
@@ -17,7 +18,8 @@ from encoderkit.core.errors import ArtifactError
 
 pytestmark = pytest.mark.xdist_group("onnx")
 
-# packed vs padded graph of the same conversion, at real positions (max |difference|)
+# packed vs padded graph, at real positions: max |difference| / max(|value|, 1) (fp16's step grows
+# with the value: one step is 3.9e-3 between 4 and 8)
 TOLERANCE = {"encoder.onnx": 1e-5, "encoder.fp16.onnx": 2e-3, "encoder.int8.onnx": None}  # int8: see below
 TEXTS = ["Short one.", "A much longer sentence, so that the short ones in its batch carry a lot of padding <mask>.",
          "Two words", "The capital of France is <mask>, and the capital of Italy is Rome."]
@@ -32,8 +34,9 @@ def both(tiny_bert, tmp_path_factory):
     return root / "packed", root / "padded"
 
 
-def _session(path):
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+def _session(graph):
+    """A session over a graph file, or over a serialized model."""
+    return ort.InferenceSession(graph if isinstance(graph, bytes) else str(graph), providers=["CPUExecutionProvider"])
 
 
 def _batch(rt, texts, left=False):
@@ -68,12 +71,15 @@ def test_packed_graphs_answer_as_the_padded_ones_with_zeros_at_pads(both, left):
     real = feeds["attention_mask"].astype(bool)
     assert (~real).sum() > real.size // 4  # the batch is really ragged
     for name, tol in TOLERANCE.items():
-        a = _session(packed / "onnx" / name).run(None, feeds)[0]
+        # the pass applied to the very graph it is compared with (int8: the same calibration)
+        model = onnx.load(str(padded / "onnx" / name))
+        remove_padding(model)
+        a = _session(model.SerializeToString()).run(None, feeds)[0]
         b = _session(padded / "onnx" / name).run(None, feeds)[0]
         assert a.shape == b.shape and a.dtype == np.float32
         assert not np.abs(a[~real]).any(), f"{name}: padded positions are not 0"
         assert np.abs(b[~real]).max() > 0  # (the padded graph computes them)
-        diff = float(np.abs(a - b)[real].max())
+        diff = float((np.abs(a - b) / np.maximum(np.abs(b), 1))[real].max())
         if tol is None:
             # int8: per-tensor activation scales now see real tokens only, so packed and padded
             # differ a little; both must stay as close to fp32 as the padded int8 was
@@ -81,7 +87,7 @@ def test_packed_graphs_answer_as_the_padded_ones_with_zeros_at_pads(both, left):
             err_a, err_b = (float(np.abs(x - fp32)[real].max()) for x in (a, b))
             assert err_a <= 1.5 * err_b + 1e-3, f"{name}: packed int8 {err_a:.4g} vs padded int8 {err_b:.4g} from fp32"
         else:
-            assert diff <= tol, f"{name}: max |packed - padded| at real positions {diff:.3g} > {tol}"
+            assert diff <= tol, f"{name}: max |packed - padded| / max(|padded|, 1) at real positions {diff:.3g} > {tol}"
 
 
 def test_a_text_gets_the_same_vectors_alone_and_in_a_ragged_batch(both):
@@ -107,8 +113,6 @@ def test_the_backends_still_match_torch(both, tiny_bert):
 
 
 def test_a_graph_without_attention_is_a_typed_error(both):
-    import onnx
-
     model = onnx.load(str(both[0] / "onnx" / "head.onnx"))
     with pytest.raises(ArtifactError, match="padding removal: not an encoder graph"):
         remove_padding(model)
