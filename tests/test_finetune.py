@@ -99,6 +99,29 @@ def test_freeze_keeps_frozen_tensors_bit_identical(tmp_path, tiny_roberta):
         finetune(tiny_roberta, TOPICS_TRAIN, tmp_path / "bad", method="freeze", unfreeze_top=9, quiet=True)
 
 
+def test_warmup_raises_the_learning_rate_from_zero_then_decays(tmp_path, tiny_roberta):
+    """--warmup 0.5 over 6 steps: the learning rate each step ran at climbs from 0 over 3 steps to
+    --lr, then falls toward 0; without warmup the first step already runs at --lr. The report says
+    which."""
+    def rates(m):
+        return [h["learning_rate"] for h in m["history"] if "learning_rate" in h]
+
+    common = dict(method="full", max_steps=6, lr=1e-2, batch_size=8, dropout=0.0, quiet=True)
+    warm = finetune(tiny_roberta, TOPICS_TRAIN, tmp_path / "warm", warmup=0.5, **common)
+    cold = finetune(tiny_roberta, TOPICS_TRAIN, tmp_path / "cold", **common)
+    w, c = rates(warm), rates(cold)
+    assert len(w) == len(c) == 6, (w, c)
+    assert warm["warmup_steps"] == 3 and cold["warmup_steps"] == 0
+    assert w[:3] == pytest.approx([0.0, 1e-2 / 3, 2e-2 / 3]), w  # rising from 0
+    assert max(w) == pytest.approx(1e-2) and w.index(max(w)) == 3, w
+    assert all(a > b for a, b in zip(w[3:], w[4:])), w  # then falling
+    assert c[0] == pytest.approx(1e-2) and all(a > b for a, b in zip(c, c[1:])), c
+    assert "over the first 3 steps" in (tmp_path / "warm" / "train_report.md").read_text()
+    assert "rising" not in (tmp_path / "cold" / "train_report.md").read_text()
+    assert not np.array_equal(_state(tmp_path / "warm")["roberta.encoder.layer.0.attention.self.query.weight"],
+                              _state(tmp_path / "cold")["roberta.encoder.layer.0.attention.self.query.weight"])
+
+
 def test_lora_merges_scaled_b_at_a_and_keeps_the_adapter(tmp_path, tiny_bert):
     import torch
     import transformers

@@ -461,7 +461,8 @@ def _valid(a: dict) -> bool:
           and integer(a["seed"]) and 0 <= a["seed"] < 2**32
           and integer(a["unfreeze_top"]) and a["unfreeze_top"] >= 0
           and integer(a["lora_r"]) and a["lora_r"] >= 1 and integer(a["lora_alpha"]) and a["lora_alpha"] >= 1
-          and integer(a["nproc"]) and a["nproc"] >= 1)
+          and integer(a["nproc"]) and a["nproc"] >= 1
+          and real(a["warmup"]) and 0 <= a["warmup"] < 1 and not (a["warmup"] and a["method"] == "probe"))
     if not ok:
         return False
     if a["method"] == "freeze" and a["unfreeze_top"] > 2:  # the tiny model has 2 layers
@@ -486,12 +487,13 @@ def test_fuzz_training_arguments(work, tmp_path_factory, monkeypatch, data):
     # valid arguments, then one to three of them replaced by anything (valid or not)
     a = {"method": data.draw(st.sampled_from(["probe", "freeze", "lora", "full"])), "epochs": 1.0, "lr": None,
          "dropout": None, "max_steps": -1, "batch_size": 16, "seed": 0, "unfreeze_top": 0, "lora_r": 8,
-         "lora_alpha": 16, "nproc": 1}
+         "lora_alpha": 16, "nproc": 1, "warmup": 0.0}
     plausible = {"method": st.sampled_from(["probe", "freeze", "lora", "full", "nope"]),
                  "epochs": st.floats(1e-3, 10), "lr": st.floats(1e-6, 1.0), "dropout": st.floats(0, 1),
                  "max_steps": st.integers(-2, 5), "batch_size": st.sampled_from([1, 4, 16]),
                  "seed": st.sampled_from([0, 2**32 - 1, 2**32, -1]), "unfreeze_top": st.integers(-1, 3),
-                 "lora_r": st.integers(-1, 16), "lora_alpha": st.integers(-1, 32), "nproc": st.sampled_from([1, 2, 3, 10**6])}
+                 "lora_r": st.integers(-1, 16), "lora_alpha": st.integers(-1, 32), "nproc": st.sampled_from([1, 2, 3, 10**6]),
+                 "warmup": st.sampled_from([0.0, 0.06, 0.999, 1.0, -0.5])}
     for _ in range(data.draw(st.integers(1, 3))):
         field = data.draw(st.sampled_from(sorted(a)))
         a[field] = data.draw(st.one_of(plausible[field], NUMBER))

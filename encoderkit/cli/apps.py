@@ -283,6 +283,9 @@ def _finetune_parser(sub, parents) -> None:
     s.add_argument("--nproc", type=int, default=1, help="DDP processes via torchrun (gloo on CPU, NCCL on GPU)")
     s.add_argument("--dropout", type=float, default=None, help="override dropout (0: off, deterministic)")
     s.add_argument("--max-steps", type=int, default=-1, help="stop after this many steps (overrides --epochs)")
+    s.add_argument("--warmup", type=float, default=0.0,
+                   help="share of the steps over which the learning rate rises from 0 to --lr, in [0, 1) "
+                        "(default 0; pretraining from scratch wants about 0.06)")
     s.add_argument("--backend", default=None, type=backend_name, help="(probe) " + backend_help())
     s.add_argument("--pooling", default="mean", choices=list(POOLINGS), help="(probe)")
     s.add_argument("--layer", type=int, default=-1, help="(probe) hidden layer to pool")
@@ -297,7 +300,8 @@ def cmd_finetune(a: argparse.Namespace, ctx: Context) -> None:
                  pair_column=a.pair_column, label_column=a.label_column, unfreeze_top=a.unfreeze_top,
                  lora_r=a.lora_r, lora_alpha=a.lora_alpha, lora_targets=a.lora_targets, epochs=a.epochs, lr=a.lr,
                  batch_size=a.batch_size, seed=a.seed, nproc=a.nproc, backend=a.backend, pooling=a.pooling,
-                 layer=a.layer, dropout=a.dropout, max_steps=a.max_steps, force=a.force, quiet=ctx.quiet,
+                 layer=a.layer, dropout=a.dropout, max_steps=a.max_steps, warmup=a.warmup,
+                 force=a.force, quiet=ctx.quiet,
                  task=a.task, max_length=a.max_length, doc_stride=a.doc_stride,
                  max_answer_length=a.max_answer_length, mlm_probability=a.mlm_probability,
                  whole_word_mask=a.whole_word_mask)

@@ -58,7 +58,7 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: st
              batch_size: int = 16, seed: int = 0, nproc: int = 1, backend: str | None = None,
              pooling: str = "mean", layer: int = -1, normalize: bool = False, dropout: float | None = None,
              group_by_length: bool = True, shuffle: bool = True, optimizer: str = "adamw_torch",
-             max_steps: int = -1, force: bool = False,
+             max_steps: int = -1, warmup: float = 0.0, force: bool = False,
              quiet: bool = False, task: str = SEQUENCE_CLASSIFICATION, max_length: int | None = None,
              doc_stride: int | None = None, max_answer_length: int | None = None,
              mlm_probability: float | None = None, whole_word_mask: bool = False) -> dict[str, Any]:
@@ -77,6 +77,8 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: st
         nproc: (freeze/lora/full) DDP processes via torchrun (gloo on CPU, NCCL on GPU).
         dropout: None keeps the checkpoint's dropout; 0 turns it off (deterministic runs).
         lr: default 1e-3 for lora, 5e-5 otherwise.
+        warmup: (freeze/lora/full) the share of the steps, in [0, 1), over which the learning rate rises
+            linearly from 0 to ``lr`` (then falls linearly to 0 as before). 0: no warmup.
     Returns:
         The metrics (eval accuracy, train seconds, peak RSS, ...).
     Raises:
@@ -92,7 +94,7 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: st
     if isinstance(lora_targets, str):
         lora_targets = tuple(t.strip() for t in lora_targets.split(",") if t.strip())
     check_arguments(method=method, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed, nproc=nproc,
-                    dropout=dropout, max_steps=max_steps, unfreeze_top=unfreeze_top, lora_r=lora_r,
+                    dropout=dropout, max_steps=max_steps, warmup=warmup, unfreeze_top=unfreeze_top, lora_r=lora_r,
                     lora_alpha=lora_alpha, lora_targets=lora_targets, pooling=pooling, layer=layer)
     out = Path(out)
     # --force replaces OUT: it must not be (or hold, or sit inside) the model or the data
@@ -109,7 +111,7 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: st
                                           lora_targets=tuple(lora_targets), epochs=float(epochs), lr=lr,
                                           batch_size=batch_size, seed=seed, dropout=dropout,
                                           group_by_length=group_by_length, shuffle=shuffle, optimizer=optimizer,
-                                          max_steps=max_steps, nproc=nproc, quiet=quiet))
+                                          max_steps=max_steps, warmup=float(warmup), nproc=nproc, quiet=quiet))
     train = read_examples(data, text_column=text_column, pair_column=pair_column, label_column=label_column)
     labels = label_names(train)
     ev = read_examples(eval_data, text_column=text_column, pair_column=pair_column,
@@ -137,7 +139,8 @@ def finetune(model: str | Path, data: str | Path, out: str | Path, *, method: st
                 eval=_payload(ev, labels) if ev is not None else None, labels=list(labels), epochs=float(epochs),
                 lr=lr if lr is not None else (1e-3 if method == "lora" else 5e-5), batch_size=batch_size, seed=seed,
                 unfreeze_top=unfreeze_top, lora_r=lora_r, lora_alpha=lora_alpha, lora_targets=tuple(lora_targets),
-                dropout=dropout, group_by_length=group_by_length, shuffle=shuffle, optimizer=optimizer, max_steps=max_steps, nproc=nproc, quiet=quiet,
+                dropout=dropout, group_by_length=group_by_length, shuffle=shuffle, optimizer=optimizer, max_steps=max_steps, warmup=float(warmup), nproc=nproc,
+                quiet=quiet,
                 **({"max_length": task_options["max_length"]} if task_options.get("max_length") else {}))
             if method == "lora":
                 _require("peft", "--method lora")
@@ -173,7 +176,7 @@ def max_processes() -> tuple[int, str]:
 
 
 def check_arguments(*, method: str, epochs, lr, batch_size, seed, nproc, dropout, max_steps, unfreeze_top,
-                    lora_r, lora_alpha, lora_targets, pooling: str = "mean", layer=-1) -> None:
+                    lora_r, lora_alpha, lora_targets, pooling: str = "mean", layer=-1, warmup=0.0) -> None:
     """Every training number checked before anything is read, spawned or trained (whatever the
     method: a probe that ignores ``lr`` still refuses a NaN one).
 
@@ -197,6 +200,10 @@ def check_arguments(*, method: str, epochs, lr, batch_size, seed, nproc, dropout
         raise bad("--dropout", dropout, "a number in [0, 1)")
     if not _int(max_steps) or not (max_steps == -1 or 1 <= max_steps <= MAX_STEPS):
         raise bad("--max-steps", max_steps, f"a positive integer up to {MAX_STEPS:g} (or -1: train by --epochs)")
+    if not _real(warmup) or not math.isfinite(warmup) or not 0 <= warmup < 1:
+        raise bad("--warmup", warmup, "a share of the steps in [0, 1)")
+    if warmup and method == "probe":
+        raise InputError("--warmup applies to freeze/lora/full (a probe trains a logistic regression)")
     if not _int(batch_size) or not 1 <= batch_size <= MAX_BATCH:
         raise bad("--batch-size", batch_size, f"a positive integer up to {MAX_BATCH:g}")
     if not _int(seed) or not 0 <= seed < 2**32:
@@ -429,6 +436,15 @@ def rank_digests(out: str | Path) -> dict[int, str]:
             for p in sorted((Path(out) / "ranks").glob("rank*.json"))}
 
 
+def _schedule(m: dict[str, Any]) -> list[str]:
+    """The learning-rate line of a trained (not probed) run."""
+    if m.get("lr") is None:
+        return []
+    warm = m.get("warmup_steps") or 0
+    return [f"- learning rate: {m['lr']:g}, " + (f"rising linearly from 0 over the first {warm} steps, then " if warm else "")
+            + "falling linearly to 0"]
+
+
 def render_report(m: dict[str, Any], labels, train: Examples, ev: Examples | None) -> str:
     from collections import Counter
 
@@ -440,6 +456,7 @@ def render_report(m: dict[str, Any], labels, train: Examples, ev: Examples | Non
              f"- held-out examples: {len(ev) if ev is not None else 'none'}"]
     if m.get("eval_accuracy") is not None:
         lines.append(f"- held-out accuracy: {m['eval_accuracy']:.4f} (majority-class baseline {majority:.4f})")
+    lines += _schedule(m)
     lines += [f"- train time: {m['train_seconds']:.1f} s" + (f" ({m['steps']} steps)" if "steps" in m else ""),
               f"- peak RSS: {m['peak_rss_mb']:.0f} MB", f"- processes: {m.get('world_size', 1)}",
               f"- trainable parameters: {m.get('trainable_parameters')}" +
@@ -458,6 +475,7 @@ def render_task_report(m: dict[str, Any], labels, train, ev) -> str:
     impl = objective.impl()
     lines += impl.report_lines(m, labels, train, ev) if m["task"] == "token-classification" else \
         impl.report_lines(m, train, ev)
+    lines += _schedule(m)
     lines += [f"- train time: {m['train_seconds']:.1f} s ({m['steps']} steps, {m.get('train_features')} "
               f"{'blocks' if m['task'] == 'mlm' else 'windows' if m['task'] == 'question-answering' else 'sentences'})",
               f"- peak RSS: {m['peak_rss_mb']:.0f} MB", f"- processes: {m.get('world_size', 1)}",

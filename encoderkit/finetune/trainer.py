@@ -52,6 +52,7 @@ class TrainConfig:
     shuffle: bool = True  # False: sequential order (DDP equivalence checks)
     optimizer: str = "adamw_torch"  # transformers' `optim` name ("sgd" in the DDP equivalence test)
     max_steps: int = -1
+    warmup: float = 0.0  # share of the steps over which the learning rate rises linearly from 0
     nproc: int = 1
     quiet: bool = False
     task: str = "sequence-classification"  # objectives.OBJECTIVES
@@ -300,7 +301,7 @@ def train_into(cfg: TrainConfig, out: Path) -> dict[str, Any]:
         logging_steps=1, eval_strategy="epoch" if eval_ds is not None else "no", save_strategy="no",
         report_to=[], disable_tqdm=cfg.quiet or _rank() != 0, use_cpu=not torch.cuda.is_available(),
         ddp_backend=None if world == 1 else ("nccl" if torch.cuda.is_available() else "gloo"),
-        dataloader_num_workers=0, weight_decay=0.0, warmup_steps=0, lr_scheduler_type="linear",
+        dataloader_num_workers=0, weight_decay=0.0, warmup_steps=cfg.warmup, lr_scheduler_type="linear",
         remove_unused_columns=False, optim=cfg.optimizer,
         # Off: *ForSequenceClassification takes **kwargs, so the Trainer believes it sums its loss over
         # num_items_in_batch and multiplies it by the process count, but its loss is a plain mean: under
@@ -328,7 +329,8 @@ def train_into(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     metrics = {"method": cfg.method, "task": cfg.task, "train_seconds": seconds, "steps": trainer.state.global_step,
                "eval_accuracy": final.get("eval_accuracy"), "peak_rss_mb": peak, "world_size": world,
                "trainable_parameters": sum(p.numel() for p in trained.parameters() if p.requires_grad),
-               "parameters": sum(p.numel() for p in trained.parameters()), "history": history}
+               "parameters": sum(p.numel() for p in trained.parameters()), "history": history,
+               "lr": cfg.lr, "warmup_steps": args.get_warmup_steps(trainer.state.max_steps)}
     if cfg.task != SEQUENCE_CLASSIFICATION:
         metrics.update(extra)
         metrics.update({k: v for k, v in final.items() if k != "eval_accuracy"})
