@@ -7,7 +7,10 @@ distributions make "top-1 agreement 0.88" meaningless).
 2. model: a small RoBERTa (init-random's ``small`` shape: 4 layers, hidden 128, 4 heads) with a
    byte-level BPE trained on the training sentences, pretrained from scratch with
    ``encoderkit finetune --task mlm --method full`` (dynamic masking); or, with ``--start MODEL``,
-   pretraining continued from a trained encoder (e.g. ``minilm``, which ships without an MLM head).
+   pretraining continued from a trained encoder (e.g. ``minilm``, which ships without an MLM head);
+   with ``--as-roberta`` that BERT's weights are first moved, exactly, into RoBERTa's architecture
+   (``roberta_from_bert``): a trained RoBERTa masked LM without a model hub. From scratch, this
+   corpus and machine do not get past the unigram plateau (see the README).
 3. judge: the trained checkpoint is converted with every quantized variant (ONNX int8 token,
    dynamic and static; ONNX fp16; CTranslate2 int8) and loaded as torch-bf16; each held-out
    sentence gets one word masked at a time (every third alphabetic word), and each variant's
@@ -15,7 +18,8 @@ distributions make "top-1 agreement 0.88" meaningless).
    word, against always answering the training corpus's most frequent word (the model is
    trained, so agreement means something).
 
-    PYTHONPATH=. python benchmarks/trained_mlm_judge.py WORK [--epochs 40] [--start minilm --epochs 2 --lr 1e-4]
+    PYTHONPATH=. python benchmarks/trained_mlm_judge.py WORK [--epochs 40 --warmup 0.06]
+        [--start minilm [--as-roberta] --epochs 2 --lr 2e-4 --batch-size 16]
 
 Writes WORK/judge.md (and .json); the README quotes it.
 """
@@ -85,6 +89,94 @@ def build_checkpoint(train: list[str], out: Path, vocab: int, seed: int) -> None
                                                              "tokenizer": "BPE trained on the stdlib docstrings"})
 
 
+ROBERTA_SPECIALS = (("[CLS]", "<s>", 0), ("[PAD]", "<pad>", 1), ("[SEP]", "</s>", 2), ("[UNK]", "<unk>", 3),
+                    ("[MASK]", "<mask>", -1))
+
+
+def roberta_from_bert(src: str, out: Path) -> dict:
+    """A trained BERT encoder (e.g. ``minilm``) moved, exactly, into RoBERTa's architecture and
+    conventions: the same weights as ``RobertaModel`` (token ids permuted so that <s> <pad> </s> <unk>
+    are 0-3 and <mask> the last id, as in RoBERTa; positions offset by pad + 1 = 2; the one token
+    type BERT's type 0), the WordPiece tokenizer with RoBERTa's special-token names. No MLM head
+    (finetune adds a fresh one). Returns the largest difference of last_hidden_state from the BERT
+    model's on the corpus's first texts (float rounding: the two models are the same function)."""
+    import numpy as np
+    import torch
+    import transformers
+    from safetensors.numpy import load_file, save_file
+
+    from encoderkit.storage.checkpoint import resolve_model
+    from encoderkit.storage.manifest import write_manifest
+
+    d = resolve_model(src)
+    cfg = json.loads((d / "config.json").read_text())
+    if cfg.get("model_type") != "bert":
+        raise SystemExit(f"--as-roberta takes a BERT checkpoint; {src} is {cfg.get('model_type')!r}")
+    tok = json.loads((d / "tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    size = cfg["vocab_size"]
+    old_at = list(range(size))  # old_at[new id] = old id
+    rename = {}
+    for old_name, new_name, new_id in ROBERTA_SPECIALS:
+        new_id %= size
+        o = vocab[old_name]
+        p = old_at.index(o)
+        old_at[p], old_at[new_id] = old_at[new_id], old_at[p]
+        rename[old_name] = new_name
+    new_of = {o: n for n, o in enumerate(old_at)}
+    tok["model"]["vocab"] = {rename.get(t, t): new_of[i] for t, i in vocab.items()}
+    tok["model"]["unk_token"] = rename[tok["model"]["unk_token"]]
+    for a in tok["added_tokens"]:
+        a["id"], a["content"] = new_of[a["id"]], rename.get(a["content"], a["content"])
+    # RoBERTa's templates: <s> A </s> and <s> A </s></s> B </s>, one token type
+    spec = {"single": "<s> $A </s>", "pair": "<s> $A </s> </s> $B </s>"}
+    tok["post_processor"] = {"type": "TemplateProcessing", **{
+        k: [{"SpecialToken": {"id": t, "type_id": 0}} if not t.startswith("$") else
+            {"Sequence": {"id": t[1:], "type_id": 0}} for t in v.split()] for k, v in spec.items()},
+        "special_tokens": {t: {"id": t, "ids": [new_of[vocab[o]]], "tokens": [t]}
+                           for o, t in (("[CLS]", "<s>"), ("[SEP]", "</s>"))}}
+    w = load_file(str(d / "model.safetensors"))
+    w = {k.removeprefix("bert."): v for k, v in w.items() if not k.removeprefix("bert.").startswith("pooler.")}
+    emb = w["embeddings.word_embeddings.weight"]
+    w["embeddings.word_embeddings.weight"] = emb[np.array(old_at)]
+    pos = w["embeddings.position_embeddings.weight"]
+    w["embeddings.position_embeddings.weight"] = np.concatenate([np.zeros((2, pos.shape[1]), pos.dtype), pos])
+    w["embeddings.token_type_embeddings.weight"] = w["embeddings.token_type_embeddings.weight"][:1]
+    w = {f"roberta.{k}": np.ascontiguousarray(v) for k, v in w.items()}
+    config = {"architectures": ["RobertaForMaskedLM"], "model_type": "roberta", "vocab_size": size,
+              **{k: cfg[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                                      "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob",
+                                      "initializer_range", "layer_norm_eps")},
+              "max_position_embeddings": cfg["max_position_embeddings"] + 2, "type_vocab_size": 1,
+              "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "position_embedding_type": "absolute"}
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(w, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (out / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False) + "\n")
+    specials = {"unk_token": "<unk>", "sep_token": "</s>", "pad_token": "<pad>", "cls_token": "<s>",
+                "bos_token": "<s>", "eos_token": "</s>", "mask_token": "<mask>"}
+    (out / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": cfg["max_position_embeddings"],
+         **specials}, indent=2) + "\n")
+    (out / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n")
+    write_manifest(out, {"kind": "checkpoint", "arch": "roberta", "head": "mlm",
+                         "source": f"{src}'s trained weights moved into RoBERTa (benchmarks/trained_mlm_judge.py)"})
+    # the same function: BERT on its ids, RoBERTa on the permuted ids
+    texts = stdlib_sentences()[:16]
+    bert_tok = transformers.AutoTokenizer.from_pretrained(str(d))
+    new_tok = transformers.AutoTokenizer.from_pretrained(str(out))
+    a, b = bert_tok(texts, padding=True, return_tensors="pt"), new_tok(texts, padding=True, return_tensors="pt")
+    perm = torch.tensor([new_of[i] for i in range(size)])
+    if not torch.equal(perm[a["input_ids"]], b["input_ids"]) or not torch.equal(a["attention_mask"], b["attention_mask"]):
+        raise SystemExit("--as-roberta: the renamed tokenizer does not give the permuted ids")
+    with torch.no_grad():
+        ha = transformers.BertModel.from_pretrained(str(d), add_pooling_layer=False).eval()(**a).last_hidden_state
+        hb = transformers.RobertaModel.from_pretrained(str(out), add_pooling_layer=False).eval()(
+            input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
+    m = a["attention_mask"].bool()
+    return {"max_abs_diff": float((ha - hb)[m].abs().max()), "texts": len(texts)}
+
+
 def masked_probes(sentences: list[str], mask: str) -> tuple[list[str], list[str]]:
     texts, words = [], []
     for line in sentences:
@@ -101,12 +193,16 @@ def main() -> None:
     p.add_argument("work")
     p.add_argument("--epochs", type=float, default=30)
     p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--warmup", type=float, default=0.0, help="finetune --warmup: share of the steps warming up")
     p.add_argument("--vocab", type=int, default=8000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start", default=None,
                    help="continue pretraining this checkpoint (e.g. minilm: a trained encoder, fresh MLM head) "
                         "instead of a small RoBERTa from scratch")
+    p.add_argument("--as-roberta", action="store_true",
+                   help="with --start BERT (minilm): move its trained weights, exactly, into RoBERTa's architecture "
+                        "first (a trained RoBERTa-architecture masked LM without a hub)")
     p.add_argument("--method", default="full", help="finetune --method (full, or freeze with --unfreeze-top)")
     p.add_argument("--unfreeze-top", type=int, default=0)
     a = p.parse_args()
@@ -136,12 +232,20 @@ def run(a: argparse.Namespace, work: Path, say) -> None:
     trained = work / "mlm"
     if not (trained / "manifest.json").is_file():
         start = a.start
-        if start is None:
+        if a.as_roberta:
+            if start is None:
+                raise SystemExit("--as-roberta needs --start BERT_MODEL (e.g. minilm)")
+            same = roberta_from_bert(start, work / "as-roberta")
+            (work / "as_roberta.json").write_text(json.dumps(same) + "\n")
+            say(f"{start} moved into RoBERTa: last_hidden_state max |diff| {same['max_abs_diff']:.2e} "
+                f"on {same['texts']} texts")
+            start = work / "as-roberta"
+        elif start is None:
             build_checkpoint(train, work / "init", a.vocab, a.seed)
             start = work / "init"
         t = time.perf_counter()
         finetune(start, work / "train.txt", trained, task="mlm", method=a.method, eval_data=work / "test.txt",
-                 epochs=a.epochs, lr=a.lr, batch_size=a.batch_size, seed=a.seed, force=True,
+                 epochs=a.epochs, lr=a.lr, warmup=a.warmup, batch_size=a.batch_size, seed=a.seed, force=True,
                  unfreeze_top=a.unfreeze_top)
         say(f"trained in {time.perf_counter() - t:.0f} s")
 
@@ -181,10 +285,13 @@ def run(a: argparse.Namespace, work: Path, say) -> None:
     spec = ref_rt.spec
     what = (f"small RoBERTa ({spec.num_layers} layers, hidden {spec.hidden_size}, BPE {spec.vocab_size}) "
             "pretrained from scratch" if a.start is None else
+            f"{a.start}'s trained weights moved exactly into RoBERTa ({spec.arch}, {spec.num_layers} layers, hidden "
+            f"{spec.hidden_size}, WordPiece {spec.vocab_size}) with a fresh MLM head, pretraining continued"
+            if a.as_roberta else
             f"{a.start} ({spec.arch}, {spec.num_layers} layers, hidden {spec.hidden_size}) with a fresh MLM "
             "head, pretraining continued")
     md = [f"# Quantized fill-mask on a trained masked LM ({len(texts)} masked words)", "",
-          f"Model: {what} ({a.epochs:g} epochs, `finetune --task mlm --method {a.method}`"
+          f"Model: {what} ({a.epochs:g} epochs, `finetune --task mlm --method {a.method} --warmup {a.warmup:g}`"
           f"{f' --unfreeze-top {a.unfreeze_top}' if a.unfreeze_top else ''}, lr {a.lr:g}) on {len(train)} sentences of the "
           f"Python {sys.version.split()[0]} stdlib docstrings; judged on {len(test)} held-out sentences. "
           f"Load average {load0[0]:.1f} before, {load1[0]:.1f} after.", "",
@@ -198,6 +305,8 @@ def run(a: argparse.Namespace, work: Path, say) -> None:
     (work / "judge.json").write_text(json.dumps({"masked": len(texts), "torch_top1_accuracy": acc,
                                                  "torch_top5_accuracy": acc5, "baseline": base,
                                                  "baseline_word": top_word, "rows": rows,
+                                                 **({"as_roberta": json.loads((work / "as_roberta.json").read_text())}
+                                                    if a.as_roberta else {}),
                                                  "load": [load0, load1]}, indent=2) + "\n")
     say("\n".join(md))
 
