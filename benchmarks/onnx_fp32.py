@@ -4,7 +4,7 @@ On CONVERT_DIR (``convert --to safetensors,onnx``, e.g. a random roberta-base), 
 workload (32 texts) through encoderkit's fill-mask, with the onnx backend's encoder session varied
 one setting at a time, all in one process, interleaved over --repeats rounds:
 
-- ``shipped``: the fused graph with padding removed (Q/K/V MatMul + MultiHeadAttention on the real
+- ``shipped``: the fused graph with padding removed (QKV MatMul + MultiHeadAttention on the real
   tokens, BiasGelu, Sum + LayerNormalization), ORT_ENABLE_ALL, ONNX Runtime's default intra-op
   threads, spinning off, token budget 1024 (what ``load(dir, "onnx")`` does);
 - ``padded``: the fused graph before padding removal (``convert --no-pack``: fused Attention);

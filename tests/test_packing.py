@@ -60,6 +60,10 @@ def test_every_encoder_graph_is_packed_and_the_option_keeps_padding(both):
         assert got.get("MultiHeadAttention") == layers and "Attention" not in got, (name, got)
         assert got.get("NonZero") == 1 and "NonZero" not in was, (name, was)
     assert op_counts(padded / "onnx" / "encoder.onnx").get("Attention") == layers
+    for name in ("encoder.onnx", "encoder.fp16.onnx"):  # a fused Attention: one QKV MatMul, unpacked once
+        got, was = op_counts(packed / "onnx" / name), op_counts(padded / "onnx" / name)
+        assert got.get("Split", 0) - was.get("Split", 0) == layers, (name, got)
+        assert got.get("MatMul", 0) - was.get("MatMul", 0) == layers, (name, got, was)
     assert "padding removed in" in (packed / "report.md").read_text()
 
 
