@@ -8,7 +8,7 @@ Beside the default conversion (token int8, padding removed), an ONNX conversion 
 torch-bf16 runs where the CPU has bf16. The load average is
 read before and after and printed in each table's header: figures from a loaded machine say so.
 
-    python -m benchmarks.make_bench [--repeats N] [--readme-only] [--skip-minilm]
+    python -m benchmarks.make_bench [--repeats N] [--readme-only] [--skip-minilm] [--verbose]
 """
 from __future__ import annotations
 
@@ -85,8 +85,30 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--readme-only", action="store_true", help="only rewrite README from the last bench.json")
     p.add_argument("--skip-minilm", action="store_true", help="only roberta-large")
+    p.add_argument("--verbose", action="store_true", help="show third-party output (exporter, TensorFlow logs)")
     a = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    from encoderkit.core import progress
+    from encoderkit.core.logs import captured
+
+    # as the CLI does: exporter/TensorFlow/absl chatter and warnings into a log file, our lines and
+    # progress to the terminal (encoderkit.demo's conversion lines are print()s: sys.stdout too)
+    with captured(verbose=a.verbose) as io:
+        progress.configure(stream=io.err)
+        stdout, sys.stdout = sys.stdout, io.out
+        try:
+            return _main(a)
+        except BaseException:
+            tail = io.tail()
+            if tail:
+                print(f"(last lines of captured third-party output)\n{tail.rstrip()}", file=io.err)
+            raise
+        finally:
+            sys.stdout = stdout
+            progress.reset()
+
+
+def _main(a: argparse.Namespace) -> int:
     from encoderkit.demo import OUT as DEMO, _converted
     from encoderkit.storage.random_init import init_random
     from encoderkit.backends.loading import available_backends

@@ -357,3 +357,33 @@ def test_the_readme_has_every_block_make_bench_rewrites():
     for name in names:
         assert readme.count(f"<!-- {name}:start -->") == 1 and readme.count(f"<!-- {name}:end -->") == 1, name
         assert make_bench.replace_block(readme, name, "X").count("X\n<!-- " + name + ":end -->") == 1
+
+
+def test_make_bench_keeps_third_party_output_in_its_log(tmp_path):
+    """`make bench` runs as the CLI does: our lines on the terminal, exporter/TensorFlow chatter,
+    warnings and log records in a log file, shown (its tail) only when the run fails. (A process of
+    its own: under pytest sys.stderr is pytest's, not file descriptor 2.)"""
+    import subprocess
+
+    script = """
+import logging, os, sys, warnings
+from benchmarks import make_bench
+
+def run(a):
+    print("our line")
+    warnings.warn("third-party noise")
+    logging.getLogger("somelib").warning("logger noise")
+    os.write(2, b"C-level noise\\n")
+    if sys.argv[1] == "fail":
+        raise RuntimeError("bad")
+    return 0
+
+make_bench._main = run
+sys.exit(make_bench.main([]))
+"""
+    root = Path(__file__).resolve().parents[1]
+    ok = subprocess.run([sys.executable, "-c", script, "ok"], cwd=root, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ok.stdout == "our line\n" and ok.stderr == "", (ok.stdout, ok.stderr)
+    bad = subprocess.run([sys.executable, "-c", script, "fail"], cwd=root, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "RuntimeError: bad" in bad.stderr, bad.stderr
+    assert "last lines of captured third-party output" in bad.stderr and "C-level noise" in bad.stderr, bad.stderr
