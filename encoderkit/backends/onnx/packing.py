@@ -110,7 +110,9 @@ class _Pass:
         the fill-mask throughput, single-text p50 -5 %, roberta-large fp32)."""
         from onnx import helper
 
-        qkv = self.node("MatMul", [x, self.const(f"{n.name}_wqkv", w)], f"{n.name}_qkv")
+        # the Attention's own weight where it is an initializer (no second copy of it); else its value
+        weight = n.input[1] if n.input[1] in self.inits else self.const(f"{n.name}_wqkv", w)
+        qkv = self.node("MatMul", [x, weight], f"{n.name}_qkv")
         nodes, u = self.unpack(qkv.output[0], qkv.output[0])
         widths = self.const(f"{n.name}_widths", np.array([p.shape[1] for p in qkv_parts(n, w)], np.int64))
         padded = [f"{n.name}_{r}_padded" for r in "qkv"]
