@@ -93,13 +93,13 @@ ROBERTA_SPECIALS = (("[CLS]", "<s>", 0), ("[PAD]", "<pad>", 1), ("[SEP]", "</s>"
                     ("[MASK]", "<mask>", -1))
 
 
-def roberta_from_bert(src: str, out: Path) -> dict:
+def roberta_from_bert(src: str, out: Path, texts: list[str]) -> dict:
     """A trained BERT encoder (e.g. ``minilm``) moved, exactly, into RoBERTa's architecture and
     conventions: the same weights as ``RobertaModel`` (token ids permuted so that <s> <pad> </s> <unk>
     are 0-3 and <mask> the last id, as in RoBERTa; positions offset by pad + 1 = 2; the one token
     type BERT's type 0), the WordPiece tokenizer with RoBERTa's special-token names. No MLM head
     (finetune adds a fresh one). Returns the largest difference of last_hidden_state from the BERT
-    model's on the corpus's first texts (float rounding: the two models are the same function)."""
+    model's on ``texts`` (float rounding: the two models are the same function)."""
     import numpy as np
     import torch
     import transformers
@@ -162,7 +162,6 @@ def roberta_from_bert(src: str, out: Path) -> dict:
     write_manifest(out, {"kind": "checkpoint", "arch": "roberta", "head": "mlm",
                          "source": f"{src}'s trained weights moved into RoBERTa (benchmarks/trained_mlm_judge.py)"})
     # the same function: BERT on its ids, RoBERTa on the permuted ids
-    texts = stdlib_sentences()[:16]
     bert_tok = transformers.AutoTokenizer.from_pretrained(str(d))
     new_tok = transformers.AutoTokenizer.from_pretrained(str(out))
     a, b = bert_tok(texts, padding=True, return_tensors="pt"), new_tok(texts, padding=True, return_tensors="pt")
@@ -235,7 +234,7 @@ def run(a: argparse.Namespace, work: Path, say) -> None:
         if a.as_roberta:
             if start is None:
                 raise SystemExit("--as-roberta needs --start BERT_MODEL (e.g. minilm)")
-            same = roberta_from_bert(start, work / "as-roberta")
+            same = roberta_from_bert(start, work / "as-roberta", sents[:16])
             (work / "as_roberta.json").write_text(json.dumps(same) + "\n")
             say(f"{start} moved into RoBERTa: last_hidden_state max |diff| {same['max_abs_diff']:.2e} "
                 f"on {same['texts']} texts")

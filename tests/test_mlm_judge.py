@@ -16,7 +16,7 @@ def moved(tmp_path_factory):
     from benchmarks.trained_mlm_judge import roberta_from_bert
 
     out = tmp_path_factory.mktemp("as_roberta") / "ckpt"
-    return out, roberta_from_bert("minilm", out)
+    return out, roberta_from_bert("minilm", out, TEXTS)
 
 
 def test_bert_moved_into_roberta_is_the_same_function(moved):
