@@ -21,7 +21,7 @@ from parity_tests.helpers import fill_mask_agreement, peaked, row_cosines
 pytestmark = pytest.mark.xdist_group("bench")
 
 
-def test_bench_end_to_end(tiny_roberta, tmp_path):
+def test_bench_end_to_end(tiny_roberta, tmp_path, monkeypatch):
     model = tmp_path / "conv"
     # a sharpened MLM head: top-1 agreement on a random head's near-uniform scores is a coin toss
     convert(peaked(tiny_roberta, tmp_path / "peaked"), ["safetensors", "onnx"], model, quantize="int8")
@@ -32,9 +32,18 @@ def test_bench_end_to_end(tiny_roberta, tmp_path):
     with pytest.raises(InputError, match="label of its own"):
         run_bench(model, backends=["torch"], tasks=["embed"], out=out, quick=True,
                   variants={"onnx": (dyn, "onnx-int8")})
+    # the GEMM peak is measured before and after the timed runs; the roofline divides by the higher
+    peaks = iter([100.0, 250.0])
+    monkeypatch.setattr("encoderkit.bench.run.gemm_peak_gflops", lambda: next(peaks))
     run_bench(model, backends=["torch", "onnx", "onnx-int8"], tasks=["fill-mask", "embed"], out=out,
               repeats=1, quick=True, variants={"onnx-int8 [dynamic]": (dyn, "onnx-int8")})
     report = json.loads((out / "bench.json").read_text())
+    assert (report["gemm_peak_gflops"], report["gemm_peak_gflops_measured"]) == (250.0, [100.0, 250.0])
+    for wname, res in report["results"].items():
+        for name, x in res.items():
+            if name != "_meta":
+                want = res["_meta"]["gflop"] / x["times"][0] / 250.0
+                assert x["roofline_fraction"] == pytest.approx(want, rel=1e-9), (wname, name)
     var = report["results"]["embed/corpus"]["onnx-int8 [dynamic]"]
     assert var["backend"] == "onnx-int8" and report["systems"]["onnx-int8 [dynamic]"]["backend"] == "onnx-int8"
     ref_rt = encoderkit.load(model, "torch")
@@ -387,3 +396,28 @@ sys.exit(make_bench.main([]))
     bad = subprocess.run([sys.executable, "-c", script, "fail"], cwd=root, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "RuntimeError: bad" in bad.stderr, bad.stderr
     assert "last lines of captured third-party output" in bad.stderr and "C-level noise" in bad.stderr, bad.stderr
+
+
+def test_profile_fp32_counts_every_encoder_matmul_of_the_timed_calls_only(tiny_roberta, tmp_path):
+    """benchmarks/profile_fp32.py: per fill-mask call, ORT's profile holds each layer's four
+    projections (QKV, output, FFN in, FFN out) at the workload's real token count, and not the warm
+    call's; the MatMul FLOPs equal the encoder's linear FLOPs of those tokens."""
+    from benchmarks import profile_fp32
+
+    model = tmp_path / "model"
+    convert(tiny_roberta, ["safetensors", "onnx"], model)
+    assert profile_fp32.main([str(model), "--name", "tiny", "--repeats", "2", "--layers", "2",
+                              "--out", str(tmp_path / "out")]) == 0
+    got = json.loads((tmp_path / "out" / "profile_fp32_tiny.json").read_text())
+    spec = encoderkit.load(model, "onnx").spec
+    h, i, n, tokens = spec.hidden_size, spec.intermediate_size, spec.num_layers, sum(got["tokens"])
+    shapes = {k: v["count_per_call"] for k, v in got["profile"]["matmul"].items()}
+    rows: dict = {}  # (K, N) -> rows multiplied per call, over the call's batches
+    for k, count in shapes.items():
+        m, kk, nn = map(int, k.split("x"))
+        rows[(kk, nn)] = rows.get((kk, nn), 0) + m * count
+    assert rows == {(h, 3 * h): n * tokens, (h, h): n * tokens, (h, i): n * tokens, (i, h): n * tokens}, shapes
+    assert got["matmul_flops_per_call"] == 2 * tokens * n * (4 * h * h + 2 * h * i)
+    assert set(got["matmul_rates"]) <= set(shapes) and got["matmul_rates"]
+    md = (tmp_path / "out" / "profile_fp32_tiny.md").read_text()
+    assert "of the roofline" in md and "| MatMul below the peak" in md

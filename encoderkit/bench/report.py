@@ -95,13 +95,18 @@ def ratios(report: dict[str, Any], workload: str) -> dict[str, dict[str, float]]
     return {o: {p: res[o]["texts_per_s"] / res[p]["texts_per_s"] for p in peers} for o in ours}
 
 
+def _peaks(report: dict[str, Any]) -> str:
+    got = report.get("gemm_peak_gflops_measured")  # reports before the second measurement lack it
+    return f" (the higher of {got[0]:.0f} before and {got[1]:.0f} after the timed runs)" if got else ""
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     spec = report["spec"]
     lines = ["# encoderkit benchmark", "",
              f"Model: `{report['model']}` ({spec['arch']}, {spec['num_layers']} layers, hidden {spec['hidden_size']}). "
              f"Machine: {m['cpu']}, {m['cores']} cores. fp32 GEMM peak measured in this run: "
-             f"{report['gemm_peak_gflops']:.0f} GFLOP/s. Median of {report['repeats']} interleaved repeats "
+             f"{report['gemm_peak_gflops']:.0f} GFLOP/s{_peaks(report)}. Median of {report['repeats']} interleaved repeats "
              "(min–max in brackets).", ""]
     for wname, res in report["results"].items():
         meta = res["_meta"]
