@@ -99,9 +99,7 @@ def main(argv=None) -> int:
         try:
             return _main(a)
         except BaseException:
-            tail = io.tail()
-            if tail:
-                print(f"(last lines of captured third-party output)\n{tail.rstrip()}", file=io.err)
+            io.show_tail()
             raise
         finally:
             sys.stdout = stdout

@@ -63,9 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         progress.configure(stream=streams.err, quiet=quiet)
 
         def fail(msg: str, code: int) -> int:
-            tail = streams.tail() if code == 1 else ""
-            if tail:
-                print(f"(last lines of captured third-party output)\n{tail.rstrip()}", file=streams.err)
+            if code == 1:
+                streams.show_tail()
             print(msg, file=streams.err)
             return code
 

@@ -38,6 +38,13 @@ class Streams:
         except OSError:
             return ""
 
+    def show_tail(self, n: int = 20) -> None:
+        """Print the capture's last ``n`` lines to ``err`` under a heading (nothing if it is empty):
+        what a failure shows of the third-party output it hid."""
+        tail = self.tail(n)
+        if tail:
+            print(f"(last lines of captured third-party output)\n{tail.rstrip()}", file=self.err)
+
 
 LOG_PREFIX = "encoderkit-"  # the capture is <tmp>/encoderkit-<pid>-<random>.log
 
