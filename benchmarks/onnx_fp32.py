@@ -39,10 +39,13 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _session(path: Path, *, threads: int | None = None, spinning: bool = False, level: str = "ALL"):
+def _session(path: Path, *, threads: int | None = None, spinning: bool = False, level: str = "ALL",
+             profile_prefix: str | None = None):
     import onnxruntime as ort
 
     o = ort.SessionOptions()
+    if profile_prefix:  # ORT's profiler on (benchmarks/profile_fp32.py)
+        o.enable_profiling, o.profile_file_prefix = True, profile_prefix
     o.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{level}")
     if threads:
         o.intra_op_num_threads = threads

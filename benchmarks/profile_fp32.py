@@ -87,21 +87,14 @@ def matmul_rates(shapes: list[tuple[int, int, int]], layers: int, repeats: int) 
 
 
 def profile(rt, texts: list[str], calls: int, prefix: str) -> dict:
-    """ORT's profiler over `calls` fill-mask calls on a second encoder session of the same graph."""
-    import onnxruntime as ort
-
+    """ORT's profiler over `calls` fill-mask calls on a second encoder session of the same graph,
+    opened with the onnx backend's options."""
     from encoderkit.backends.onnx.runtime import graph_path
 
-    path = graph_path(rt.directory, rt.info["files"][rt.encoder_key])
-    o = ort.SessionOptions()
-    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    o.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    o.log_severity_level = 3
-    o.enable_profiling = True
-    o.profile_file_prefix = prefix
+    from .onnx_fp32 import _session
+
     shipped = rt.encoder
-    rt.encoder = ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"],
-                                      disabled_optimizers=["SkipLayerNormFusion"])
+    rt.encoder = _session(graph_path(rt.directory, rt.info["files"][rt.encoder_key]), profile_prefix=prefix)
     try:
         rt.fill_mask(texts)  # warm: not counted (run ids below)
         walls = []
@@ -202,9 +195,11 @@ def main(argv=None) -> int:
            f"memory, as in the encoder). torch.mm: best of {a.repeats}.", "",
            "| [M, K, N] | per call | in graph | ORT alone | ORT streamed | torch.mm | in graph / torch.mm |",
            "|---|---|---|---|---|---|---|"]
+    def cell(v: float | None) -> str:
+        return f"{v:.0f}" if v else "–"
+
     for k, r in prof["matmul"].items():
         q = rates.get(k, {})
-        cell = lambda v: f"{v:.0f}" if v else "–"  # noqa: E731
         md.append(f"| [{k.replace('x', ', ')}] | {r['count_per_call']:.0f} | {r['gflops']:.0f} | {cell(q.get('ort_hot'))} "
                   f"| {cell(q.get('ort_streamed'))} | {cell(q.get('torch'))} | "
                   + (f"{r['gflops'] / q['torch']:.2f}" if q.get("torch") else "–") + " |")
