@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import stat
 import sys
 from pathlib import Path
@@ -32,18 +33,37 @@ def test_bench_end_to_end(tiny_roberta, tmp_path, monkeypatch):
     with pytest.raises(InputError, match="label of its own"):
         run_bench(model, backends=["torch"], tasks=["embed"], out=out, quick=True,
                   variants={"onnx": (dyn, "onnx-int8")})
-    # the GEMM peak is measured before and after the timed runs; the roofline divides by the higher
-    peaks = iter([100.0, 250.0])
-    monkeypatch.setattr("encoderkit.bench.run.gemm_peak_gflops", lambda: next(peaks))
+    # the GEMM peak is measured after every timed run: each run is held to the higher of the two
+    # measured either side of it (a peak that drifts 100 -> 250 -> 50 ...: every bracket differs)
+    measured = []
+
+    def peak(**kw):
+        measured.append([100.0, 250.0, 50.0, 180.0, 120.0][len(measured) % 5] + len(measured))
+        return measured[-1]
+
+    monkeypatch.setattr("encoderkit.bench.run.gemm_peak_gflops", peak)
     run_bench(model, backends=["torch", "onnx", "onnx-int8"], tasks=["fill-mask", "embed"], out=out,
-              repeats=1, quick=True, variants={"onnx-int8 [dynamic]": (dyn, "onnx-int8")})
+              repeats=2, quick=True, variants={"onnx-int8 [dynamic]": (dyn, "onnx-int8")})
     report = json.loads((out / "bench.json").read_text())
-    assert (report["gemm_peak_gflops"], report["gemm_peak_gflops_measured"]) == (250.0, [100.0, 250.0])
+    assert report["gemm_peak_gflops_measured"] == measured and report["gemm_peak_gflops"] == max(measured)
+    # the order of the runs: per workload, the warm-ups, a peak, then every system in turn, a peak after each
+    i, n_runs = 1, 0
     for wname, res in report["results"].items():
-        for name, x in res.items():
-            if name != "_meta":
-                want = res["_meta"]["gflop"] / x["times"][0] / 250.0
-                assert x["roofline_fraction"] == pytest.approx(want, rel=1e-9), (wname, name)
+        names = [n for n in res if n != "_meta"]
+        for r in range(2):
+            for name in names:
+                i += 1
+                assert res[name]["peaks"][r] == max(measured[i - 1], measured[i]), (wname, name, r)
+                n_runs += 1
+        i += 1  # the next workload's first peak, after its warm-ups
+        for name in names:
+            x = res[name]
+            rates = [res["_meta"]["gflop"] / t for t in x["times"]]
+            want = statistics.median(g / p for g, p in zip(rates, x["peaks"]))
+            assert x["roofline_fraction"] == pytest.approx(want, rel=1e-9), (wname, name)
+            strict = res["_meta"]["gflop"] / statistics.median(x["times"]) / max(measured)
+            assert x["roofline_fraction_vs_highest"] == pytest.approx(strict, rel=1e-9), (wname, name)
+    assert len(measured) == 1 + len(report["results"]) + n_runs
     var = report["results"]["embed/corpus"]["onnx-int8 [dynamic]"]
     assert var["backend"] == "onnx-int8" and report["systems"]["onnx-int8 [dynamic]"]["backend"] == "onnx-int8"
     ref_rt = encoderkit.load(model, "torch")
@@ -68,13 +88,13 @@ def test_bench_end_to_end(tiny_roberta, tmp_path, monkeypatch):
     assert {"torch", "sentence-transformers", "automodel-bs32"} <= set(report["results"]["embed/corpus"])
     for name, x in short.items():
         if name != "_meta":
-            assert x["texts_per_s"] > 0 and len(x["times"]) == 1 and 0 < x["roofline_fraction"]
+            assert x["texts_per_s"] > 0 and len(x["times"]) == 2 and 0 < x["roofline_fraction"]
     r = ratios(report, "fill-mask/short")
     assert set(r) == {"torch", "onnx", "onnx-int8"} and all(v > 0 for d in r.values() for v in d.values())
     assert set(report["latency_bs1"]) == {"torch", "onnx", "onnx-int8", "pipeline-bs1"}
     for name, x in report["latency_bs1"].items():  # the percentiles are of the recorded calls
         xs = np.array(x["samples"]) * 1e3
-        assert len(xs) == 4 and x["p99_ms"] == pytest.approx(np.percentile(xs, 99)), name
+        assert len(xs) == 2 * 4 and x["p99_ms"] == pytest.approx(np.percentile(xs, 99)), name
         assert x["p50_ms"] <= x["p95_ms"] <= x["p99_ms"] <= xs.max() + 1e-9, name
     md = (out / "bench.md").read_text()
     assert "## fill-mask/short" in md and "× peers (same run)" in md and "| p99 ms |" in md
