@@ -5,6 +5,7 @@ targets, bench.md and the plots.
 from __future__ import annotations
 
 import platform
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -97,22 +98,12 @@ def ratios(report: dict[str, Any], workload: str) -> dict[str, dict[str, float]]
 
 def _peaks(report: dict[str, Any]) -> str:
     got = report.get("gemm_peak_gflops_measured") or [report["gemm_peak_gflops"]]
-    if not _beside(report):  # reports from before the peak was measured beside each run
+    if len(got) <= 2:  # reports from before the peak was measured after every timed run
         return (f"fp32 GEMM peak measured in this run: {report['gemm_peak_gflops']:.0f} GFLOP/s"
                 + (f" (the higher of {got[0]:.0f} before and {got[1]:.0f} after the timed runs)" if len(got) == 2 else ""))
-    return (f"fp32 GEMM peak (torch) measured after every timed run: {min(got):.0f}–{max(got):.0f} GFLOP/s. "
-            "Roofline: each run's rate over the higher of the peaks measured either side of it, median over "
-            "the repeats (in brackets: the median rate over the run's highest peak)")
-
-
-def _beside(report: dict[str, Any]) -> bool:
-    return any("roofline_fraction_vs_highest" in x for res in report["results"].values()
-               for n, x in res.items() if n != "_meta")
-
-
-def _roofline_cell(x: dict[str, Any]) -> str:
-    strict = x.get("roofline_fraction_vs_highest")
-    return f"{x['roofline_fraction']:.0%}" + (f" ({strict:.0%})" if strict is not None else "")
+    return (f"fp32 GEMM peak (torch) measured {len(got)} times in this run, after a warm-up and after every timed "
+            f"run: {min(got):.0f}–{max(got):.0f} GFLOP/s (median {statistics.median(got):.0f}); the roofline "
+            f"divides by the highest")
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -137,7 +128,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             sysinfo = report["systems"][name]
             vs = ", ".join(f"{v:.2f}× {p}" for p, v in r.get(name, {}).items()) or "(peer)"
             lines.append(f"| {name} | {x['texts_per_s']:.2f} [{x['texts_per_s_min']:.2f}–{x['texts_per_s_max']:.2f}] "
-                         f"| {x['tokens_per_s']:.0f} | {vs} | {_accuracy_cell(x)} | {_roofline_cell(x)} "
+                         f"| {x['tokens_per_s']:.0f} | {vs} | {_accuracy_cell(x)} | {x['roofline_fraction']:.0%} "
                          f"| {x['warmup_s']:.1f} "
                          f"| {sysinfo['load_s']:.1f} "
                          f"| {sysinfo['size_mb']:.0f} |")
