@@ -16,6 +16,7 @@ from .errors import MissingDependencyError
 # that every extra there is here). The first extra naming a module is the one an error suggests.
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "onnx": ("onnx", "onnxscript", "onnxruntime", "onnx_ir"),
+    "openvino": ("openvino", "onnx", "onnxruntime"),
     "tf": ("tensorflow",),
     "flax": ("jax", "flax"),
     "ctranslate2": ("ctranslate2",),

@@ -3,7 +3,7 @@ each head reads, and an unfused analysis graph (inner layers, attention probabil
 
 Files: ``export.py`` (dynamo export, fusion, quantization), ``static.py`` (the calibrated
 int8 modes: token, the default, and static), ``layout.py`` (the on-disk contract, onnx_info.json),
-``runtime.py`` (ONNX Runtime sessions).
+``runtime.py`` (ONNX Runtime sessions), ``openvino.py`` (the same graphs run by OpenVINO).
 """
 from __future__ import annotations
 
@@ -24,4 +24,14 @@ BACKENDS = (
     BackendInfo("onnx-fp16", "encoderkit.backends.onnx.runtime:OnnxFp16Runtime", "onnx", "onnx",
                 Tolerance(min_top1=0.9, min_top5=0.8, min_cosine=0.999),
                 "ONNX Runtime, fp16 encoder (for GPUs; runs on CPU)", variant="fp16"),
+    # OpenVINO runs the same files (no conversion of its own): fp32 within FP32_ATOL of ONNX Runtime.
+    BackendInfo("openvino", "encoderkit.backends.onnx.openvino:OpenVinoRuntime", "onnx", "openvino",
+                Tolerance(atol=FP32_ATOL), "OpenVINO (CPU plugin, f32) over the fused fp32 encoder"),
+    # bf16 compute of the same graphs where OpenVINO computes bf16 natively; thresholds as torch-bf16's.
+    # Measured: every parity checkpoint within them (parity_tests/), the convert gate on random small
+    # top-1/top-5/cosine 1.00/1.00/1.0000, random roberta-large in `encoderkit bench` 0.94/0.96/1.0000.
+    BackendInfo("openvino-bf16", "encoderkit.backends.onnx.openvino:OpenVinoBf16Runtime", "onnx", "openvino",
+                Tolerance(min_top1=0.9, min_top5=0.9, min_cosine=0.9995),
+                "OpenVINO (CPU plugin, bf16) over the fused fp32 encoder (CPUs with avx512_bf16/amx)",
+                machine_check="encoderkit.backends.onnx.openvino:openvino_bf16_missing"),
 )

@@ -63,28 +63,17 @@ class OnnxRuntime(Runtime):
     def load(cls, directory: Path, **options: Any) -> OnnxRuntime:
         return cls(Path(directory), **options)
 
-    def _session(self, name: str, role: str) -> ort.InferenceSession:
+    def _session(self, name: str, role: str):
         path = graph_path(self.directory, name)
         check_onnx_file(path)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
-        if not self.spinning:
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.log_severity_level = 3
         try:
-            # The converter writes Sum + LayerNormalization where onnxscript fused
-            # SkipLayerNormalization: ORT's CPU kernel for it took 3-5x their time here
-            # (export.unfuse_skip_layer_norm); do not let ORT fuse them back.
-            session = ort.InferenceSession(str(path), opts, providers=self.providers,
-                                           disabled_optimizers=["SkipLayerNormFusion"])
-        except Exception as e:  # ORT raises its own Fail/InvalidGraph types
+            session = self._open(path)
+        except Exception as e:  # each engine raises its own error types
             first = (str(e).splitlines() or [""])[0][:200]
             if isinstance(e, MemoryError) or any(w in str(e) for w in _RESOURCE_WORDS):
-                raise ResourceError(f"{path}: ONNX Runtime ran out of resources loading it ({first}); free "
+                raise ResourceError(f"{path}: {self.engine} ran out of resources loading it ({first}); free "
                                     "memory or pass fewer --threads") from None
-            raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({first})") from None
+            raise ArtifactError(f"{path}: {self.engine} cannot load it ({first})") from None
         # onnx_info.json may name any graph for any role: its interface must be that role's
         n = self.spec.num_layers
         inputs, outputs = {"encoder": ({"input_ids", "attention_mask"}, 1), "head": ({"hidden"}, 1),
@@ -96,6 +85,24 @@ class OnnxRuntime(Runtime):
             raise ArtifactError(f"{path}: not an {role} graph (inputs {sorted(got_in)}, "
                                 f"{len(session.get_outputs())} outputs); re-run `encoderkit convert --to onnx`")
         return session
+
+    engine = "ONNX Runtime"
+
+    def _open(self, path: Path) -> ort.InferenceSession:
+        """One graph as a session of this runtime's engine (``run``, ``get_inputs``, ``get_outputs``
+        as ONNX Runtime's); any error it raises is turned into a typed one by ``_session``."""
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            opts.intra_op_num_threads = self.threads
+        if not self.spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.log_severity_level = 3
+        # The converter writes Sum + LayerNormalization where onnxscript fused
+        # SkipLayerNormalization: ORT's CPU kernel for it took 3-5x their time here
+        # (export.unfuse_skip_layer_norm); do not let ORT fuse them back.
+        return ort.InferenceSession(str(path), opts, providers=self.providers,
+                                    disabled_optimizers=["SkipLayerNormFusion"])
 
     def artifact_bytes(self) -> int:
         keys = [self.encoder_key] + [head_key(h) for h in self.heads]

@@ -1,0 +1,118 @@
+"""OpenVINO over the onnx format's own files: f32 asked for (its CPU plugin defaults to bf16 where
+the CPU has it), the same answers as ONNX Runtime, the CLI, and typed errors. Parity against torch
+on every parity checkpoint is in parity_tests/ (the catalog's rows parametrise it)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import openvino  # noqa: F401  (the openvino extra is part of `make test`: missing = failing)
+
+import encoderkit
+from encoderkit.backends.onnx.openvino import OpenVinoBf16Runtime, OpenVinoRuntime, openvino_bf16_missing
+from encoderkit.conversion import convert
+from encoderkit.core.errors import ArtifactError, InputError, MissingDependencyError
+from encoderkit.storage.random_init import init_random
+
+pytestmark = pytest.mark.xdist_group("onnx")
+
+TEXTS = ["The capital of France is <mask>.", "A much longer sentence, padded against the first, ends in <mask>.",
+         "<mask> short."]
+PLAIN = [t.replace("<mask>", "it") for t in TEXTS]
+FP32_ATOL = 1e-4  # the fp32 rows' bound (core.contracts.FP32_ATOL)
+
+
+def _candidates(answers) -> list[tuple[int, float]]:
+    """(token id, score) of every candidate of every mask of every text, in order."""
+    return [(c["token"], c["score"]) for text in answers for mask in text for c in mask]
+
+
+@pytest.fixture(scope="module")
+def small_onnx(tmp_path_factory):
+    root = tmp_path_factory.mktemp("openvino")
+    init_random(root / "ckpt", "small", seed=11)  # 4 layers, hidden 128
+    convert(root / "ckpt", ["onnx"], root / "out")
+    return root / "out"
+
+
+def test_openvino_matches_onnx_runtime_on_padded_batches(small_onnx):
+    ov, ort = encoderkit.load(small_onnx, "openvino"), encoderkit.load(small_onnx, "onnx")
+    # f32 asked for, whatever the plugin's default on this CPU
+    assert ov.encoder._compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
+    diffs = {"embed": np.abs(ov.embed(PLAIN) - ort.embed(PLAIN)).max(),
+             "hidden layer 2": np.abs(ov.embed(PLAIN, layer=2) - ort.embed(PLAIN, layer=2)).max()}
+    a, b = ov.attentions(PLAIN[1]), ort.attentions(PLAIN[1])
+    diffs["attentions"] = np.abs(a.probs - b.probs).max()
+    assert max(diffs.values()) < FP32_ATOL, diffs
+    got, ref = _candidates(ov.fill_mask(TEXTS)), _candidates(ort.fill_mask(TEXTS))
+    assert [t for t, _ in got] == [t for t, _ in ref]
+    assert max(abs(x - y) for (_, x), (_, y) in zip(got, ref)) < FP32_ATOL
+
+
+def test_bf16_computes_in_bf16_where_the_cpu_has_it(small_onnx):
+    why = openvino_bf16_missing()
+    if why is not None:
+        pytest.skip(why)
+    bf, ov = encoderkit.load(small_onnx, "openvino-bf16"), encoderkit.load(small_onnx, "openvino")
+    assert bf.encoder._compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "bf16"
+    diff = np.abs(bf.embed(PLAIN) - ov.embed(PLAIN)).max()
+    # bf16 really ran (an f32 run would match to ~1e-6) and stays close (8 mantissa bits)
+    assert 1e-4 < diff < 0.05, diff
+
+
+def test_bf16_machine_check_says_why_in_one_line(monkeypatch):
+    class Core:
+        def get_property(self, device, name):
+            return ["FP32", "INT8"]
+
+    monkeypatch.setattr("encoderkit.backends.onnx.openvino._core", Core)
+    why = openvino_bf16_missing()
+    assert why is not None and "\n" not in why and "openvino" in why
+
+
+def test_cli_fill_mask_with_openvino(small_onnx):
+    def run(backend):
+        p = subprocess.run([sys.executable, "-m", "encoderkit.cli", "fill-mask", str(small_onnx), "--backend", backend,
+                            "--json", TEXTS[0]], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    got, ref = _candidates(run("openvino")), _candidates(run("onnx"))
+    assert got and [t for t, _ in got] == [t for t, _ in ref]
+    assert max(abs(x - y) for (_, x), (_, y) in zip(got, ref)) < FP32_ATOL
+
+
+def test_bad_options_are_typed(small_onnx):
+    with pytest.raises(InputError, match="threads"):
+        OpenVinoRuntime.load(small_onnx / "onnx", threads=0)
+    with pytest.raises(InputError, match="choose from"):
+        OpenVinoRuntime.load(small_onnx / "onnx", device="NPU-that-is-not-here")
+
+
+def test_a_graph_openvino_cannot_read_is_an_artifact_error(small_onnx, tmp_path):
+    import onnx
+    from onnx import helper
+
+    d = tmp_path / "onnx"
+    shutil.copytree(small_onnx / "onnx", d)
+    # a valid ONNX file whose operator no engine knows, where the head graph should be
+    node = helper.make_node("NoSuchOp", ["hidden"], ["logits"], domain="example.unknown")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("hidden", onnx.TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 2])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18),
+                                                      helper.make_opsetid("example.unknown", 1)]), d / "head.onnx")
+    with pytest.raises(ArtifactError, match="OpenVINO cannot load it"):
+        OpenVinoRuntime.load(d)
+
+
+def test_missing_openvino_names_the_extra(small_onnx, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ModuleNotFoundError
+    with pytest.raises(MissingDependencyError, match=r"encoderkit\[openvino\]"):
+        encoderkit.load(small_onnx, "openvino")
+    with pytest.raises(MissingDependencyError, match=r"encoderkit\[openvino\]"):
+        OpenVinoBf16Runtime.load(small_onnx / "onnx")
