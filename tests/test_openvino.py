@@ -88,8 +88,8 @@ def test_cli_fill_mask_with_openvino(small_onnx):
 
 
 def test_bad_options_are_typed(small_onnx):
-    with pytest.raises(InputError, match="threads"):
-        OpenVinoRuntime.load(small_onnx / "onnx", threads=0)
+    with pytest.raises(InputError, match="threads"):  # the loader's shared check (loading.check_options)
+        encoderkit.load(small_onnx, "openvino", threads=0)
     with pytest.raises(InputError, match="choose from"):
         OpenVinoRuntime.load(small_onnx / "onnx", device="NPU-that-is-not-here")
 

@@ -76,8 +76,6 @@ class OpenVinoRuntime(OnnxRuntime):
     precision = "f32"
 
     def __init__(self, directory: Path, *, threads: int | None = None, device: str = "CPU", max_tokens: int = 1024):
-        if threads is not None and (not isinstance(threads, int) or threads < 1):
-            raise InputError(f"threads must be a positive integer, got {threads!r}")
         self.core = _core()
         if device not in self.core.available_devices:
             raise InputError(f"OpenVINO has no device {device!r} here; choose from "

@@ -33,6 +33,7 @@ class OnnxRuntime(Runtime):
     """
 
     name = "onnx"
+    engine = "ONNX Runtime"  # named in load errors
     encoder_key = "encoder"
 
     def __init__(self, directory: Path, *, threads: int | None = None, providers: list[str] | None = None,
@@ -85,8 +86,6 @@ class OnnxRuntime(Runtime):
             raise ArtifactError(f"{path}: not an {role} graph (inputs {sorted(got_in)}, "
                                 f"{len(session.get_outputs())} outputs); re-run `encoderkit convert --to onnx`")
         return session
-
-    engine = "ONNX Runtime"
 
     def _open(self, path: Path) -> ort.InferenceSession:
         """One graph as a session of this runtime's engine (``run``, ``get_inputs``, ``get_outputs``
