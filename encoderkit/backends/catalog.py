@@ -29,7 +29,8 @@ BACKENDS: dict[str, BackendInfo] = {b.name: b for folder in _FOLDERS for b in fo
 
 __all__ = ["BACKENDS", "FORMATS", "FP32_ATOL", "REFERENCE", "backend", "backends_of_format", "converter",
            "format_info", "installed_backends", "installed_formats", "parse_formats", "register_backend",
-           "register_format", "resolve", "runs_here", "unregister", "validated_backends"]
+           "register_format", "resolve", "runs_here", "unregister", "unvalidated_backends",
+           "validated_backends"]
 
 
 def _unknown(kind: str, name: object, known) -> UnknownNameError:
@@ -83,11 +84,26 @@ def backends_of_format(fmt: str) -> list[BackendInfo]:
     return [b for b in BACKENDS.values() if b.fmt == fmt]
 
 
+def _why_not_validated(info: BackendInfo) -> str | None:
+    """None where ``convert`` can validate backend ``info`` here, else why not: its extra is not
+    installed (checked first: a machine check may import the framework), or the machine lacks it."""
+    if not extra_installed(info.extra):
+        return f"needs encoderkit[{info.extra}], not installed"
+    return runs_here(info)
+
+
 def validated_backends(fmt: str, variants: frozenset[str]) -> list[BackendInfo]:
-    """The backends that load format ``fmt``, for the artifacts ``variants`` switch on, that this
-    machine runs (torch-bf16 only on a CPU with bf16 instructions)."""
+    """The backends that load format ``fmt``, for the artifacts ``variants`` switch on, that are
+    installed and that this machine runs (torch-bf16 only on a CPU with bf16 instructions)."""
     return [b for b in backends_of_format(fmt)
-            if (b.variant is None or b.variant in variants) and runs_here(b) is None]
+            if (b.variant is None or b.variant in variants) and _why_not_validated(b) is None]
+
+
+def unvalidated_backends(fmt: str, variants: frozenset[str]) -> dict[str, str]:
+    """The backends of ``fmt`` (for ``variants``) that ``validated_backends`` leaves out, with why:
+    ``convert`` says so and its report lists them, so a skipped check is never read as a pass."""
+    return {b.name: why for b in backends_of_format(fmt)
+            if (b.variant is None or b.variant in variants) and (why := _why_not_validated(b))}
 
 
 def converter(name: str) -> type:

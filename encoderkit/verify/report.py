@@ -28,6 +28,8 @@ def render_report(report: dict[str, Any], root: Path) -> str:
             lines += ["", "| backend | check | result | bound |", "|---|---|---|---|"]
             for backend, res in entry["parity"].items():
                 lines += _parity_rows(backend, res, spec["heads"])
+        if entry.get("not_validated"):
+            lines += [""] + [f"- **not validated**: {b} ({why})" for b, why in entry["not_validated"].items()]
         lines.append("")
     lines.append("Probe inputs: 8 masked sentences of mixed length (padded together) and one sequence "
                  "at the model's maximum length (and, for segment-typed models, 3 text pairs).")

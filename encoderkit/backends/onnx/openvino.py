@@ -12,13 +12,14 @@ does (within FP32_ATOL); ``openvino-bf16`` asks for bf16.
 """
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...core.errors import InputError
+from ...core.errors import InputError, UnsupportedHardwareError
 from ...core.extras import import_optional
 from .runtime import OnnxRuntime
 
@@ -56,6 +57,25 @@ class OpenVinoGraph:
         return [result[self._outputs.index(n)] for n in names]
 
 
+_VIRTUAL = ("AUTO", "HETERO", "MULTI", "BATCH")  # OpenVINO's devices that schedule over others
+
+
+def _devices(device: str) -> set[str]:
+    """The device names in an OpenVINO device string ("HETERO:GPU.0,CPU" -> HETERO, GPU, CPU)."""
+    return {d.split(".")[0] for d in re.split(r"[:,]", device) if d}
+
+
+def _device_here(device: Any, here: list[str]) -> bool:
+    """Whether ``device`` names devices of this machine (``GPU`` or ``GPU.0``), alone or under
+    OpenVINO's virtual devices (``AUTO``, ``AUTO:CPU``, ``HETERO:GPU,CPU``)."""
+    if not isinstance(device, str) or not device:
+        return False
+    names = _devices(device)
+    real = names - set(_VIRTUAL)
+    known = all(d in {h.split(".")[0] for h in here} for d in real)
+    return known and (bool(real) or device == "AUTO")
+
+
 def _core():
     ov = import_optional("openvino", "backend 'openvino'")
     return ov.Core()
@@ -77,11 +97,16 @@ class OpenVinoRuntime(OnnxRuntime):
 
     def __init__(self, directory: Path, *, threads: int | None = None, device: str = "CPU", max_tokens: int = 1024):
         self.core = _core()
-        if device not in self.core.available_devices:
-            raise InputError(f"OpenVINO has no device {device!r} here; choose from "
-                             f"{', '.join(self.core.available_devices)}")
+        here = self.core.available_devices
+        if not _device_here(device, here):
+            raise InputError(f"OpenVINO has no device {device!r} here; choose from {', '.join(here)} "
+                             f"(or {', '.join(_VIRTUAL)} over them, e.g. AUTO:{here[0]})")
         self.device = device
+        self.check_machine()
         super().__init__(directory, threads=threads, max_tokens=max_tokens)
+
+    def check_machine(self) -> None:
+        """Refuses what this machine cannot compute as asked (the bf16 row, below)."""
 
     def _open(self, path: Path) -> OpenVinoGraph:
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": self.precision, "PERFORMANCE_HINT": "LATENCY"}
@@ -97,9 +122,13 @@ class OpenVinoBf16Runtime(OpenVinoRuntime):
     name = "openvino-bf16"
     precision = "bf16"
 
+    def check_machine(self) -> None:
+        if _devices(self.device) & {"CPU", "AUTO"} and (why := openvino_bf16_missing(self.core)):
+            raise UnsupportedHardwareError(why)
 
-def openvino_bf16_missing() -> str | None:
+
+def openvino_bf16_missing(core=None) -> str | None:
     """None where OpenVINO's CPU plugin computes bf16 natively here, else why not, in one line."""
-    if "BF16" in _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+    if "BF16" in (core or _core()).get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         return None
     return "OpenVINO reports no bf16 support on this CPU (avx512_bf16/amx_bf16): use openvino or onnx-int8"

@@ -1,6 +1,7 @@
 """ONNX Runtime backend (fp32, int8, fp16 encoders and analysis graphs; the fp32 head)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,18 @@ from .layout import check_onnx_file, graph_path, head_key, read_info
 # Words in ONNX Runtime's load errors that mean the machine ran short, not that the file is bad.
 _RESOURCE_WORDS = ("bad_alloc", "Failed to allocate", "out of memory", "pthread", "create thread",
                    "Resource temporarily unavailable", "Cannot allocate memory")
+
+# Lines of an engine's error that only say where in its C++ it was raised (OpenVINO opens every
+# message with them), not what is wrong: left out of the one line users read.
+_SOURCE_LINE = re.compile(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:)$")
+
+
+def engine_message(error: BaseException, limit: int = 300) -> str:
+    """An engine's error in one line: its lines that say what is wrong, joined, at most ``limit``
+    characters."""
+    lines = [ln.strip() for ln in str(error).splitlines()]
+    said = " ".join(ln for ln in lines if ln and not _SOURCE_LINE.match(ln)) or type(error).__name__
+    return said if len(said) <= limit else said[:limit - 3] + "..."
 
 
 class OnnxRuntime(Runtime):
@@ -70,11 +83,11 @@ class OnnxRuntime(Runtime):
         try:
             session = self._open(path)
         except Exception as e:  # each engine raises its own error types
-            first = (str(e).splitlines() or [""])[0][:200]
+            said = engine_message(e)
             if isinstance(e, MemoryError) or any(w in str(e) for w in _RESOURCE_WORDS):
-                raise ResourceError(f"{path}: {self.engine} ran out of resources loading it ({first}); free "
+                raise ResourceError(f"{path}: {self.engine} ran out of resources loading it ({said}); free "
                                     "memory or pass fewer --threads") from None
-            raise ArtifactError(f"{path}: {self.engine} cannot load it ({first})") from None
+            raise ArtifactError(f"{path}: {self.engine} cannot load it ({said})") from None
         # onnx_info.json may name any graph for any role: its interface must be that role's
         n = self.spec.num_layers
         inputs, outputs = {"encoder": ({"input_ids", "attention_mask"}, 1), "head": ({"hidden"}, 1),
