@@ -152,3 +152,8 @@ def test_missing_openvino_names_the_extra(small_onnx, monkeypatch):
         encoderkit.load(small_onnx, "openvino")
     with pytest.raises(MissingDependencyError, match=r"encoderkit\[openvino\]"):
         OpenVinoBf16Runtime.load(small_onnx / "onnx")
+
+
+def test_an_onnx_runtime_option_is_refused_by_openvino(small_onnx):
+    with pytest.raises(InputError, match="backend 'openvino' has no option 'providers'; its options: device, max_tokens"):
+        encoderkit.load(small_onnx, "openvino", providers=["CPUExecutionProvider"])

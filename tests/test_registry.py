@@ -209,3 +209,15 @@ def test_onnx_runtime_out_of_resources_is_not_blamed_on_the_artifact(tiny_robert
         encoderkit.load(out, "onnx")
     monkeypatch.setattr(ort, "InferenceSession", real)
     assert encoderkit.load(out, "onnx").embed(["fine"]).shape == (1, 32)
+
+
+@pytest.mark.parametrize("name", registry.installed_backends())
+def test_every_backend_refuses_an_option_it_does_not_have(name):
+    """An option a backend's load/constructor does not take is an InputError naming its options,
+    checked before anything is loaded (it was a TypeError from inside the constructor)."""
+    from encoderkit.backends.loading import backend_class, check_known_options
+
+    cls = backend_class(name)
+    with pytest.raises(InputError, match=rf"backend {name!r} has no option 'no_such_option'; its options: .*threads"):
+        check_known_options(cls, name, {"no_such_option": 1, "threads": 1})
+    check_known_options(cls, name, {"threads": 1, "max_tokens": 8, "allow_pickle": False})  # shared ones pass

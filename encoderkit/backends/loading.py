@@ -11,6 +11,7 @@ Backends layer: above the catalog and the backend folders.
 """
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,27 @@ def check_options(options: dict[str, Any]) -> None:
     if (options.get("threads") or 0) > MAX_THREADS:
         raise InputError(f"threads {options['threads']} is more than {MAX_THREADS} "
                          f"(8 per core of this machine's {os.cpu_count()})")
+
+
+def check_known_options(cls: type, name: str, options: dict[str, Any]) -> None:
+    """Options the backend's ``load`` / constructor do not take are refused with its options named
+    (not a TypeError from deep inside); ``allow_pickle`` is the loader's own.
+
+    Raises:
+        InputError: an option backend ``name`` does not have.
+    """
+    accepted: set[str] = set()
+    for fn in (cls.load, cls):  # load(directory, **options) hands them on to the constructor
+        params = list(inspect.signature(fn).parameters.values())[1:]  # after the path / checkpoint
+        accepted |= {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break
+    else:
+        return  # takes any option: its own code checks them
+    unknown = sorted(set(options) - accepted - {"allow_pickle"})
+    if unknown:
+        raise InputError(f"backend {name!r} has no option {', '.join(map(repr, unknown))}; its options: "
+                         f"{', '.join(sorted(accepted)) or 'none'}")
 
 
 def converted_manifest(path: Path) -> dict[str, Any] | None:
@@ -142,7 +164,9 @@ def load(model: str | Path, backend: str | None = None, **options: Any) -> Runti
         if info.fmt != BACKENDS[REFERENCE].fmt:
             raise ArtifactError(f"{path} is a checkpoint; backend {info.name!r} needs a converted model: "
                                 f"encoderkit convert {model} --to {info.fmt} --out DIR")
-        return backend_class(info.name).load(path, **options)
+        cls = backend_class(info.name)
+        check_known_options(cls, info.name, options)
+        return cls.load(path, **options)
     formats = manifest.get("formats", [])
     if info is None:
         info = next((b for b in BACKENDS.values() if b.fmt in formats and not b.pickle), None)
@@ -155,11 +179,14 @@ def load(model: str | Path, backend: str | None = None, **options: Any) -> Runti
     directory = open_converted(path, info.fmt, trust=trust)
     if not info.pickle:
         options.pop("allow_pickle", None)
-    rt = backend_class(info.name).load(directory, **options)
+    cls = backend_class(info.name)
+    check_known_options(cls, info.name, options)
+    rt = cls.load(directory, **options)
     if info.last_layer_only:
         rt.alternatives = tuple(b.name for b in BACKENDS.values() if not b.last_layer_only and not b.quantized)
     return rt
 
 
-__all__ = ["EncoderOutput", "Runtime", "available_backends", "backend_class", "check_options", "check_origin",
+__all__ = ["EncoderOutput", "Runtime", "available_backends", "backend_class", "check_known_options",
+           "check_options", "check_origin",
            "converted_manifest", "load", "open_converted"]
