@@ -571,6 +571,21 @@ def test_a_corrupt_onnx_prints_nothing_on_stdout(copy, capfd):
     assert out.out == "" and out.err.strip().startswith("error:")
 
 
+def test_a_format_folder_or_a_manifestless_output_gets_the_right_advice(copy, capfd):
+    """Pointed at out/onnx (not out), or at an output whose manifest.json is gone, the one line says
+    what it is and what to do, never "is a checkpoint; convert it"."""
+    need("onnx")
+    assert main(["embed", str(copy / "onnx"), "hello", "--backend", "onnx"]) == 2
+    err = capfd.readouterr().err.strip()
+    assert err == f"error: {copy / 'onnx'} is the onnx/ folder of the converted model {copy}: load {copy} itself " \
+                  "(with backend 'onnx')", err
+    (copy / "manifest.json").unlink()
+    assert main(["embed", str(copy), "hello", "--backend", "onnx"]) == 2
+    err = capfd.readouterr().err.strip()
+    assert "no manifest.json" in err and "convert again" in err and "is a checkpoint" not in err, err
+    assert "\n" not in err
+
+
 # --------------------------------------------------------------------------- 14: threads on every backend
 
 def test_threads_on_every_backend(converted):

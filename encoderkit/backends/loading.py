@@ -138,6 +138,26 @@ def available_backends(model: str | Path, *, installed_only: bool = True) -> lis
     return out
 
 
+def _not_converted(path: Path, model: str | Path, backend: str, fmt: str) -> str:
+    """Why ``path`` (no convert manifest) cannot load on ``backend``, and what to do, in one line."""
+    parent = path.parent
+    if path.name in FORMATS and (parent / "manifest.json").is_file():
+        try:
+            kind = (read_manifest(parent) or {}).get("kind")
+        except ArtifactError:
+            kind = None
+        if kind == "convert":
+            return (f"{path} is the {path.name}/ folder of the converted model {parent}: load {parent} "
+                    f"itself (with backend {backend!r})")
+    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    # (a hub checkpoint may carry an onnx/ folder of its own beside its weights: still a checkpoint)
+    if path.is_dir() and any((path / f).is_dir() for f in FORMATS) and not any((path / w).exists() for w in weights):
+        return (f"{path} holds format folders but no manifest.json: not a complete `encoderkit convert` "
+                f"output; convert again (encoderkit convert CHECKPOINT --to {fmt} --out DIR)")
+    return (f"{path} is a checkpoint; backend {backend!r} needs a converted model: "
+            f"encoderkit convert {model} --to {fmt} --out DIR")
+
+
 def load(model: str | Path, backend: str | None = None, **options: Any) -> Runtime:
     """Load ``model`` (checkpoint dir, hub id, packaged name, or `convert` output) on a backend.
 
@@ -162,8 +182,7 @@ def load(model: str | Path, backend: str | None = None, **options: Any) -> Runti
     if manifest is None:
         info = info or BACKENDS[REFERENCE]
         if info.fmt != BACKENDS[REFERENCE].fmt:
-            raise ArtifactError(f"{path} is a checkpoint; backend {info.name!r} needs a converted model: "
-                                f"encoderkit convert {model} --to {info.fmt} --out DIR")
+            raise ArtifactError(_not_converted(path, model, info.name, info.fmt))
         cls = backend_class(info.name)
         check_known_options(cls, info.name, options)
         return cls.load(path, **options)

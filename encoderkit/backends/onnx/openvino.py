@@ -86,8 +86,10 @@ class OpenVinoRuntime(OnnxRuntime):
     OpenVINO's CPU plugin in f32.
 
     Args (options of ``load``):
-        threads: inference threads (default: OpenVINO's choice, one per physical core).
-        device: OpenVINO device (default ``CPU``; ``GPU`` for an Intel GPU).
+        threads: inference threads (default: OpenVINO's choice, one per physical core; OpenVINO
+            uses no more than the machine's cores, whatever is asked).
+        device: OpenVINO device (default ``CPU``; ``GPU`` for an Intel GPU; ``AUTO`` or
+            ``HETERO:GPU,CPU`` over them).
         max_tokens: batch token budget.
     """
 
