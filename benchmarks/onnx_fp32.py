@@ -39,22 +39,12 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _session(path: Path, *, threads: int | None = None, spinning: bool = False, level: str = "ALL",
-             profile_prefix: str | None = None):
-    import onnxruntime as ort
+def _session(path: Path, **opts):
+    """The onnx backend's own session recipe (no re-fusing of Add + LayerNormalization into
+    SkipLayerNormalization, spinning off), CPU only, with a variant's options."""
+    from encoderkit.backends.onnx.runtime import ort_session
 
-    o = ort.SessionOptions()
-    if profile_prefix:  # ORT's profiler on (benchmarks/profile_fp32.py)
-        o.enable_profiling, o.profile_file_prefix = True, profile_prefix
-    o.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{level}")
-    if threads:
-        o.intra_op_num_threads = threads
-    if not spinning:
-        o.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    o.log_severity_level = 3
-    # as backends/onnx/runtime.py does: no re-fusing of Add + LayerNormalization into SkipLayerNormalization
-    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=["SkipLayerNormFusion"])
+    return ort_session(path, **opts)
 
 
 def mask_index_graph(src: Path, dst: Path) -> None:

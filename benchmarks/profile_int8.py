@@ -72,18 +72,10 @@ def calls_for(shape) -> int:
 
 # ----------------------------------------------------------------------------- systems
 def ort_session(path: Path, threads: int, profile_prefix: str | None = None):
-    import onnxruntime as ort
+    """A session as the onnx backend runs it (its own recipe), at ``threads`` threads."""
+    from encoderkit.backends.onnx.runtime import ort_session as backend_session
 
-    o = ort.SessionOptions()
-    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    o.intra_op_num_threads = threads
-    o.log_severity_level = 3
-    o.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the onnx backend runs it
-    if profile_prefix:
-        o.enable_profiling = True
-        o.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(str(path), o, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=["SkipLayerNormFusion"])  # as the onnx backend
+    return backend_session(path, threads=threads, profile_prefix=profile_prefix)
 
 
 def ort_system(path: Path, threads: int):

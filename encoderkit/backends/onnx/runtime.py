@@ -29,6 +29,30 @@ def engine_message(error: BaseException, limit: int = 300) -> str:
     return said if len(said) <= limit else said[:limit - 3] + "..."
 
 
+def ort_session(path: Path | bytes, *, threads: int | None = None, spinning: bool = False,
+                providers: list[str] | None = None, level: str = "ALL",
+                profile_prefix: str | None = None) -> ort.InferenceSession:
+    """A session as the onnx backend runs its graphs (the benchmarks and profiles use it too, so
+    what they measure is what users run): graph level ``level``, ``threads`` intra-op threads
+    (None: ONNX Runtime's choice), spinning off unless asked, ORT's profiler on with
+    ``profile_prefix``."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, f"ORT_ENABLE_{level}")
+    if threads:
+        opts.intra_op_num_threads = threads
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile_prefix:
+        opts.enable_profiling, opts.profile_file_prefix = True, profile_prefix
+    opts.log_severity_level = 3
+    # The converter writes Sum + LayerNormalization where onnxscript fused
+    # SkipLayerNormalization: ORT's CPU kernel for it took 3-5x their time here
+    # (export.unfuse_skip_layer_norm); do not let ORT fuse them back.
+    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts,
+                                providers=providers or ["CPUExecutionProvider"],
+                                disabled_optimizers=["SkipLayerNormFusion"])
+
+
 class OnnxRuntime(Runtime):
     """ONNX Runtime sessions over a ``convert --to onnx`` directory.
 
@@ -103,18 +127,7 @@ class OnnxRuntime(Runtime):
     def _open(self, path: Path) -> ort.InferenceSession:
         """One graph as a session of this runtime's engine (``run``, ``get_inputs``, ``get_outputs``
         as ONNX Runtime's); any error it raises is turned into a typed one by ``_session``."""
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.threads:
-            opts.intra_op_num_threads = self.threads
-        if not self.spinning:
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.log_severity_level = 3
-        # The converter writes Sum + LayerNormalization where onnxscript fused
-        # SkipLayerNormalization: ORT's CPU kernel for it took 3-5x their time here
-        # (export.unfuse_skip_layer_norm); do not let ORT fuse them back.
-        return ort.InferenceSession(str(path), opts, providers=self.providers,
-                                    disabled_optimizers=["SkipLayerNormFusion"])
+        return ort_session(path, threads=self.threads, spinning=self.spinning, providers=self.providers)
 
     def artifact_bytes(self) -> int:
         keys = [self.encoder_key] + [head_key(h) for h in self.heads]
