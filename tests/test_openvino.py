@@ -14,7 +14,9 @@ import pytest
 import openvino  # (the openvino extra is part of `make test`: missing = failing)
 
 import encoderkit
-from encoderkit.backends.onnx.openvino import OpenVinoBf16Runtime, OpenVinoRuntime, openvino_bf16_missing
+from encoderkit.backends.onnx import openvino as openvino_backend
+from encoderkit.backends.onnx.openvino import (OpenVinoBf16Runtime, OpenVinoRuntime, _device_kinds,
+                                                openvino_bf16_missing)
 from encoderkit.conversion import convert
 from encoderkit.core.errors import ArtifactError, InputError, MissingDependencyError, UnsupportedHardwareError
 from encoderkit.storage.random_init import init_random
@@ -96,6 +98,39 @@ def test_openvino_virtual_devices_over_this_cpu(small_onnx):
     for device in ("HETERO", "cpu", "", None):  # a virtual device over nothing; names are case-sensitive
         with pytest.raises(InputError, match="choose from CPU"):
             OpenVinoRuntime.load(small_onnx / "onnx", device=device)
+
+
+def test_device_strings_are_read_against_the_devices_here():
+    """OpenVINO's device grammar, judged before compiling: a typo is an InputError naming what is
+    here, never OpenVINO's compile error reported as a broken artifact."""
+    here = ["CPU", "GPU.0", "GPU.1"]
+    ok = {"CPU": {"CPU"}, "GPU": {"GPU"}, "GPU.1": {"GPU"}, "AUTO": {"CPU", "GPU"}, "AUTO:GPU": {"GPU"},
+          "AUTO:GPU,CPU": {"GPU", "CPU"}, "AUTO:-CPU": {"GPU"}, "AUTO:-GPU.0": {"CPU", "GPU"},
+          "HETERO:GPU.0,CPU": {"GPU", "CPU"}, "MULTI:CPU": {"CPU"}}
+    for device, want in ok.items():
+        assert _device_kinds(device, here) == want, device
+    for device in ("CPU,GPU", "CPU:GPU", ":CPU", "GPU.7", "HETERO", "HETERO:", "HETERO:-CPU", "AUTO:NPU",
+                   "AUTO:-CPU,-GPU", "cpu", "FOO:CPU", "", None, 3):
+        assert _device_kinds(device, here) is None, device
+
+
+def test_bf16_machine_check_applies_where_the_cpu_may_run_it(monkeypatch):
+    """openvino-bf16 on a CPU without bf16: refused where OpenVINO may put it on the CPU (CPU,
+    AUTO, HETERO:GPU,CPU), not for a device list that leaves the CPU out (AUTO:GPU, AUTO:-CPU)."""
+    checked = []
+    monkeypatch.setattr(openvino_backend, "openvino_bf16_missing", lambda core=None: checked.append(1) or "no bf16")
+    rt = object.__new__(OpenVinoBf16Runtime)  # the check alone: this machine has no GPU to load on
+    rt.core = None
+    here = ["CPU", "GPU.0"]
+    for device, refused in (("CPU", True), ("AUTO", True), ("HETERO:GPU,CPU", True), ("AUTO:GPU", False),
+                            ("AUTO:-CPU", False)):
+        rt.runs_on = _device_kinds(device, here)
+        if refused:
+            with pytest.raises(UnsupportedHardwareError, match="no bf16"):
+                rt.check_machine()
+        else:
+            rt.check_machine()
+    assert len(checked) == 3
 
 
 def test_cli_fill_mask_with_openvino(small_onnx):

@@ -214,7 +214,7 @@ def test_onnx_runtime_out_of_resources_is_not_blamed_on_the_artifact(tiny_robert
 @pytest.mark.parametrize("name", registry.installed_backends())
 def test_every_backend_refuses_an_option_it_does_not_have(name):
     """An option a backend's load/constructor does not take is an InputError naming its options,
-    checked before anything is loaded (it was a TypeError from inside the constructor)."""
+    checked before the backend's own load runs (it was a TypeError from inside the constructor)."""
     from encoderkit.backends.loading import backend_class, check_known_options
 
     cls = backend_class(name)

@@ -571,7 +571,7 @@ def test_a_corrupt_onnx_prints_nothing_on_stdout(copy, capfd):
     assert out.out == "" and out.err.strip().startswith("error:")
 
 
-def test_a_format_folder_or_a_manifestless_output_gets_the_right_advice(copy, capfd):
+def test_a_format_folder_or_a_manifestless_output_gets_the_right_advice(copy, capfd, monkeypatch):
     """Pointed at out/onnx (not out), or at an output whose manifest.json is gone, the one line says
     what it is and what to do, never "is a checkpoint; convert it"."""
     need("onnx")
@@ -579,6 +579,10 @@ def test_a_format_folder_or_a_manifestless_output_gets_the_right_advice(copy, ca
     err = capfd.readouterr().err.strip()
     assert err == f"error: {copy / 'onnx'} is the onnx/ folder of the converted model {copy}: load {copy} itself " \
                   "(with backend 'onnx')", err
+    monkeypatch.chdir(copy / "onnx")  # "." there is the same folder
+    assert main(["embed", ".", "hello", "--backend", "onnx"]) == 2
+    err = capfd.readouterr().err.strip()
+    assert err.startswith(f"error: . is the onnx/ folder of the converted model {copy.resolve()}: load"), err
     (copy / "manifest.json").unlink()
     assert main(["embed", str(copy), "hello", "--backend", "onnx"]) == 2
     err = capfd.readouterr().err.strip()

@@ -140,14 +140,15 @@ def available_backends(model: str | Path, *, installed_only: bool = True) -> lis
 
 def _not_converted(path: Path, model: str | Path, backend: str, fmt: str) -> str:
     """Why ``path`` (no convert manifest) cannot load on ``backend``, and what to do, in one line."""
-    parent = path.parent
-    if path.name in FORMATS and (parent / "manifest.json").is_file():
+    real = path.resolve()  # "." inside out/onnx is out/onnx too
+    parent = real.parent
+    if real.name in FORMATS and (parent / "manifest.json").is_file():
         try:
             kind = (read_manifest(parent) or {}).get("kind")
         except ArtifactError:
             kind = None
         if kind == "convert":
-            return (f"{path} is the {path.name}/ folder of the converted model {parent}: load {parent} "
+            return (f"{path} is the {real.name}/ folder of the converted model {parent}: load {parent} "
                     f"itself (with backend {backend!r})")
     weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
     # (a hub checkpoint may carry an onnx/ folder of its own beside its weights: still a checkpoint)

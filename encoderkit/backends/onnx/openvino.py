@@ -60,20 +60,33 @@ class OpenVinoGraph:
 _VIRTUAL = ("AUTO", "HETERO", "MULTI", "BATCH")  # OpenVINO's devices that schedule over others
 
 
-def _devices(device: str) -> set[str]:
-    """The device names in an OpenVINO device string ("HETERO:GPU.0,CPU" -> HETERO, GPU, CPU)."""
-    return {d.split(".")[0] for d in re.split(r"[:,]", device) if d}
-
-
-def _device_here(device: Any, here: list[str]) -> bool:
-    """Whether ``device`` names devices of this machine (``GPU`` or ``GPU.0``), alone or under
-    OpenVINO's virtual devices (``AUTO``, ``AUTO:CPU``, ``HETERO:GPU,CPU``)."""
+def _device_kinds(device: Any, here: list[str]) -> set[str] | None:
+    """OpenVINO's device string read against this machine's devices ``here``: the kinds of device
+    (``CPU``, ``GPU``, ...) it may run on, or None where it is not a device string of this machine.
+    Forms: ``CPU``, ``GPU`` / ``GPU.0`` (a device here), ``AUTO`` (any), ``AUTO:GPU,CPU`` /
+    ``HETERO:GPU,CPU`` / ``MULTI:...`` / ``BATCH:GPU`` (over devices here; ``AUTO:-CPU`` excludes one)."""
     if not isinstance(device, str) or not device:
-        return False
-    names = _devices(device)
-    real = names - set(_VIRTUAL)
-    known = all(d in {h.split(".")[0] for h in here} for d in real)
-    return known and (bool(real) or device == "AUTO")
+        return None
+    kinds = {h.split(".")[0] for h in here}
+
+    def real(name: str) -> bool:  # "GPU" names GPU.0 too; an index must be one of here's
+        return name in here or name in kinds
+
+    virtual, sep, rest = device.partition(":")
+    if not sep:
+        if device == "AUTO":
+            return kinds
+        return {device.split(".")[0]} if real(device) else None
+    if virtual not in _VIRTUAL or not rest:
+        return None
+    items = rest.split(",")
+    excluded = {i[1:] for i in items if i.startswith("-")}
+    chosen = {i for i in items if not i.startswith("-")}
+    if (virtual != "AUTO" and excluded) or not all(real(d) for d in excluded | chosen):
+        return None
+    if not chosen:  # AUTO:-CPU: any device here but those
+        chosen = {h for h in here if h not in excluded and h.split(".")[0] not in excluded}
+    return {d.split(".")[0] for d in chosen} or None
 
 
 def _core():
@@ -99,11 +112,16 @@ class OpenVinoRuntime(OnnxRuntime):
 
     def __init__(self, directory: Path, *, threads: int | None = None, device: str = "CPU", max_tokens: int = 1024):
         self.core = _core()
-        here = self.core.available_devices
-        if not _device_here(device, here):
+        here = list(self.core.available_devices)
+        if not here:
+            raise InputError("OpenVINO finds no device on this machine (its CPU plugin is missing?): "
+                             "reinstall encoderkit[openvino]")
+        runs_on = _device_kinds(device, here)
+        if runs_on is None:
             raise InputError(f"OpenVINO has no device {device!r} here; choose from {', '.join(here)} "
-                             f"(or {', '.join(_VIRTUAL)} over them, e.g. AUTO:{here[0]})")
+                             f"(or {', '.join(_VIRTUAL)} over them, e.g. AUTO:{','.join(here)})")
         self.device = device
+        self.runs_on = runs_on  # the kinds of device OpenVINO may run it on
         self.check_machine()
         super().__init__(directory, threads=threads, max_tokens=max_tokens)
 
@@ -125,7 +143,7 @@ class OpenVinoBf16Runtime(OpenVinoRuntime):
     precision = "bf16"
 
     def check_machine(self) -> None:
-        if _devices(self.device) & {"CPU", "AUTO"} and (why := openvino_bf16_missing(self.core)):
+        if "CPU" in self.runs_on and (why := openvino_bf16_missing(self.core)):
             raise UnsupportedHardwareError(why)
 
 
