@@ -90,12 +90,10 @@ def matmul_rates(shapes: list[tuple[int, int, int]], layers: int, repeats: int) 
 def profile(rt, texts: list[str], calls: int, prefix: str) -> dict:
     """ORT's profiler over `calls` fill-mask calls on a second encoder session of the same graph,
     opened with the onnx backend's options."""
-    from encoderkit.backends.onnx.runtime import graph_path
-
-    from .onnx_fp32 import _session
+    from encoderkit.backends.onnx.runtime import graph_path, ort_session
 
     shipped = rt.encoder
-    rt.encoder = _session(graph_path(rt.directory, rt.info["files"][rt.encoder_key]), profile_prefix=prefix)
+    rt.encoder = ort_session(graph_path(rt.directory, rt.info["files"][rt.encoder_key]), profile_prefix=prefix)
     try:
         rt.fill_mask(texts)  # warm: not counted (run ids below)
         walls = []

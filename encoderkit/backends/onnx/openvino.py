@@ -12,7 +12,6 @@ does (within FP32_ATOL); ``openvino-bf16`` asks for bf16.
 """
 from __future__ import annotations
 
-import re
 import threading
 from pathlib import Path
 from typing import Any

@@ -29,7 +29,7 @@ def engine_message(error: BaseException, limit: int = 300) -> str:
     return said if len(said) <= limit else said[:limit - 3] + "..."
 
 
-def ort_session(path: Path | bytes, *, threads: int | None = None, spinning: bool = False,
+def ort_session(path: Path, *, threads: int | None = None, spinning: bool = False,
                 providers: list[str] | None = None, level: str = "ALL",
                 profile_prefix: str | None = None) -> ort.InferenceSession:
     """A session as the onnx backend runs its graphs (the benchmarks and profiles use it too, so
@@ -48,8 +48,7 @@ def ort_session(path: Path | bytes, *, threads: int | None = None, spinning: boo
     # The converter writes Sum + LayerNormalization where onnxscript fused
     # SkipLayerNormalization: ORT's CPU kernel for it took 3-5x their time here
     # (export.unfuse_skip_layer_norm); do not let ORT fuse them back.
-    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts,
-                                providers=providers or ["CPUExecutionProvider"],
+    return ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"],
                                 disabled_optimizers=["SkipLayerNormFusion"])
 
 
